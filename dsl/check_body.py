@@ -1,0 +1,403 @@
+"""Stage 2, one definition: the body of `F(x; act = relu) = ...` -> typed.TDef.
+
+Keeps the substitution of this definition as it grows; everything else is immutable.
+"""
+
+from __future__ import annotations
+
+from . import ast
+from . import typed as T
+from .checker import (BUILTINS, ELEMENTWISE, INITIALIZERS, LAST_AXIS, REDUCTIONS, _err,
+                      _Globals, _plural, _suggest, _TypeBuilder, instantiate, sig_matches)
+from .dims import DimVar, Mismatch, free_vars, resolve, unify
+from .errors import DpError, DpErrors
+from .types import ModSig, Tensor, apply_subst, scalar, unify_tensors, with_shape
+
+_ELEMENTWISE_SIG = ModSig((scalar(),), scalar(), ())
+
+
+class _DefChecker:
+    def __init__(self, g: _Globals, d: ast.Definition):
+        self.g, self.d = g, d
+        self.sig: ModSig = g.sigs[d.name]
+        self.dim_scope = {v.name: v for v in self.sig.dims}
+        self.subst: dict = {}
+        self.deferred: list = []
+        self.locals: dict[str, Tensor] = {}
+        self.params: dict[str, T.TParamDecl] = {}
+        self.config: dict[str, T.TConfigParam] = {}
+        self.calls: list[tuple[T.TCall, ModSig]] = []
+        self.site_counts: dict[str, int] = {}
+
+    # --- the definition
+    def run(self) -> T.TDef:
+        d = self.d
+        inputs = [h for h in d.header if not h.config]
+        self._config(d)
+        if len(inputs) != len(self.sig.args):
+            raise _err("arity", f"{d.name} takes {_plural(len(self.sig.args), 'argument')} "
+                       f"by its signature ({self.sig}), but its definition names "
+                       f"{len(inputs)}", d.span)
+        for h, t in zip(inputs, self.sig.args, strict=True):
+            self.locals[h.name] = t
+        for stmt in d.body:
+            if isinstance(stmt, ast.ParamDecl):
+                self._param(stmt)
+        lets, results = [], [s for s in d.body if isinstance(s, ast.Result)]
+        if len(results) != 1:
+            span = results[1].span if results else d.span
+            raise _err("syntax", f"{d.name} must end in exactly one result expression, "
+                       f"found {len(results)}", span)
+        for stmt in d.body:
+            if isinstance(stmt, ast.Let):
+                lets.append((stmt.name, self._let(stmt)))
+        result = self.expr(results[0].expr)
+        self._expect(result, self.sig.result, results[0].expr,
+                     f"{d.name} should give {self.sig.result} (its signature)")
+        self._close()
+        return T.TDef(d.name, self.sig, tuple(h.name for h in inputs),
+                      tuple(self.config.values()), tuple(self.params.values()), tuple(lets),
+                      result, self.subst, dict(self.site_counts), self.g.implements.get(d.name),
+                      d.span)
+
+    def _config(self, d: ast.Definition) -> None:
+        items = list(self.g.config.get(d.name, ())) + [h for h in d.header if h.config]
+        for h in items:
+            sig = None
+            if isinstance(h.sig, ast.NamedSig):
+                if h.sig.name not in self.g.abstracts:
+                    raise _err("name", f"unknown abstract module '{h.sig.name}'", h.sig.span,
+                               *_suggest(h.sig.name, self.g.abstracts))
+                sig = h.sig.name
+            elif isinstance(h.sig, ast.FnType):
+                sig = _TypeBuilder({}, True, True).sig(h.sig)
+            default = self.module_ref(h.default) if h.default is not None else None
+            if sig is None and default is None:
+                raise _err("type", f"configuration argument '{h.name}' needs a signature or a "
+                           "default", h.span, f"e.g. `{h.name}: R -> R = relu`")
+            self.config[h.name] = T.TConfigParam(h.name, sig, default, h.span)
+
+    def _param(self, p: ast.ParamDecl) -> None:
+        if p.name in self.params or p.name in self.locals:
+            raise _err("name", f"'{p.name}' is declared twice in {self.d.name}", p.span)
+        t = _TypeBuilder(self.dim_scope, False, True).tensor(p.type)
+        init, args = self._init(p.init)
+        self.params[p.name] = T.TParamDecl(p.name, t, init, args, p.span)
+
+    def _init(self, e: ast.Expr) -> tuple[str, tuple[float, ...]]:
+        name = e.name if isinstance(e, ast.Name) else getattr(e, "func", None)
+        args = e.args if isinstance(e, ast.Call) else ()
+        if name not in INITIALIZERS:
+            raise _err("name", f"unknown initializer '{name}'", e.span,
+                       "known initializers: " + ", ".join(sorted(INITIALIZERS)))
+        if len(args) != INITIALIZERS[name] or not all(isinstance(a, ast.Number) for a in args):
+            raise _err("arity", f"initializer {name} takes "
+                       f"{_plural(INITIALIZERS[name], 'number')}", e.span)
+        return name, tuple(a.value for a in args)
+
+    def _let(self, stmt: ast.Let) -> T.TExpr:
+        if stmt.name in self.locals or stmt.name in self.params:
+            raise _err("name", f"'{stmt.name}' is already defined in {self.d.name}", stmt.span)
+        value = self.expr(stmt.value)
+        if stmt.type is not None:
+            want = _TypeBuilder(self.dim_scope, False, True).tensor(stmt.type)
+            self._expect(value, want, stmt.value, f"{stmt.name} is declared {want}")
+            value = _retype(value, want)
+        self.locals[stmt.name] = value.type
+        return value
+
+    def _close(self) -> None:
+        """Every call's dimensions must now be fixed by this definition's own dimensions."""
+        for a, b in self.deferred:
+            try:
+                self.subst = unify(a, b, self.subst)
+            except Mismatch as m:
+                raise _err("shape", f"dimensions {resolve(a, self.subst)} and "
+                           f"{resolve(b, self.subst)} cannot be equal: {m.reason}",
+                           self.d.span) from None
+        for call, callee_sig in self.calls:
+            for var, fv in call.dims:
+                value = resolve(fv, self.subst)
+                if any(not v.rigid for v in free_vars(value)):
+                    name = _callee_name(call.callee)
+                    raise _err("shape", f"nothing fixes the dimension {var.name} of "
+                               f"{name}: {callee_sig}", call.span,
+                               f"give the expected type, e.g. ({_src(call)} : "
+                               f"{_example_type(callee_sig)}), or pass {var.name} = ...")
+
+    # --- expressions
+    def expr(self, e: ast.Expr) -> T.TExpr:
+        if isinstance(e, ast.Number):
+            return T.TConst(e.value, scalar(), e.span)
+        if isinstance(e, ast.Name):
+            return self._name(e)
+        if isinstance(e, ast.Ascribe):
+            value = self.expr(e.expr)
+            want = _TypeBuilder(self.dim_scope, False, True).tensor(e.type)
+            self._expect(value, want, e.expr, f"the expected type is {want}")
+            return _retype(value, want)
+        if isinstance(e, ast.Neg):
+            x = self.expr(e.operand)
+            return T.TPrim("neg", (x,), x.type, e.span)
+        if isinstance(e, ast.BinOp):
+            a, b = self.expr(e.left), self.expr(e.right)
+            if e.op == "@":
+                return self._matmul(a, b, e)
+            return self._elementwise(e.op, a, b, e)
+        if isinstance(e, ast.Apply):
+            if isinstance(e.func, ast.Name) and self._is_module(e.func.name):
+                return self.call(e.func.name, e.func.span, (e.arg,), (), e)
+            return self._matmul(self.expr(e.func), self.expr(e.arg), e)
+        if isinstance(e, ast.Call):
+            return self.call(e.func, e.func_span, e.args, e.kwargs, e)
+        if isinstance(e, ast.String):
+            raise _err("type", "a string is not a value a module can compute with", e.span)
+        raise _err("syntax", "unexpected expression", getattr(e, "span", None))
+
+    def _name(self, e: ast.Name) -> T.TExpr:
+        if e.name in self.locals:
+            return T.TLocal(e.name, self.locals[e.name], e.span)
+        if e.name in self.params:
+            return T.TParam(e.name, self.params[e.name].type, e.span)
+        if self._is_module(e.name):
+            raise _err("type", f"{e.name} is a module; apply it to a value: {e.name}(x)",
+                       e.span)
+        known = set(self.locals) | set(self.params) | set(self.config) | set(self.g.defs)
+        raise _err("name", f"unknown name '{e.name}'", e.span, *_suggest(e.name, known))
+
+    def _is_module(self, name: str) -> bool:
+        return (name in self.config or name in self.g.sigs or name in BUILTINS
+                or name in self.g.abstracts)
+
+    def _expect(self, value: T.TExpr, want: Tensor, e: ast.Expr, why: str) -> None:
+        try:
+            self.subst = unify_tensors(value.type, want, self.subst, self.deferred)
+        except Mismatch:
+            got = apply_subst(value.type, self.subst)
+            raise _err("shape", f"{why}, but {_describe(e)} is {got}", e.span) from None
+
+    def _elementwise(self, op: str, a: T.TExpr, b: T.TExpr, e: ast.BinOp) -> T.TExpr:
+        if a.type.rank == 0 and b.type.rank > 0:
+            return T.TPrim(op, (a, b), b.type, e.span)
+        if b.type.rank == 0:
+            return T.TPrim(op, (a, b), a.type, e.span)
+        try:
+            self.subst = unify_tensors(a.type, b.type, self.subst, self.deferred)
+        except Mismatch:
+            ta, tb = apply_subst(a.type, self.subst), apply_subst(b.type, self.subst)
+            word = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}[op]
+            raise _err("shape", f"cannot {word} {ta} and {tb}: the shapes differ", e.span,
+                       "elementwise arithmetic needs equal shapes or a scalar") from None
+        return T.TPrim({"+": "add", "-": "sub", "*": "mul", "/": "div"}[op], (a, b), a.type,
+                       e.span)
+
+    def _matmul(self, a: T.TExpr, b: T.TExpr, e) -> T.TExpr:
+        ta, tb = a.type, b.type
+        if ta.rank == 0 or tb.rank == 0 or ta.rank > 2 or tb.rank > 2:
+            raise _err("shape", f"matmul needs vectors or matrices, but got {ta} @ {tb}",
+                       e.span)
+        inner_a, inner_b = ta.shape[-1], tb.shape[0]
+        try:
+            self.subst = unify(inner_a, inner_b, self.subst, self.deferred)
+        except Mismatch:
+            ta, tb = apply_subst(ta, self.subst), apply_subst(tb, self.subst)
+            raise _err("shape", f"matmul: inner dimensions differ: {_describe(_left(e))} is "
+                       f"{ta}, {_describe(_right(e))} is {tb} ({ta.shape[-1]} != "
+                       f"{tb.shape[0]})", e.span) from None
+        shape = ta.shape[:-1] + tb.shape[1:]
+        return T.TPrim("matmul", (a, b), Tensor(shape), e.span)
+
+    # --- calls
+    def module_ref(self, e: ast.Expr) -> T.ModRef:
+        """A module given as a value: `relu`, `FeedForward(; act = tanh)`."""
+        if isinstance(e, ast.Name):
+            return self._ref(e.name, e.span, ())
+        if isinstance(e, ast.Call) and not e.args:
+            return self._ref(e.func, e.func_span, e.kwargs)
+        raise _err("type", "expected a module here (a name like relu or FeedForward)",
+                   e.span)
+
+    def _ref(self, name: str, span, kwargs) -> T.ModRef:
+        if name in self.config:
+            return T.ConfigMod(name)
+        if name in BUILTINS:
+            return T.BuiltinMod(name)
+        if name in self.g.abstracts:
+            raise _err("type", f"{name} is abstract: pass an implementation of it", span)
+        if name in self.g.sigs:
+            return T.GlobalMod(name, self._bind_config(name, kwargs, span))
+        known = set(self.config) | set(self.g.sigs) | set(BUILTINS)
+        raise _err("name", f"unknown module '{name}'", span, *_suggest(name, known))
+
+    def _config_params(self, name: str) -> dict[str, object]:
+        d = self.g.defs.get(name)
+        items = list(self.g.config.get(name, ())) + ([h for h in d.header if h.config]
+                                                     if d else [])
+        return {h.name: h for h in items}
+
+    def _bind_config(self, name: str, kwargs, span) -> tuple:
+        params = self._config_params(name)
+        dims = {v.name for v in self.g.sigs[name].dims}
+        bound = []
+        for kw in kwargs:
+            if kw.name in dims:
+                continue
+            if kw.name not in params:
+                raise _err("name", f"{name} has no argument '{kw.name}'", kw.span,
+                           *(("its configuration arguments: " + ", ".join(params),)
+                             if params else ()))
+            ref = self.module_ref(kw.value)
+            self._check_binding(name, params[kw.name], ref, kw.value.span)
+            bound.append((kw.name, ref))
+        given = {k for k, _ in bound}
+        for pname, h in params.items():
+            if pname not in given and h.default is None:
+                raise _err("arity", f"{name} needs its configuration argument '{pname}'",
+                           span, f"e.g. {name}(...; {pname} = ...)")
+        return tuple(bound)
+
+    def _check_binding(self, owner: str, h: ast.HeaderItem, ref: T.ModRef, span) -> None:
+        want = h.sig
+        if want is None:
+            return
+        got = self._ref_sig(ref)
+        if isinstance(want, ast.NamedSig):
+            ok = isinstance(ref, T.GlobalMod) and (
+                self.g.implements.get(ref.name) == want.name
+                or sig_matches(got, self.g.abstracts[want.name]))
+            if isinstance(ref, T.ConfigMod):
+                ok = self.config[ref.name].sig == want.name
+            if not ok:
+                raise _err("type", f"{owner} needs a {want.name} for '{h.name}', but "
+                           f"{_ref_name(ref)} is {got}", span,
+                           f"{want.name} is {self.g.abstracts[want.name]}")
+        elif not sig_matches(got, _TypeBuilder({}, True, True).sig(want)):
+            raise _err("type", f"{owner} needs '{h.name}' to be {h.sig and _TypeBuilder({}, True, True).sig(want)}, "
+                       f"but {_ref_name(ref)} is {got}", span)
+
+    def _ref_sig(self, ref: T.ModRef) -> ModSig:
+        if isinstance(ref, T.BuiltinMod):
+            return _ELEMENTWISE_SIG
+        if isinstance(ref, T.GlobalMod):
+            return self.g.sigs[ref.name]
+        c = self.config[ref.name]
+        if isinstance(c.sig, str):
+            return self.g.abstracts[c.sig]
+        if c.sig is not None:
+            return c.sig
+        return self._ref_sig(c.default)
+
+    def call(self, name: str, span, args, kwargs, e) -> T.TExpr:
+        if name in BUILTINS and name not in self.config:
+            return self._builtin(name, args, kwargs, e)
+        ref = self._ref(name, span, kwargs)
+        sig = self._ref_sig(ref)
+        positional = [a for a in args]
+        if len(positional) != len(sig.args):
+            raise _err("arity", f"{name} takes {_plural(len(sig.args), 'argument')} "
+                       f"({name}: {sig}), but {len(positional)} "
+                       f"{'was' if len(positional) == 1 else 'were'} given", e.span)
+        targs = tuple(self.expr(a) for a in positional)
+        inst, mapping = instantiate(sig)
+        for kw in kwargs:
+            self._dim_kwarg(name, kw, mapping)
+        elementwise = (all(t.rank == 0 and t.vocab is None for t in inst.args)
+                       and inst.result.rank == 0 and any(a.type.rank > 0 for a in targs))
+        if elementwise:
+            result = self._broadcast(name, targs, e)
+        else:
+            for a, want, src in zip(targs, inst.args, positional, strict=True):
+                self._expect(a, want, src, f"{name} expects {_show(want, self.subst)} here")
+            result = apply_subst(inst.result, self.subst)
+        site = name.lower() if isinstance(ref, T.GlobalMod) else name
+        index = self.site_counts.get(site, 0) + 1
+        self.site_counts[site] = index
+        call = T.TCall(ref, targs, result, e.span, site, index, tuple(mapping.items()),
+                       elementwise)
+        self.calls.append((call, sig))
+        return call
+
+    def _dim_kwarg(self, name: str, kw: ast.KwArg, mapping: dict) -> None:
+        var = next((v for v in mapping if v.name == kw.name), None)
+        if var is None:
+            return
+        if isinstance(kw.value, ast.Number) and kw.value.value.is_integer():
+            value = int(kw.value.value)
+        elif isinstance(kw.value, ast.Name) and kw.value.name in self.dim_scope:
+            value = self.dim_scope[kw.value.name]
+        else:
+            raise _err("type", f"the dimension {kw.name} of {name} must be a whole number or "
+                       "a dimension name", kw.value.span)
+        try:
+            self.subst = unify(mapping[var], value, self.subst, self.deferred)
+        except Mismatch as m:
+            raise _err("shape", f"{name}: {kw.name} = {value} contradicts the arguments: "
+                       f"{m.reason}", kw.span) from None
+
+    def _broadcast(self, name: str, targs, e) -> Tensor:
+        shaped = [a for a in targs if a.type.rank > 0]
+        for a in shaped[1:]:
+            try:
+                self.subst = unify_tensors(shaped[0].type, a.type, self.subst, self.deferred)
+            except Mismatch:
+                raise _err("shape", f"{name} is applied elementwise, but its arguments have "
+                           f"different shapes", e.span) from None
+        return shaped[0].type
+
+    def _builtin(self, name: str, args, kwargs, e) -> T.TExpr:
+        if len(args) != 1 or kwargs:
+            raise _err("arity", f"{name} takes 1 argument, but {len(args) + len(kwargs)} "
+                       f"{'was' if len(args) + len(kwargs) == 1 else 'were'} given", e.span)
+        x = self.expr(args[0])
+        if x.type.vocab is not None:
+            raise _err("type", f"{name} needs real values, but got {x.type}", e.span)
+        if name in ELEMENTWISE:
+            return T.TPrim(name, (x,), x.type, e.span)
+        if name in LAST_AXIS:
+            if x.type.rank == 0:
+                raise _err("shape", f"{name} needs a vector, but got {x.type}", e.span)
+            return T.TPrim(name, (x,), x.type, e.span)
+        assert name in REDUCTIONS
+        return T.TPrim(name, (x,), scalar(), e.span)
+
+
+# --- small helpers ----------------------------------------------------------------------------
+def _retype(value: T.TExpr, want: Tensor) -> T.TExpr:
+    """Keep the written form of an ascribed type for messages (shapes are already unified)."""
+    return value
+
+
+def _describe(e) -> str:
+    if isinstance(e, ast.Name):
+        return e.name
+    if isinstance(e, (ast.Call,)):
+        return f"{e.func}(...)"
+    return "the expression"
+
+
+def _left(e):
+    return e.func if isinstance(e, ast.Apply) else e.left
+
+
+def _right(e):
+    return e.arg if isinstance(e, ast.Apply) else e.right
+
+
+def _show(t: Tensor, s: dict) -> Tensor:
+    return apply_subst(t, s)
+
+
+def _callee_name(ref: T.ModRef) -> str:
+    return ref.name
+
+
+def _ref_name(ref: T.ModRef) -> str:
+    return ref.name
+
+
+def _src(call: T.TCall) -> str:
+    return f"{call.callee.name}(...)"
+
+
+def _example_type(sig: ModSig) -> str:
+    return str(sig.result)

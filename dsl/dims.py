@@ -1,0 +1,161 @@
+"""Dimensions: literals, variables and the arithmetic of DESIGN 3.2; substitution and unification.
+
+A `Subst` maps variables to dimensions. `unify` returns a new substitution and never mutates;
+it raises `Mismatch` when two dimensions cannot be equal. Rigid variables (the dimension
+names of the signature being checked) may only equal themselves.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Union
+
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class DimVar:
+    name: str
+    uid: int
+    rigid: bool = False
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class DimExpr:
+    op: str  # + - * /
+    left: "Dim"
+    right: "Dim"
+
+    def __str__(self) -> str:
+        return f"{_atom(self.left)} {self.op} {_atom(self.right)}"
+
+
+Dim = Union[int, DimVar, DimExpr]
+Subst = dict  # DimVar -> Dim
+
+
+def _atom(d: Dim) -> str:
+    return f"({d})" if isinstance(d, DimExpr) else str(d)
+
+
+def fresh(name: str, rigid: bool = False) -> DimVar:
+    return DimVar(name, next(_ids), rigid)
+
+
+class Mismatch(Exception):
+    """Two dimensions that cannot be equal; `reason` says why in words."""
+
+    def __init__(self, reason: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def resolve(d: Dim, s: Subst) -> Dim:
+    """Apply a substitution and fold constant arithmetic."""
+    if isinstance(d, DimVar):
+        if d in s:
+            return resolve(s[d], s)
+        return d
+    if isinstance(d, DimExpr):
+        a, b = resolve(d.left, s), resolve(d.right, s)
+        if isinstance(a, int) and isinstance(b, int):
+            return _fold(d.op, a, b)
+        return DimExpr(d.op, a, b)
+    return d
+
+
+def _fold(op: str, a: int, b: int) -> int:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if b == 0 or a % b:
+        raise Mismatch(f"{a} / {b} is not a whole number")
+    return a // b
+
+
+def free_vars(d: Dim) -> set[DimVar]:
+    if isinstance(d, DimVar):
+        return {d}
+    if isinstance(d, DimExpr):
+        return free_vars(d.left) | free_vars(d.right)
+    return set()
+
+
+def _solve(d: Dim, target: int, s: Subst) -> Subst:
+    """Solve `d == target` for the one flexible variable in d (linear, exact)."""
+    if isinstance(d, DimVar):
+        return _bind(d, target, s)
+    assert isinstance(d, DimExpr)
+    a, b, op = d.left, d.right, d.op
+    if isinstance(b, int):
+        inverse = {"+": target - b, "-": target + b, "*": None, "/": target * b}[op]
+        if op == "*":
+            if b == 0 or target % b:
+                raise Mismatch(f"{target} is not a multiple of {b}")
+            inverse = target // b
+        return _solve(a, inverse, s)
+    if isinstance(a, int):
+        if op == "+":
+            return _solve(b, target - a, s)
+        if op == "-":
+            return _solve(b, a - target, s)
+        if op == "*":
+            if a == 0 or target % a:
+                raise Mismatch(f"{target} is not a multiple of {a}")
+            return _solve(b, target // a, s)
+    raise _Deferred()
+
+
+class _Deferred(Exception):
+    """A constraint not solvable yet (more than one unknown); checked again later."""
+
+
+def _bind(v: DimVar, d: Dim, s: Subst) -> Subst:
+    if v.rigid:
+        raise Mismatch(f"{v} stands for any size here, so it cannot be fixed to {d}")
+    if isinstance(d, int) and d <= 0:
+        raise Mismatch(f"{v} would be {d}, but sizes must be positive")
+    if v in free_vars(d):
+        raise Mismatch(f"{v} would have to contain itself")
+    out = dict(s)
+    out[v] = d
+    return out
+
+
+def unify(a: Dim, b: Dim, s: Subst, deferred: list | None = None) -> Subst:
+    """Make a and b equal under s; unsolvable-for-now constraints go to `deferred`."""
+    a, b = resolve(a, s), resolve(b, s)
+    if a == b:
+        return s
+    if isinstance(a, DimVar) and not a.rigid:
+        return _bind(a, b, s)
+    if isinstance(b, DimVar) and not b.rigid:
+        return _bind(b, a, s)
+    if isinstance(a, int) and isinstance(b, int):
+        raise Mismatch(f"{a} != {b}")
+    try:
+        if isinstance(b, int) and isinstance(a, DimExpr):
+            return _solve(a, b, s)
+        if isinstance(a, int) and isinstance(b, DimExpr):
+            return _solve(b, a, s)
+    except _Deferred:
+        pass
+    flexible = [v for v in free_vars(a) | free_vars(b) if not v.rigid]
+    if flexible and deferred is not None:
+        deferred.append((a, b))
+        return s
+    raise Mismatch(f"{a} != {b}")
+
+
+def dim_from(text_op: str, left: Dim, right: Dim) -> Dim:
+    """Build `left op right`, folding constants (raises Mismatch on inexact division)."""
+    if isinstance(left, int) and isinstance(right, int):
+        return _fold(text_op, left, right)
+    return DimExpr(text_op, left, right)

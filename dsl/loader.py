@@ -1,0 +1,76 @@
+"""Stages 1-2 together: read files, parse them with the standard library first, check.
+
+The standard library is a set of .dp files shipped in the `dp.stdlib` package, loaded in a
+fixed order so that a user's program can use every module in it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import ast
+from .checker import check
+from .errors import DpError, Span
+from .parser import parse
+from .typed import TProgram
+
+STDLIB_ORDER = ("prelude.dp", "feedforward.dp")
+
+
+def stdlib_dir() -> Path:
+    """The folder of the standard library's .dp files (source tree or installed package)."""
+    import dp.stdlib
+
+    return Path(dp.stdlib.__file__).resolve().parent
+
+
+def stdlib_programs() -> list[ast.Program]:
+    folder = stdlib_dir()
+    return [parse((folder / name).read_text(encoding="utf-8"), str(folder / name))
+            for name in STDLIB_ORDER]
+
+
+def read_program(path: str) -> tuple[str, ast.Program]:
+    """Read and parse one user file; unreadable files are DpErrors, not tracebacks."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DpError("usage", f"no such file: {path}") from None
+    except OSError as e:
+        raise DpError("usage", f"cannot read {path}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DpError("syntax", f"the file is not UTF-8 text (bad byte at offset {e.start})",
+                      Span(path, line, col, line, col + 1)) from None
+    return text, parse(text, path)
+
+
+def load_programs(paths: list[str]) -> tuple[TProgram, dict[str, str]]:
+    """Parse and check user files with the standard library; also return the source texts.
+
+    A standard library file named on the command line is checked once, not twice."""
+    folder = stdlib_dir()
+    programs, sources = [], {}
+    for name in STDLIB_ORDER:
+        text = (folder / name).read_text(encoding="utf-8")
+        sources[str(folder / name)] = text
+        programs.append(parse(text, str(folder / name)))
+    for path in paths:
+        if Path(path).resolve().parent == folder and Path(path).name in STDLIB_ORDER:
+            continue
+        text, program = read_program(path)
+        sources[path] = text
+        programs.append(program)
+    return check(programs), sources
+
+
+def load(paths: list[str]) -> TProgram:
+    """Parse and check user files together with the standard library."""
+    return load_programs(paths)[0]
+
+
+def load_text(text: str, file: str = "<input>") -> TProgram:
+    return check(stdlib_programs() + [parse(text, file)])

@@ -1,0 +1,135 @@
+"""Stage 2 output: the checked program. Every expression carries its type (of one example).
+
+Types inside a definition may mention the fresh dimension variables of its call sites; the
+definition's `subst` resolves them to expressions over its own signature variables, so
+lowering only has to evaluate them with concrete sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from . import ast
+from .errors import Span
+from .types import ModSig, Tensor
+
+
+# --- references to modules ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class GlobalMod:
+    """A defined module, with its configuration arguments bound (`FeedForward; act = tanh`)."""
+
+    name: str
+    config: tuple[tuple[str, "ModRef"], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMod:
+    """A configuration argument of the enclosing definition (`act`, `cell`)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinMod:
+    """A primitive function of the language (`relu`, `softmax`, `sum`)."""
+
+    name: str
+
+
+ModRef = Union[GlobalMod, ConfigMod, BuiltinMod]
+
+
+# --- expressions ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TConst:
+    value: float
+    type: Tensor
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TLocal:
+    """A data argument or a let-bound value of the enclosing definition."""
+
+    name: str
+    type: Tensor
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TParam:
+    name: str
+    type: Tensor
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TPrim:
+    """A primitive operation on values: add, sub, mul, div, neg, matmul."""
+
+    op: str
+    args: tuple["TExpr", ...]
+    type: Tensor
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TCall:
+    """One call site of a module: its own parameter instance (`feedforward2`)."""
+
+    callee: ModRef
+    args: tuple["TExpr", ...]
+    type: Tensor
+    span: Span
+    site: str  # base of the parameter path
+    index: int  # k-th call of the same callee in this definition (1-based)
+    dims: tuple[tuple[object, object], ...]  # callee's signature variable -> fresh variable
+    elementwise: bool = False
+
+
+TExpr = Union[TConst, TLocal, TParam, TPrim, TCall]
+
+
+# --- definitions ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TConfigParam:
+    name: str
+    sig: ModSig | str | None  # a signature or the name of an abstract module
+    default: ModRef | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TParamDecl:
+    name: str
+    type: Tensor  # over the signature's dimension variables
+    init: str
+    init_args: tuple[float, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TDef:
+    name: str
+    sig: ModSig
+    inputs: tuple[str, ...]
+    config: tuple[TConfigParam, ...]
+    params: tuple[TParamDecl, ...]
+    lets: tuple[tuple[str, TExpr], ...]
+    result: TExpr
+    subst: dict
+    site_counts: dict
+    implements: str | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TProgram:
+    defs: dict[str, TDef]
+    abstracts: dict[str, ModSig]
+    signatures: dict[str, ModSig]
+    trains: tuple[ast.TrainBlock, ...]
+    runs: tuple[ast.RunBlock, ...]
+    files: tuple[str, ...] = field(default=())

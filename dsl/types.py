@@ -1,0 +1,86 @@
+"""Semantic types: tensors of one example, and module signatures; printed in dp notation.
+
+`R^(m, n)` and `(R^n)^m` are both stored as shape (m, n); `groups` remembers how the type was
+written so messages print it back the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .dims import Dim, Mismatch, Subst, resolve, unify
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    shape: tuple[Dim, ...]
+    vocab: Dim | None = None  # Token[V] elements when set
+    groups: tuple[int, ...] = ()  # sizes of the ^ groups, outermost first
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def __str__(self) -> str:
+        text = "R" if self.vocab is None else f"Token[{self.vocab}]"
+        groups = self.groups if sum(self.groups) == len(self.shape) else (len(self.shape),)
+        pos = len(self.shape)
+        for i, size in enumerate(reversed(groups)):
+            if size == 0:
+                continue
+            dims = self.shape[pos - size:pos]
+            pos -= size
+            if i > 0 and text != "R" and not text.startswith("Token"):
+                text = f"({text})"
+            elif i > 0:
+                text = f"({text})"
+            inner = ", ".join(str(d) for d in dims)
+            simple = len(dims) == 1 and (isinstance(dims[0], int) or " " not in str(dims[0]))
+            text += f"^{inner}" if simple else f"^({inner})"
+        return text
+
+
+def scalar() -> Tensor:
+    return Tensor(())
+
+
+def with_shape(t: Tensor, shape: tuple[Dim, ...]) -> Tensor:
+    groups = t.groups if len(shape) == len(t.shape) else ()
+    return Tensor(tuple(shape), t.vocab, groups)
+
+
+def apply_subst(t: Tensor, s: Subst) -> Tensor:
+    vocab = resolve(t.vocab, s) if t.vocab is not None else None
+    return Tensor(tuple(resolve(d, s) for d in t.shape), vocab, t.groups)
+
+
+def unify_tensors(a: Tensor, b: Tensor, s: Subst, deferred: list | None = None) -> Subst:
+    if (a.vocab is None) != (b.vocab is None):
+        raise Mismatch("a token is not a real vector")
+    if len(a.shape) != len(b.shape):
+        raise Mismatch(f"rank {len(a.shape)} != {len(b.shape)}")
+    if a.vocab is not None:
+        s = unify(a.vocab, b.vocab, s, deferred)
+    for x, y in zip(a.shape, b.shape, strict=True):
+        s = unify(x, y, s, deferred)
+    return s
+
+
+@dataclass(frozen=True, slots=True)
+class ModSig:
+    """`(args) -> result` over the dimension variables `dims` (generic per use)."""
+
+    args: tuple[Tensor, ...]
+    result: Tensor
+    dims: tuple  # DimVar, in order of first appearance
+
+    def __str__(self) -> str:
+        if len(self.args) == 1:
+            left = str(self.args[0])
+        else:
+            left = "(" + ", ".join(str(a) for a in self.args) + ")"
+        return f"{left} -> {self.result}"
+
+    def substitute(self, s: Subst) -> "ModSig":
+        return ModSig(tuple(apply_subst(a, s) for a in self.args), apply_subst(self.result, s),
+                      self.dims)

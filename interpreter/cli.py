@@ -1,0 +1,74 @@
+"""The `dp` command: check, train and run programs. Wiring only; every stage lives elsewhere.
+
+Every error is printed in the form of DESIGN section 6 with a non-zero exit code; a Python
+traceback is shown only with --debug (otherwise an internal error's traceback goes to a log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import traceback
+
+from dp.dsl import DpError, format_error
+from dp.dsl.loader import load_programs, read_program
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise DpError("usage", f"{message} (see `dp --help`)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dp", description="dp: type signatures that define neural networks")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    c = sub.add_parser("check", help="check a program and print its modules")
+    c.add_argument("file")
+    c.add_argument("--dump", choices=["ast", "plan"], help="print an intermediate form")
+    t = sub.add_parser("train", help="train the program's model, save it, run its run block")
+    t.add_argument("file")
+    t.add_argument("--checkpoint", help="where to save (default: FILE with .safetensors)")
+    t.add_argument("--epochs", type=int, help="override the program's epochs")
+    t.add_argument("--steps", type=int, help="stop after this many steps")
+    t.add_argument("--seed", type=int, help="override the program's seed")
+    t.add_argument("--lr", type=float, help="override the optimizer's learning rate")
+    r = sub.add_parser("run", help="run the program's run block with trained parameters")
+    r.add_argument("file")
+    r.add_argument("--checkpoint", help="the parameters to use (default: FILE .safetensors)")
+    for q in (c, t, r):
+        q.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = _parser().parse_args(argv)
+        from . import commands
+
+        return getattr(commands, args.command)(args)
+    except DpError as err:
+        if debug:
+            traceback.print_exc()
+        print(format_error(err), file=sys.stderr)
+        return err.exit_code if err.kind != "usage" else 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in dp: keep the traceback out of the user's way
+        if debug:
+            raise
+        log = os.path.join(tempfile.gettempdir(), "dp-internal-error.log")
+        with open(log, "w", encoding="utf-8") as f:
+            traceback.print_exc(file=f)
+        print(f"error[internal]: {type(exc).__name__}: {exc}\n   = note: this is a bug in dp; "
+              f"the traceback is in {log}", file=sys.stderr)
+        return 4
+
+
+if __name__ == "__main__":
+    sys.exit(main())

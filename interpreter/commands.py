@@ -1,0 +1,146 @@
+"""The three commands behind `dp check`, `dp train` and `dp run` (each: args -> exit code)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dp.dsl import typed as T
+from dp.dsl.dims import resolve
+from dp.dsl.errors import DpError
+from dp.dsl.loader import load_programs
+
+from .lower import lower
+from .model import Model
+from .plan import format_plan
+from .run import run_block
+from .train import default_checkpoint, load_trained, program_hash, train_config
+from .train import train as train_model
+
+
+def _shape(shape) -> str:
+    return "R" if not shape else ("R^" + str(shape[0]) if len(shape) == 1
+                                  else "R^(" + ", ".join(map(str, shape)) + ")")
+
+
+def _calls(e, out: list) -> None:
+    if isinstance(e, T.TCall):
+        out.append(e)
+    for a in getattr(e, "args", ()):
+        _calls(a, out)
+
+
+def _describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
+    lines = [f"{tdef.name}: {tdef.sig}" + (f"  (implements {tdef.implements})"
+                                           if tdef.implements else "")]
+    calls: list = []
+    for _, e in tdef.lets:
+        _calls(e, calls)
+    _calls(tdef.result, calls)
+    for c in calls:
+        if isinstance(c.callee, T.BuiltinMod) or c.elementwise:
+            continue
+        site = c.site if tdef.site_counts.get(c.site, 1) == 1 else f"{c.site}{c.index}"
+        callee_sig = (tprog.signatures.get(c.callee.name) if isinstance(c.callee, T.GlobalMod)
+                      else None)
+        if callee_sig is None:
+            lines.append(f"  {site}: {c.callee.name}")
+            continue
+        sig = callee_sig.substitute({v: resolve(fv, tdef.subst) for v, fv in c.dims})
+        config = "".join(f"; {k} = {v.name}" for k, v in getattr(c.callee, "config", ()))
+        lines.append(f"  {site} = {c.callee.name}: {sig}{config}")
+    concrete = all(isinstance(d, int) for t in tdef.sig.args + (tdef.sig.result,)
+                   for d in t.shape)
+    if concrete:
+        specs = lower(tprog, tdef.name, 1, tdef.span).specs
+        width = max([len(p) for p in specs] + [10])
+        total = 0
+        lines.append(f"  {'parameter':<{width}}  {'shape':<14} {'count':>12}")
+        for path, spec in specs.items():
+            n = 1
+            for s in spec.shape:
+                n *= s
+            total += n
+            lines.append(f"  {path:<{width}}  {_shape(spec.shape):<14} {n:>12,}")
+        lines.append(f"  {'total':<{width}}  {'':<14} {total:>12,}")
+    else:
+        for p in tdef.params:
+            lines.append(f"  param {p.name}: {p.type} ~ {p.init}")
+    return lines
+
+
+def check(args) -> int:
+    if args.dump == "ast":
+        from dp.dsl.loader import read_program
+
+        for item in read_program(args.file)[1].items:
+            print(item)
+        return 0
+    tprog, _ = load_programs([args.file])
+    mine = {str(Path(args.file).resolve())}
+    shown = [d for d in tprog.defs.values()
+             if str(Path(d.span.file).resolve()) in mine]
+    print(f"{args.file}: ok ({len(shown)} module{'s' if len(shown) != 1 else ''})")
+    for tdef in shown:
+        print()
+        print("\n".join(_describe_module(tprog, tdef)))
+        if args.dump == "plan":
+            print(format_plan(lower(tprog, tdef.name, 1, tdef.span)))
+    return 0
+
+
+def _train_block(tprog: T.TProgram, file: str):
+    blocks = [b for b in tprog.trains if b.span.file == file]
+    if not blocks:
+        raise DpError("usage", f"{file} has no train block",
+                      None, ("add one: train Model on digits(split = train): ...",))
+    return blocks[0]
+
+
+def _loss_of(block) -> str:
+    return next((s.value.name for s in block.settings if s.name == "loss"), "cross_entropy")
+
+
+def train_cmd(args) -> int:
+    tprog, sources = load_programs([args.file])
+    block = _train_block(tprog, args.file)
+    config = train_config(block, {"epochs": args.epochs, "steps": args.steps,
+                                  "seed": args.seed})
+    if args.lr is not None:
+        config.optimizer.hyper["lr"] = args.lr
+    model = Model(tprog, block.model.name, block.model.span)
+    ckpt = args.checkpoint or config.checkpoint or default_checkpoint(args.file)
+    if config.checkpoint and not args.checkpoint and not os.path.isabs(ckpt):
+        ckpt = os.path.join(os.path.dirname(args.file), ckpt)
+    print(f"training {model.name}: {model.sig} ({model.num_params:,} parameters) with "
+          f"{config.optimizer.name}, batch {config.batch}", flush=True)
+    summary = train_model(model, block, config, os.path.dirname(args.file) or ".", ckpt,
+                    program_hash(sources[args.file]))
+    print(f"trained {summary['steps']} steps in {summary['seconds']:.2f} s; final loss "
+          f"{summary['final_loss']:.4f}; saved {ckpt}", flush=True)
+    for rb in (b for b in tprog.runs if b.span.file == args.file):
+        run_block(rb, {model.name: model}, config.loss, os.path.dirname(args.file) or ".",
+                  sources)
+    return 0
+
+
+def run(args) -> int:
+    tprog, sources = load_programs([args.file])
+    blocks = [b for b in tprog.runs if b.span.file == args.file]
+    if not blocks:
+        raise DpError("usage", f"{args.file} has no run block",
+                      None, ("add one: run:\n       print accuracy(Model, data)",))
+    block = _train_block(tprog, args.file)
+    model = Model(tprog, block.model.name, block.model.span)
+    config = train_config(block)
+    ckpt = args.checkpoint or config.checkpoint or default_checkpoint(args.file)
+    if config.checkpoint and not args.checkpoint and not os.path.isabs(ckpt):
+        ckpt = os.path.join(os.path.dirname(args.file), ckpt)
+    load_trained(model, ckpt)
+    for rb in blocks:
+        run_block(rb, {model.name: model}, _loss_of(block), os.path.dirname(args.file) or ".",
+                  sources)
+    return 0
+
+
+train = train_cmd  # `dp train`

@@ -1,0 +1,87 @@
+"""Stage 4: run a Plan forward on arrays, and backward (reverse mode) to parameter gradients.
+
+The plan is compiled once into a list of (forward function, input slots, output slot,
+params); a step is then one Python loop over it. Values live in a list of slots; parameters
+are views into one flat buffer, so the optimizer updates them all in one kernel call. The
+backward pass walks the same list in reverse, calling each primitive's vector-Jacobian
+product, only for values that depend on a parameter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .plan import Const, Plan, Var
+from .primitives import PRIMITIVES
+
+
+class Executable:
+    def __init__(self, plan: Plan, dtype=np.float32):
+        self.plan = plan
+        self.dtype = np.dtype(dtype)
+        self.n = plan.next_id + sum(isinstance(a, Const) for e in plan.eqns for a in e.inputs)
+        self.template: list = [None] * self.n
+        slot = plan.next_id
+        needs = [False] * self.n
+        for v in plan.params.values():
+            needs[v.id] = True
+        self.forward_steps, self.backward_steps = [], []
+        for e in plan.eqns:
+            ins = []
+            for a in e.inputs:
+                if isinstance(a, Const):
+                    self.template[slot] = np.asarray(a.value, dtype=self.dtype)
+                    ins.append(slot)
+                    slot += 1
+                else:
+                    ins.append(a.id)
+            prim = PRIMITIVES[e.prim]
+            params = dict(e.params)
+            self.forward_steps.append((prim.forward, tuple(ins), e.out.id, params))
+            wants = tuple(needs[i] for i in ins)
+            if any(wants):
+                needs[e.out.id] = True
+                self.backward_steps.append((prim.backward, tuple(ins), e.out.id, params, wants))
+        self.backward_steps.reverse()
+        self.input_ids = [v.id for v in plan.inputs]
+        self.output_ids = [v.id for v in plan.outputs]
+
+    def bind(self, params: dict[str, np.ndarray]) -> None:
+        """Point the parameter slots at arrays (views into the flat buffer)."""
+        for path, v in self.plan.params.items():
+            self.template[v.id] = params[path]
+
+    def forward(self, *inputs: np.ndarray) -> list:
+        vals = self.template.copy()
+        for i, x in zip(self.input_ids, inputs, strict=True):
+            vals[i] = x
+        for fn, ins, out, params in self.forward_steps:
+            vals[out] = fn(*[vals[i] for i in ins], **params)
+        return vals
+
+    def outputs(self, vals: list) -> list[np.ndarray]:
+        return [vals[i] for i in self.output_ids]
+
+    def backward(self, vals: list, seed: np.ndarray | None = None) -> list:
+        """Gradients of the (first) output with respect to every slot that needs one."""
+        grads: list = [None] * self.n
+        out = self.output_ids[0]
+        grads[out] = np.ones_like(vals[out]) if seed is None else seed
+        for vjp, ins, out, params, wants in self.backward_steps:
+            g = grads[out]
+            if g is None:
+                continue
+            results = vjp(g, vals[out], tuple(vals[i] for i in ins), wants, **params)
+            for i, gi in zip(ins, results, strict=True):
+                if gi is not None:
+                    grads[i] = gi if grads[i] is None else grads[i] + gi
+        return grads
+
+    def param_grads(self, grads: list, into: dict[str, np.ndarray]) -> None:
+        """Copy each parameter's gradient into its view of the flat gradient buffer."""
+        for path, v in self.plan.params.items():
+            g = grads[v.id]
+            if g is None:
+                into[path].fill(0)
+            else:
+                np.copyto(into[path], g)

@@ -1,0 +1,197 @@
+"""Stage 3: a checked module + concrete sizes + a batch size -> Plan of batched primitives.
+
+Modules are inlined: each call site gets its own parameters under its path
+(`Digits.feedforward2.W`), dimension variables become integers, and the batch axis is added
+here (DESIGN 3.1), so kernels always see whole batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dp.dsl import typed as T
+from dp.dsl.dims import DimExpr, DimVar, Mismatch, resolve
+from dp.dsl.errors import DpError, Span
+
+from .plan import Atom, Const, ParamSpec, Plan, Var
+
+BYTES_LIMIT = 8 * 2**30
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """What one inlined definition sees: its sizes, configuration and parameter prefix."""
+
+    tdef: T.TDef
+    dims: dict  # rigid DimVar -> int
+    config: dict  # name -> ModRef (resolved: never a ConfigMod)
+    prefix: str
+    values: dict  # local name -> Atom
+
+    def size(self, d) -> int:
+        value = resolve(resolve(d, self.tdef.subst), self.dims)
+        if not isinstance(value, int):
+            raise DpError("shape", f"the size {value} is not known when {self.tdef.name} is "
+                          "used here", self.tdef.span)
+        return value
+
+
+def concrete_sig(tprog: T.TProgram, name: str, span: Span | None):
+    """The argument and result shapes of a module whose signature has no open dimensions."""
+    sig = tprog.signatures[name]
+    shapes = []
+    for t in sig.args + (sig.result,):
+        if not all(isinstance(d, int) for d in t.shape):
+            raise DpError("shape", f"{name}: {sig} has open dimensions; a model to train or "
+                          "run needs concrete sizes", span,
+                          (f"write a module with a concrete signature that uses {name}",))
+        shapes.append(tuple(t.shape))
+    return shapes[:-1], shapes[-1], sig
+
+
+def lower(tprog: T.TProgram, name: str, batch: int, span: Span | None = None) -> Plan:
+    """The forward plan of module `name` on a batch of `batch` examples."""
+    arg_shapes, _, _ = concrete_sig(tprog, name, span)
+    plan = Plan()
+    args = [plan.new_var((batch,) + s, True) for s in arg_shapes]
+    plan.inputs.extend(args)
+    out = _inline(plan, tprog, T.GlobalMod(name), {}, {}, name, args)
+    if isinstance(out, Const):
+        out = plan.add("add", (args[0], out), args[0].shape, True, span)
+    plan.outputs.append(out)
+    _check_memory(plan, span)
+    return plan
+
+
+def _check_memory(plan: Plan, span) -> None:
+    total = sum(4 * _prod(v.shape) for v in plan.params.values())
+    total += sum(4 * _prod(e.out.shape) for e in plan.eqns)
+    if total > BYTES_LIMIT:
+        raise DpError("resource", f"the model needs {total / 2**30:.1f} GiB of buffers, more "
+                      f"than the limit of {BYTES_LIMIT / 2**30:.0f} GiB", span)
+
+
+def _prod(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _inline(plan: Plan, tprog: T.TProgram, ref: T.ModRef, config_env: dict, dims_env: dict,
+            prefix: str, args: list[Atom], call: T.TCall | None = None) -> Atom:
+    if isinstance(ref, T.ConfigMod):
+        ref = config_env[ref.name]
+    if isinstance(ref, T.BuiltinMod):
+        return _unary(plan, ref.name, args[0], call.span if call else None)
+    tdef = tprog.defs.get(ref.name)
+    if tdef is None:
+        raise DpError("name", f"{ref.name} has a signature but no definition",
+                      call.span if call else None)
+    config = {c.name: c.default for c in tdef.config if c.default is not None}
+    config.update({k: (config_env[v.name] if isinstance(v, T.ConfigMod) else v)
+                   for k, v in ref.config})
+    frame = _Frame(tdef, dims_env, config, prefix, dict(zip(tdef.inputs, args, strict=True)))
+    for p in tdef.params:
+        shape = tuple(frame.size(d) for d in p.type.shape)
+        path = f"{prefix}.{p.name}"
+        var = plan.new_var(shape, False)
+        plan.params[path] = var
+        plan.specs[path] = ParamSpec(path, shape, p.init, p.init_args, p.span)
+        frame.values[p.name] = var
+    for name, e in tdef.lets:
+        frame.values[name] = _emit(plan, tprog, frame, e)
+    return _emit(plan, tprog, frame, tdef.result)
+
+
+def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
+    if isinstance(e, T.TConst):
+        return Const(e.value)
+    if isinstance(e, (T.TLocal, T.TParam)):
+        return f.values[e.name]
+    if isinstance(e, T.TCall):
+        args = [_emit(plan, tprog, f, a) for a in e.args]
+        dims = {var: f.size(fv) for var, fv in e.dims}
+        count = f.tdef.site_counts.get(e.site, 1)
+        site = e.site if count == 1 else f"{e.site}{e.index}"
+        return _inline(plan, tprog, e.callee, f.config, dims, f"{f.prefix}.{site}", args, e)
+    args = [_emit(plan, tprog, f, a) for a in e.args]
+    if e.op == "matmul":
+        return _matmul(plan, args[0], args[1], e.span)
+    if e.op in ("add", "sub", "mul", "div"):
+        return _binary(plan, e.op, args[0], args[1], e.span)
+    if e.op in ("sum", "mean", "max"):
+        x = args[0]
+        start = 1 if x.batched else 0
+        axes = tuple(range(start, len(x.shape)))
+        if not axes:
+            return x
+        shape = x.shape[:start]
+        return plan.add(e.op, (x,), shape, x.batched, e.span, axes=axes)
+    return _unary(plan, e.op, args[0], e.span)
+
+
+def _unary(plan: Plan, op: str, x: Atom, span) -> Atom:
+    if isinstance(x, Const):
+        raise DpError("type", f"{op} of a constant: write the number instead", span)
+    return plan.add(op, (x,), x.shape, x.batched, span)
+
+
+def _example_rank(a: Atom) -> int:
+    if isinstance(a, Const):
+        return 0
+    return len(a.shape) - (1 if a.batched else 0)
+
+
+def _align(plan: Plan, a: Atom, other_rank: int, span) -> Atom:
+    """A batched scalar next to a batched tensor gets trailing unit axes (B,) -> (B, 1)."""
+    if isinstance(a, Var) and a.batched and _example_rank(a) == 0 and other_rank > 0:
+        shape = a.shape + (1,) * other_rank
+        return plan.add("reshape", (a,), shape, True, span, shape=shape)
+    return a
+
+
+def _binary(plan: Plan, op: str, a: Atom, b: Atom, span) -> Atom:
+    if isinstance(a, Const) and isinstance(b, Const):
+        value = {"add": a.value + b.value, "sub": a.value - b.value,
+                 "mul": a.value * b.value, "div": a.value / b.value if b.value else float("inf")}
+        return Const(value[op])
+    a2 = _align(plan, a, _example_rank(b), span)
+    b2 = _align(plan, b, _example_rank(a), span)
+    shapes = [x.shape for x in (a2, b2) if isinstance(x, Var)]
+    shape = max(shapes, key=len)
+    if len(shapes) == 2 and len(shapes[0]) == len(shapes[1]):
+        shape = tuple(max(x, y) for x, y in zip(shapes[0], shapes[1], strict=True))
+    batched = any(isinstance(x, Var) and x.batched for x in (a, b))
+    return plan.add(op, (a2, b2), shape, batched, span)
+
+
+def _matmul(plan: Plan, a: Var, b: Var, span) -> Var:
+    ra, rb = _example_rank(a), _example_rank(b)
+    if not a.batched and b.batched and ra == 2 and rb == 1:
+        return plan.add("linear", (b, a), b.shape[:-1] + a.shape[:1], True, span)
+    if a.batched and b.batched and (ra == 1 or rb == 1):
+        # per-example vector products: give the vector a unit axis, multiply, drop it
+        a2 = _expand(plan, a, a.shape[:-1] + (1, a.shape[-1]), span) if ra == 1 else a
+        b2 = _expand(plan, b, b.shape + (1,), span) if rb == 1 else b
+        shape = _matmul_shape(a2.shape, b2.shape)
+        out = plan.add("matmul", (a2, b2), shape, True, span)
+        final = shape[:-2] + (() if ra == 1 else shape[-2:-1]) + (() if rb == 1 else shape[-1:])
+        return _expand(plan, out, final, span)
+    shape = _matmul_shape(a.shape, b.shape)
+    return plan.add("matmul", (a, b), shape, a.batched or b.batched, span)
+
+
+def _expand(plan: Plan, x: Var, shape, span) -> Var:
+    return plan.add("reshape", (x,), tuple(shape), x.batched, span, shape=tuple(shape))
+
+
+def _matmul_shape(sa, sb) -> tuple[int, ...]:
+    if len(sa) == 1 and len(sb) == 1:
+        return ()
+    if len(sa) == 1:
+        return tuple(sb[:-2]) + (sb[-1],)
+    if len(sb) == 1:
+        return tuple(sa[:-1])
+    batch = sa[:-2] if len(sa) >= len(sb) else sb[:-2]
+    return tuple(batch) + (sa[-2], sb[-1])

@@ -1,0 +1,93 @@
+"""A module ready to run: concrete sizes, parameters in a flat buffer, plans per batch size.
+
+Lowering happens once per batch size (the last, partial batch of an epoch gets its own plan);
+every step after that only executes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dp.dsl import typed as T
+from dp.dsl.errors import DpError, Span
+
+from .execute import Executable
+from .lower import concrete_sig, lower
+from .params import allocate, count, initialize
+
+LOSSES = ("cross_entropy", "squared_error")
+
+
+class Model:
+    def __init__(self, tprog: T.TProgram, name: str, span: Span | None = None,
+                 dtype=np.float32):
+        self.tprog, self.name, self.span, self.dtype = tprog, name, span, np.dtype(dtype)
+        self.arg_shapes, self.out_shape, self.sig = concrete_sig(tprog, name, span)
+        self.specs = lower(tprog, name, 1, span).specs
+        self.flat, self.params = allocate(self.specs, self.dtype)
+        self.grad_flat, self.grads = allocate(self.specs, self.dtype)
+        self._plans: dict = {}
+
+    @property
+    def num_params(self) -> int:
+        return count(self.specs)
+
+    def init(self, seed: int) -> None:
+        initialize(self.specs, self.params, np.random.default_rng(seed))
+
+    def load(self, tensors: dict[str, np.ndarray]) -> None:
+        for path, view in self.params.items():
+            np.copyto(view, tensors[path])
+
+    def _executable(self, batch: int, loss: str | None) -> Executable:
+        key = (batch, loss)
+        if key not in self._plans:
+            plan = lower(self.tprog, self.name, batch, self.span)
+            if loss is not None:
+                _add_loss(plan, loss, self.span)
+            ex = Executable(plan, self.dtype)
+            ex.bind(self.params)
+            self._plans[key] = ex
+        return self._plans[key]
+
+    def predict(self, x: np.ndarray, chunk: int = 512) -> np.ndarray:
+        """Outputs for every example of x (forward only), in chunks to bound memory."""
+        outs = []
+        for start in range(0, len(x), chunk):
+            xb = np.ascontiguousarray(x[start:start + chunk], dtype=self.dtype)
+            ex = self._executable(len(xb), None)
+            outs.append(ex.outputs(ex.forward(xb))[0])
+        return np.concatenate(outs) if outs else np.zeros((0,) + self.out_shape, self.dtype)
+
+    def loss(self, loss: str, x: np.ndarray, y: np.ndarray) -> float:
+        ex = self._executable(len(x), loss)
+        return float(ex.outputs(ex.forward(x, y))[0])
+
+    def loss_and_grad(self, loss: str, x: np.ndarray, y: np.ndarray) -> float:
+        """Mean loss of the batch; the gradient lands in `self.grad_flat`."""
+        ex = self._executable(len(x), loss)
+        vals = ex.forward(x, y)
+        ex.param_grads(ex.backward(vals), self.grads)
+        return float(vals[ex.output_ids[0]])
+
+
+def _add_loss(plan, loss: str, span) -> None:
+    """Append `batch_mean(loss(output, target))` to a forward plan; the target is an input."""
+    out = plan.outputs[0]
+    batch = out.shape[0]
+    if loss == "cross_entropy":
+        target = plan.new_var(out.shape[:-1], True, "int64")
+    else:
+        target = plan.new_var(out.shape, True)
+    plan.inputs.append(target)
+    per_example = plan.add(loss, (out, target), (batch,), True, span)
+    mean = plan.add("batch_mean", (per_example,), (), False, span)
+    plan.outputs[:] = [mean, out]
+
+
+def check_loss(loss: str, model: Model, span) -> None:
+    if loss not in LOSSES:
+        raise DpError("name", f"unknown loss '{loss}'; known: {', '.join(LOSSES)}", span)
+    if loss == "cross_entropy" and len(model.out_shape) != 1:
+        raise DpError("shape", f"cross_entropy needs scores R^k, but {model.name} gives "
+                      f"{model.sig.result}", span)

@@ -1,0 +1,41 @@
+"""Live training progress: a tqdm bar on a terminal (steps, loss, examples/s, time left) and
+one plain line per epoch everywhere (so logs and pipes stay readable)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from tqdm import tqdm
+
+
+class Progress:
+    def __init__(self, total_steps: int, epochs: int, batch: int, out=sys.stdout):
+        self.epochs, self.out = epochs, out
+        self.bar = tqdm(total=total_steps, unit="step", file=sys.stderr, leave=False,
+                        disable=not sys.stderr.isatty(), dynamic_ncols=True)
+        self.examples = 0
+        self.started = time.perf_counter()
+
+    def step(self, epoch: int, loss: float, examples: int) -> None:
+        self.examples += examples
+        if not self.bar.disable:
+            self.bar.update(1)
+            if self.bar.n % 10 == 0:
+                rate = self.examples / max(time.perf_counter() - self.started, 1e-9)
+                self.bar.set_postfix_str(f"epoch {epoch}/{self.epochs} loss {loss:.4f} "
+                                         f"{rate:,.0f} ex/s", refresh=False)
+
+    def epoch_done(self, epoch: int, mean_loss: float) -> None:
+        elapsed = time.perf_counter() - self.started
+        rate = self.examples / max(elapsed, 1e-9)
+        line = (f"epoch {epoch:>{len(str(self.epochs))}}/{self.epochs}  loss {mean_loss:.4f}  "
+                f"{rate:,.0f} examples/s")
+        if self.bar.disable:
+            print(line, file=self.out, flush=True)
+        else:
+            self.bar.write(line, file=self.out)
+        self.examples, self.started = 0, time.perf_counter()
+
+    def close(self) -> None:
+        self.bar.close()

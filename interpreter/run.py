@@ -1,0 +1,75 @@
+"""A program's `run` block: print accuracies, losses and predictions of trained modules.
+
+    run:
+      print accuracy(Digits, digits(split = test))
+      print predict(Digits, digits(split = test), 5)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from dp.dsl import ast
+from dp.dsl.errors import DpError
+
+from .model import Model, check_loss
+from .sources import check_fits, dataset, literal
+
+REPORTS = ("accuracy", "loss", "predict", "params")
+
+
+def source_text(span, sources: dict[str, str]) -> str:
+    lines = sources.get(span.file, "").splitlines()
+    if span.line == span.end_line and 1 <= span.line <= len(lines):
+        return lines[span.line - 1][span.col - 1:span.end_col - 1]
+    return "value"
+
+
+def run_block(block: ast.RunBlock, models: dict[str, Model], loss: str, base_dir: str,
+              sources: dict[str, str], out=sys.stdout) -> None:
+    for p in block.prints:
+        parts = [_value(e, models, loss, base_dir, sources) for e in p.exprs]
+        print(" ".join(parts), file=out, flush=True)
+
+
+def _model(e: ast.Expr, models: dict[str, Model]) -> Model:
+    if isinstance(e, ast.Name) and e.name in models:
+        return models[e.name]
+    raise DpError("name", "expected the trained module here" +
+                  (f" ({', '.join(models)})" if models else ""), e.span)
+
+
+def _value(e: ast.Expr, models, loss: str, base_dir: str, sources) -> str:
+    if isinstance(e, ast.String):
+        return e.value
+    if isinstance(e, ast.Number):
+        return e.text
+    if not isinstance(e, ast.Call) or e.func not in REPORTS:
+        raise DpError("name", "print shows text, accuracy(M, data), loss(M, data), "
+                      "predict(M, data, n) or params(M)", e.span)
+    label = source_text(e.span, sources)
+    nargs = {"accuracy": 2, "loss": 2, "predict": 3, "params": 1}[e.func]
+    if len(e.args) != nargs:
+        raise DpError("arity", f"{e.func} takes {nargs} arguments, but {len(e.args)} "
+                      f"{'was' if len(e.args) == 1 else 'were'} given", e.span)
+    model = _model(e.args[0], models)
+    if e.func == "params":
+        return f"{label} = {model.num_params:,}"
+    ds = dataset(e.args[1], base_dir)
+    check_fits(ds, model, loss if e.func != "accuracy" else "cross_entropy", e.args[1].span)
+    if e.func == "loss":
+        check_loss(loss, model, e.span)
+        return f"{label} = {model.loss(loss, ds.x, ds.y):.4f}"
+    scores = model.predict(ds.x)
+    if e.func == "accuracy":
+        right = int(np.sum(scores.argmax(axis=-1) == ds.y))
+        return f"{label} = {right / len(ds):.4f} ({right}/{len(ds)})"
+    n = literal(e.args[2], "the number of examples")
+    if not isinstance(n, int) or n <= 0:
+        raise DpError("value", "the number of examples must be a positive whole number",
+                      e.args[2].span)
+    guesses = scores[:n].argmax(axis=-1)
+    shown = ", ".join(f"{int(g)} (true {int(t)})" for g, t in zip(guesses, ds.y[:n]))
+    return f"{label} = {shown}"

@@ -1,0 +1,78 @@
+"""Data named in a program (`digits(split = train)`, `npz("f.npz")`, `csv("f.csv")`) -> Dataset.
+
+File names are relative to the program's folder. Every mistake points at the expression.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dp.dsl import ast
+from dp.dsl.errors import DpError
+
+from . import data
+
+SOURCES = {"digits": ("split",), "npz": ("x", "y"), "csv": ("label",)}
+
+
+def literal(e: ast.Expr, what: str):
+    """The value of a literal argument: a number, a string, or a bare word (`train`)."""
+    if isinstance(e, ast.Number):
+        return int(e.value) if e.value.is_integer() else e.value
+    if isinstance(e, ast.String):
+        return e.value
+    if isinstance(e, ast.Name):
+        return e.name
+    raise DpError("type", f"{what} must be a number, a string or a word", e.span)
+
+
+def dataset(e: ast.Expr, base_dir: str) -> data.Dataset:
+    if not isinstance(e, ast.Call) or e.func not in SOURCES:
+        raise DpError("name", "expected a data source: digits(split = train), "
+                      "npz(\"file.npz\"), or csv(\"file.csv\")", e.span)
+    known = SOURCES[e.func]
+    kwargs = {}
+    for kw in e.kwargs:
+        if kw.name not in known:
+            raise DpError("name", f"{e.func} has no argument '{kw.name}'; it has "
+                          f"{', '.join(known)}", kw.span)
+        kwargs[kw.name] = literal(kw.value, kw.name)
+    if e.func == "digits":
+        if e.args:
+            raise DpError("arity", "digits takes no positional arguments; use "
+                          "digits(split = train)", e.span)
+        return data.load_digits(str(kwargs.get("split", "train")), e.span)
+    if len(e.args) != 1 or not isinstance(e.args[0], ast.String):
+        raise DpError("arity", f"{e.func} takes the file name as a string, e.g. "
+                      f"{e.func}(\"data.{e.func}\")", e.span)
+    path = os.path.join(base_dir, e.args[0].value)
+    if e.func == "npz":
+        return data.load_npz(path, str(kwargs.get("x", "x")), kwargs.get("y", "y"), e.span)
+    label = kwargs.get("label", "last")
+    return data.load_csv(path, None if label == "none" else label, e.span)
+
+
+def check_fits(ds: data.Dataset, model, loss: str, span) -> None:
+    """The data must have the model's input shape and targets that fit the loss."""
+    want = model.arg_shapes[0]
+    if ds.x.shape[1:] != want:
+        raise DpError("data", f"{model.name} expects inputs of shape {_fmt(want)}, but the "
+                      f"data has examples of shape {_fmt(ds.x.shape[1:])}", span)
+    if ds.y is None:
+        raise DpError("data", "training needs targets, but the data has no labels", span)
+    if loss == "cross_entropy":
+        k = model.out_shape[-1]
+        if ds.y.dtype.kind not in "iu":
+            raise DpError("data", "cross_entropy needs integer class labels, but the labels "
+                          "are real numbers", span)
+        if ds.y.min() < 0 or ds.y.max() >= k:
+            raise DpError("data", f"{model.name} scores {k} classes (0 to {k - 1}), but the "
+                          f"labels range from {ds.y.min()} to {ds.y.max()}", span)
+    elif ds.y.shape[1:] != model.out_shape:
+        raise DpError("data", f"{model.name} gives outputs of shape {_fmt(model.out_shape)}, "
+                      f"but the targets have shape {_fmt(ds.y.shape[1:])}", span)
+
+
+def _fmt(shape) -> str:
+    return "R" if not shape else "R^" + (str(shape[0]) if len(shape) == 1 else
+                                          "(" + ", ".join(map(str, shape)) + ")")
