@@ -307,7 +307,12 @@ class _DefChecker:
             result = self._broadcast(name, targs, e)
         else:
             for a, want, src in zip(targs, inst.args, positional, strict=True):
-                self._expect(a, want, src, f"{name} expects {_show(want, self.subst)} here")
+                try:
+                    self._expect(a, want, src, f"{name} expects {_show(want, self.subst)} here")
+                except DpError as err:
+                    where = self.g.spans.get(name)
+                    raise (err.with_note(f"{name}: {sig} is declared at {where.file}:"
+                                         f"{where.line}") if where else err) from None
             result = apply_subst(inst.result, self.subst)
         site = name.lower() if isinstance(ref, T.GlobalMod) else name
         index = self.site_counts.get(site, 0) + 1

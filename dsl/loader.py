@@ -35,9 +35,9 @@ def read_program(path: str) -> tuple[str, ast.Program]:
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise DpError("usage", f"no such file: {path}") from None
+        raise DpError("file", f"no such file: {path}") from None
     except OSError as e:
-        raise DpError("usage", f"cannot read {path}: {e.strerror}") from None
+        raise DpError("file", f"cannot read {path}: {e.strerror}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -254,9 +254,18 @@ def _describe(tok: Token | None) -> str:
     return f"'{tok.value}'"
 
 
+def _terminal_text(name: str) -> str:
+    if name in _TOKEN_NAMES:
+        return _TOKEN_NAMES[name]
+    for t in _lark().terminals:
+        if t.name == name and t.pattern.type == "str":
+            return f"'{t.pattern.value}'"
+    return name.lower()
+
+
 def _expected(names) -> str:
-    words = sorted({_TOKEN_NAMES.get(n, f"'{n.lower()}'" if n.isupper() else n) for n in names
-                    if not n.startswith("__")})
+    words = sorted({_terminal_text(n) for n in names if not n.startswith("__")},
+                   key=lambda w: (not w.startswith("')"), w))
     if len(words) > 6:
         words = words[:6] + ["..."]
     return ", ".join(words)

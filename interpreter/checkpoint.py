@@ -68,7 +68,7 @@ def tensor_digest(tensors: Mapping[str, np.ndarray]) -> str:
         h.update(st.encode("ascii").ljust(8, b"\0"))
         h.update(struct.pack("<Q", a.ndim))
         h.update(struct.pack(f"<{a.ndim}Q", *a.shape))
-        le = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        le = np.asarray(a, dtype=a.dtype.newbyteorder("<"), order="C")
         h.update(struct.pack("<Q", le.nbytes))
         h.update(le.reshape(-1).view(np.uint8))
     return h.hexdigest()
@@ -144,7 +144,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
         if _st_name(a.dtype) is None:
             raise TypeError(f"tensor {name!r} has dtype {a.dtype}, which a checkpoint cannot "
                             f"hold (expected bool, integer or float)")
-        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        a = np.asarray(a, dtype=a.dtype.newbyteorder("<"), order="C")
         if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
             first = np.unravel_index(int(np.argmin(np.isfinite(a).reshape(-1))), a.shape)
             raise DpError("checkpoint", f"refusing to save checkpoint '{p}': tensor '{name}' "
@@ -290,9 +290,13 @@ def _parse_header(p: str, header: bytes, buffer_len: int, span: Span | None):
                 big = 1
                 for d in shape:
                     big *= d
-                over = " (the product overflows 64 bits)" if big >= 2 ** 64 else ""
-                raise _bad(p, f"{where}: shape {_shape_str(shape)} has {big} elements{over}, "
-                              f"more than the {buffer_len}-byte data section can hold", span)
+                if big >= 2 ** 64:
+                    need = "more than 2^64 elements (the product overflows 64 bits)"
+                else:
+                    need = f"{big * itemsize} bytes ({big} elements)"
+                raise _bad(p, f"{where}: dtype {dt} and shape {_shape_str(shape)} need "
+                              f"{need}, but data_offsets [{begin}, {end}] span {end - begin} "
+                              f"and the whole data section is {buffer_len} bytes", span)
             raise _bad(p, f"{where}: dtype {dt} and shape {_shape_str(shape)} need "
                           f"{count * itemsize} bytes, but data_offsets [{begin}, {end}] span "
                           f"{end - begin}", span)

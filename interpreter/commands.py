@@ -24,10 +24,11 @@ def _shape(shape) -> str:
 
 
 def _calls(e, out: list) -> None:
-    if isinstance(e, T.TCall):
-        out.append(e)
+    """Call sites in the order they run (arguments first)."""
     for a in getattr(e, "args", ()):
         _calls(a, out)
+    if isinstance(e, T.TCall):
+        out.append(e)
 
 
 def _describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:

@@ -29,6 +29,7 @@ import numpy as np
 from dp.dsl.errors import DpError, Span
 
 __all__ = ["Dataset", "load_digits", "load_digits_images", "load_npz", "load_csv", "batches",
+           "num_batches",
            "DIGITS_SPLITS", "DIGITS_SHA256"]
 
 
@@ -250,6 +251,10 @@ def load_npz(path: str | os.PathLike, x: str = "x", y: str | None = "y",
     """Arrays `x` (features, any numeric dtype -> float32) and `y` (labels: integers -> int64,
     floats -> float32; `y=None` for none) from a `.npz` archive written by `np.savez`."""
     p = os.fspath(path)
+    for what, key in (("x", x), ("y", y)):
+        if not isinstance(key, str) and not (what == "y" and key is None):
+            raise _fail(f"the array name for {what} in '{p}' must be a string, got {key!r}",
+                        span)
     _open_check(p, "data file", span)
     try:
         f = open(p, "rb")
@@ -374,7 +379,9 @@ def load_csv(path: str | os.PathLike, label: str | int | None = "last",
 
     if label is None:
         return _make_dataset(table, None, "the data", "", p, span)
-    if isinstance(label, bool):
+    if isinstance(label, float) and label.is_integer():
+        label = int(label)
+    if isinstance(label, bool) or not isinstance(label, (str, int, np.integer)):
         raise _fail(f"label column {label!r} for '{p}': expected 'last', 'first', a column "
                     f"index or a header name", span)
     if label == "last":

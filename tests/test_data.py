@@ -386,3 +386,12 @@ def test_npz_fuzzed_bytes_never_escape(tmp_path):
             load_npz(p)
         except DpError as e:
             assert e.kind == "data"
+
+
+def test_label_and_key_arguments_of_the_wrong_type(tmp_path):
+    p = write(tmp_path, "b.csv", "1,2,3\n4,5,6\n")
+    assert load_csv(p, label=1.0).y.tolist() == [2, 5]
+    data_error(load_csv, p, label=1.5, match=("1.5", "expected 'last'"))
+    q = tmp_path / "k.npz"
+    np.savez(q, x=np.ones((2, 2)), y=np.arange(2))
+    data_error(load_npz, q, y=3, match=("must be a string",))

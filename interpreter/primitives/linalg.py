@@ -1,0 +1,140 @@
+"""Linear-algebra and layout primitives: linear, matmul, transpose, reshape.
+
+Matrix products go to BLAS through NumPy. `linear` is the hot path of every FeedForward: its
+batched input is folded to one 2-D matrix (a view when contiguous) so each product is a single
+GEMM, and `W.T` is a transposed view that BLAS consumes without a copy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import broadcast_shape, register, unbroadcast
+
+# ---------------------------------------------------------------------------------------------
+# linear(x, W): x [..., n], W [m, n] -> [..., m] = x @ W.T
+
+
+def linear_shape(x: tuple, w: tuple) -> tuple:
+    if len(x) < 1 or len(w) != 2:
+        raise ValueError(f"linear: expects x [..., n] and W [m, n], got {list(x)} and {list(w)}")
+    if x[-1] != w[1]:
+        raise ValueError(f"linear: inner dimensions differ: x {list(x)} @ W.T for W {list(w)} "
+                         f"({x[-1]} != {w[1]})")
+    return tuple(x[:-1]) + (w[0],)
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    if x.ndim == 2:
+        return x @ w.T
+    return (x.reshape(-1, x.shape[-1]) @ w.T).reshape(x.shape[:-1] + (w.shape[0],))
+
+
+def linear_backward(g, out, inputs, wants):
+    x, w = inputs
+    g2 = g.reshape(-1, w.shape[0])
+    # dx = g @ W is skipped when not wanted (the first layer's input): one GEMM saved.
+    dx = (g2 @ w).reshape(x.shape) if wants[0] else None
+    # dW = sum over the leading axes of g^T x, done as one GEMM over the folded axes.
+    dw = g2.T @ x.reshape(-1, x.shape[-1]) if wants[1] else None
+    return dx, dw
+
+
+register("linear", shape=linear_shape, forward=linear_forward, backward=linear_backward,
+         smooth=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# matmul(a, b): np.matmul semantics, including 1-D operands and broadcast batch axes
+
+
+def matmul_shape(a: tuple, b: tuple) -> tuple:
+    a, b = tuple(a), tuple(b)
+    if not a or not b:
+        raise ValueError(f"matmul: operands must have rank >= 1, got {list(a)} and {list(b)}")
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise ValueError(f"matmul: inner dimensions differ: {list(a)} @ {list(b)} "
+                         f"({a2[-1]} != {b2[-2]})")
+    batch = broadcast_shape("matmul", a2[:-2], b2[:-2])
+    out = batch + (a2[-2], b2[-1])
+    if len(b) == 1:
+        out = out[:-1]
+    if len(a) == 1:
+        out = out[:-2] + out[-1:] if len(b) > 1 else out[:-1]
+    return out
+
+
+def matmul_backward(g, out, inputs, wants):
+    a, b = inputs
+    # Promote 1-D operands to matrices as np.matmul does, and put the dropped axes back in g.
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    g2 = g
+    if a.ndim == 1:
+        g2 = np.expand_dims(g2, -2 if b.ndim > 1 else 0)
+    if b.ndim == 1:
+        g2 = np.expand_dims(g2, -1)
+    da = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape) if wants[0] else None
+    db = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape) if wants[1] else None
+    return da, db
+
+
+def matmul_forward(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray(np.matmul(a, b))  # vector @ vector gives a NumPy scalar: make it 0-d
+
+
+register("matmul", shape=matmul_shape, forward=matmul_forward, backward=matmul_backward, smooth=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# transpose(x, *, axes) and reshape(x, *, shape)
+
+
+def transpose_shape(x: tuple, *, axes: tuple) -> tuple:
+    if sorted(axes) != list(range(len(x))):
+        raise ValueError(f"transpose: axes {list(axes)} are not a permutation of a rank-{len(x)} "
+                         f"array's axes")
+    return tuple(x[a] for a in axes)
+
+
+def transpose_forward(x: np.ndarray, *, axes: tuple) -> np.ndarray:
+    return np.transpose(x, axes)
+
+
+def transpose_backward(g, out, inputs, wants, *, axes):
+    return (np.transpose(g, np.argsort(axes)) if wants[0] else None,)
+
+
+register("transpose", shape=transpose_shape, forward=transpose_forward,
+         backward=transpose_backward, smooth=True)
+
+
+def reshape_shape(x: tuple, *, shape: tuple) -> tuple:
+    size = int(np.prod(x, dtype=np.int64))
+    shape = tuple(int(n) for n in shape)
+    free = [i for i, n in enumerate(shape) if n == -1]
+    known = int(np.prod([n for n in shape if n != -1], dtype=np.int64))
+    if len(free) > 1 or any(n < -1 for n in shape):
+        raise ValueError(f"reshape: bad target shape {list(shape)}")
+    if free:
+        if known == 0 or size % known:
+            raise ValueError(f"reshape: cannot reshape {list(x)} into {list(shape)}")
+        shape = shape[:free[0]] + (size // known,) + shape[free[0] + 1:]
+    elif known != size:
+        raise ValueError(f"reshape: cannot reshape {list(x)} ({size} elements) into "
+                         f"{list(shape)} ({known} elements)")
+    return shape
+
+
+def reshape_forward(x: np.ndarray, *, shape: tuple) -> np.ndarray:
+    return x.reshape(shape)
+
+
+def reshape_backward(g, out, inputs, wants, *, shape):
+    return (g.reshape(inputs[0].shape) if wants[0] else None,)
+
+
+register("reshape", shape=reshape_shape, forward=reshape_forward, backward=reshape_backward,
+         smooth=True)
