@@ -81,6 +81,8 @@ def check(args) -> int:
     mine = {str(Path(args.file).resolve())}
     shown = [d for d in tprog.defs.values()
              if str(Path(d.span.file).resolve()) in mine]
+    for block in (b for b in tprog.trains if b.span.file == args.file):
+        train_config(block)  # settings are checked too, before anything runs
     print(f"{args.file}: ok ({len(shown)} module{'s' if len(shown) != 1 else ''})")
     for tdef in shown:
         print()
@@ -113,8 +115,6 @@ def train_cmd(args) -> int:
     ckpt = args.checkpoint or config.checkpoint or default_checkpoint(args.file)
     if config.checkpoint and not args.checkpoint and not os.path.isabs(ckpt):
         ckpt = os.path.join(os.path.dirname(args.file), ckpt)
-    print(f"training {model.name}: {model.sig} ({model.num_params:,} parameters) with "
-          f"{config.optimizer.name}, batch {config.batch}", flush=True)
     summary = train_model(model, block, config, os.path.dirname(args.file) or ".", ckpt,
                     program_hash(sources[args.file]))
     print(f"trained {summary['steps']} steps in {summary['seconds']:.2f} s; final loss "

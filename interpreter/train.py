@@ -100,6 +100,9 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
     check_loss(config.loss, model, block.span)
     ds = dataset(block.data, base_dir)
     check_fits(ds, model, config.loss, block.data.span)
+    print(f"training {model.name}: {model.sig} ({model.num_params:,} parameters) on "
+          f"{len(ds):,} examples with {config.optimizer.name}, batch {config.batch}",
+          file=out, flush=True)
     model.init(config.seed)
     state = config.optimizer.init_state(model.flat.size, model.dtype)
     order = np.random.RandomState(config.seed + 1)

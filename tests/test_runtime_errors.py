@@ -1,0 +1,54 @@
+"""Golden messages for mistakes found when a program meets its data or its checkpoint:
+`dp train` / `dp run` on tests/programs/runtime/NAME.dp print exactly NAME.err, exit 1."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import ROOT, run_dp
+
+RUNTIME = ROOT / "tests" / "programs" / "runtime"
+CASES = [("train", "missing_data"), ("train", "bad_data"), ("train", "wrong_width"),
+         ("train", "bad_setting"), ("train", "bad_optimizer"), ("run", "no_checkpoint")]
+
+
+@pytest.mark.parametrize("command,name", CASES, ids=[c[1] for c in CASES])
+def test_golden_runtime_error(command, name):
+    code, out, err = run_dp(command, f"tests/programs/runtime/{name}.dp", cwd=ROOT)
+    assert err == (RUNTIME / f"{name}.err").read_text()
+    assert code == 1 and "Traceback" not in err
+    assert "training" not in out  # nothing ran
+
+
+def test_check_also_checks_the_train_settings():
+    code, out, err = run_dp("check", "tests/programs/runtime/bad_setting.dp", cwd=ROOT)
+    assert (code, out) == (1, "")
+    assert err == (RUNTIME / "bad_setting.err").read_text()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_corrupt_checkpoint_is_refused(tmp_path, damage):
+    program = tmp_path / "net.dp"
+    shutil.copy(RUNTIME / "no_checkpoint.dp", program)
+    shutil.copy(RUNTIME / "narrow.csv", tmp_path / "narrow.csv")
+    program.write_text(program.read_text().replace("R^4", "R^2"))
+    code, _, err = run_dp("train", str(program))
+    assert code == 0, err
+    ckpt = tmp_path / "net.safetensors"
+    data = bytearray(ckpt.read_bytes())
+    if damage == "truncate":
+        data = data[:len(data) // 2]
+    elif damage == "flip":
+        data[-3] ^= 0x10
+    else:
+        data = bytearray(b"\x80\x04not a checkpoint at all")
+    ckpt.write_bytes(bytes(data))
+    code, out, err = run_dp("run", str(program))
+    assert code == 1 and out == ""
+    assert err.startswith("error[checkpoint]: ") and str(ckpt) in err
+    assert "Traceback" not in err
+    expected = {"truncate": "truncated", "flip": "checksum mismatch", "garbage": "not a dp "
+                "checkpoint"}[damage]
+    assert expected in err
