@@ -16,7 +16,7 @@ from dp.interpreter.primitives import get
 
 F32_MAX = float(np.finfo(np.float32).max)
 RTOL = 1e-5
-ATOL = 1e-30  # exact zeros must stay zeros; everything else is compared relatively
+ATOL = 1e-30  # values below 1e-30 (float32 denormals, underflow) count as zero
 
 LOGITS = {
     "big_gap": [1e4, -1e4, 0.0],

@@ -1,0 +1,48 @@
+"""RELIABILITY 25: the Numba cache works without a usable HOME and never writes beside the
+installed package; two cold-cache processes at once both succeed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+SCRIPT = ("from dp.interpreter.cli import main; import sys; "
+          "sys.exit(main(['train', 'programs/digits_mlp.dp', '--steps', '5', "
+          "'--checkpoint', sys.argv[1]]))")
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "HOME")}
+    env.update(extra)
+    return env
+
+
+def _nbi_files():
+    return {p for d in ("interpreter",) for p in (ROOT / d).rglob("*.nbi")}
+
+
+def test_runs_with_home_unusable_and_cache_dir_unset(tmp_path):
+    ckpt = str(tmp_path / "digits.safetensors")
+    before = _nbi_files()
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, ckpt], cwd=ROOT, text=True,
+                          capture_output=True, env=_env(HOME="/nonexistent"))
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot cache" not in proc.stderr and "accuracy" in proc.stdout
+    assert _nbi_files() == before  # nothing written beside the package
+
+
+def test_two_cold_cache_processes_at_once(tmp_path):
+    env = _env(HOME="/nonexistent", XDG_CACHE_HOME=str(tmp_path / "cold"))
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / f"{i}.ckpt")],
+                              cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env)
+             for i in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        assert "cannot cache" not in err and "accuracy" in out
+    assert any((tmp_path / "cold" / "dp" / "numba").rglob("*.nbi"))
