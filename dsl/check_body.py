@@ -177,10 +177,11 @@ class _DefChecker:
             raise _err("shape", f"{why}, but {_describe(e)} is {got}", e.span) from None
 
     def _elementwise(self, op: str, a: T.TExpr, b: T.TExpr, e: ast.BinOp) -> T.TExpr:
+        name = {"+": "add", "-": "sub", "*": "mul", "/": "div"}[op]
         if a.type.rank == 0 and b.type.rank > 0:
-            return T.TPrim(op, (a, b), b.type, e.span)
+            return T.TPrim(name, (a, b), b.type, e.span)
         if b.type.rank == 0:
-            return T.TPrim(op, (a, b), a.type, e.span)
+            return T.TPrim(name, (a, b), a.type, e.span)
         try:
             self.subst = unify_tensors(a.type, b.type, self.subst, self.deferred)
         except Mismatch:
@@ -188,8 +189,7 @@ class _DefChecker:
             word = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}[op]
             raise _err("shape", f"cannot {word} {ta} and {tb}: the shapes differ", e.span,
                        "elementwise arithmetic needs equal shapes or a scalar") from None
-        return T.TPrim({"+": "add", "-": "sub", "*": "mul", "/": "div"}[op], (a, b), a.type,
-                       e.span)
+        return T.TPrim(name, (a, b), a.type, e.span)
 
     def _matmul(self, a: T.TExpr, b: T.TExpr, e) -> T.TExpr:
         ta, tb = a.type, b.type

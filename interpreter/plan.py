@@ -69,9 +69,9 @@ class Plan:
         self.next_id += 1
         return v
 
-    def add(self, prim: str, inputs: tuple[Atom, ...], shape: tuple[int, ...], batched: bool,
-            span: Span | None, **params) -> Var:
-        out = self.new_var(shape, batched)
+    def add(self, prim: str, inputs: tuple[Atom, ...], out_shape: tuple[int, ...],
+            batched: bool, span: Span | None, **params) -> Var:
+        out = self.new_var(out_shape, batched)
         self.eqns.append(Eqn(prim, tuple(inputs), tuple(sorted(params.items())), out, span))
         return out
 

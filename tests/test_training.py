@@ -149,3 +149,21 @@ def test_check_prints_signatures_parameters_and_counts():
         "  Digits.feedforward2.W  R^(10, 128)           1,280\n"
         "  Digits.feedforward2.b  R^10                     10\n"
         "  total                                        9,610\n")
+
+
+def test_module_arguments_builtins_and_scalars_run_as_written():
+    from test_checker import SEQUENCES
+
+    tprog = load_text(SEQUENCES + """
+Mixed: R^6 -> R^6
+Mixed(x) = gelu(x) * sigmoid(x) - mean(x) + sum(softmax(x)) / 2
+""")
+    pipeline = Model(tprog, "Pipeline")
+    assert np.all(pipeline.predict(np.ones((2, 5, 8), np.float32)) == 12)  # 2 * 2 * (1 + 1 + 1)
+    x = np.linspace(-1, 1, 12).reshape(2, 6)
+    gelu = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    want = gelu / (1 + np.exp(-x)) - x.mean(1, keepdims=True) + 0.5
+    got = Model(tprog, "Mixed", dtype=np.float64).predict(x)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    cell = Model(tprog, "Cell")
+    assert list(cell.specs) == ["Cell.U", "Cell.V", "Cell.b"]

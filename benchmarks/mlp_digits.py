@@ -1,0 +1,176 @@
+"""Benchmark W1 `mlp_digits`: median ms per training step of dp, hand-written NumPy and PyTorch.
+
+Workload and timing rules: /work/shared/bench/README.md ("Exact definitions"). 64 -> 128 ReLU
+-> 10 on the digits, cross-entropy, SGD lr 0.1 momentum 0.9, batch 32 (last partial batch of 28
+kept), 20 epochs = 940 steps. Timed step = take the batch + zero grads + forward + loss +
+backward + optimizer step + loss as a Python float; median over the steps after 20 warm-up
+steps; examples/s = 32 / median. dp: programs/digits_mlp.dp through dp's Python API, what
+`dp train` runs per step. numpy: bench/numpy_ref.py's hand-written MLP, in this process.
+torch: bench/torch_ref.py --only mlp_digits in a subprocess, if this Python has torch or
+--torch-python names one that has (it needs scikit-learn too). Not used by tests or CI.
+
+    .venv/bin/python benchmarks/mlp_digits.py --torch-python /work/torchvenv/bin/python
+    .venv/bin/python benchmarks/mlp_digits.py --repeat 3      # best median of 3 runs each
+"""
+import argparse
+import importlib.util
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from time import perf_counter
+
+import numpy as np
+
+from dp.dsl.loader import load_programs
+from dp.interpreter import data
+from dp.interpreter.model import Model
+from dp.interpreter.train import train_config
+
+ROOT = Path(__file__).resolve().parent.parent
+WARMUP, BATCH, EPOCHS, F32 = 20, 32, 20, np.float32
+
+
+def time_steps(train_step, ds):
+    """Median seconds per step over EPOCHS epochs; a step takes the batch + train_step(xb, yb)."""
+    order, times = np.random.RandomState(1), []
+    for _ in range(EPOCHS):
+        it = data.batches(ds, BATCH, order)   # draws the epoch's permutation (untimed), as the refs
+        for _ in range(data.num_batches(len(ds), BATCH)):
+            t0 = perf_counter()
+            loss = train_step(*next(it))      # next(it): the batch, two slices of the permuted copy
+            times.append(perf_counter() - t0)
+    assert isinstance(loss, float) and np.isfinite(loss) and len(times) == 940
+    return statistics.median(times[WARMUP:])
+
+
+def run_dp():
+    """(median step s, test accuracy) of dp training programs/digits_mlp.dp, as `dp train` does."""
+    tprog, _ = load_programs([str(ROOT / "programs" / "digits_mlp.dp")])
+    block = tprog.trains[0]
+    config = train_config(block)
+    assert (config.batch, config.epochs, config.seed) == (BATCH, EPOCHS, 0)
+    model = Model(tprog, block.model.name)
+    model.init(config.seed)
+    state = config.optimizer.init_state(model.flat.size, model.dtype)
+    steps = itertools.count(1)
+
+    def train_step(xb, yb):
+        loss = model.loss_and_grad(config.loss, xb, yb)   # forward + backward; a float
+        config.optimizer.update(model.flat, model.grad_flat, state, next(steps))
+        return loss
+
+    med = time_steps(train_step, data.load_digits("train"))
+    test = data.load_digits("test")
+    return med, float(np.mean(model.predict(test.x).argmax(-1) == test.y))
+
+
+# ---- copied from /work/shared/bench/numpy_ref.py: uniform_init, softmax_xent, SGDMomentum, MLP
+def uniform_init(rng, shape, fan_in):
+    bound = 1.0 / np.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=shape).astype(F32)
+
+
+def softmax_xent(z, y):
+    B = z.shape[0]
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(1, keepdims=True)
+    loss = float(np.mean(np.log(s[:, 0]) - z[np.arange(B), y]))
+    dz = e / s
+    dz[np.arange(B), y] -= 1.0
+    dz /= B
+    return loss, dz
+
+
+class SGDMomentum:
+    def __init__(self, params, lr, momentum):
+        self.params, self.lr, self.m = params, F32(lr), F32(momentum)
+        self.bufs = [np.zeros_like(p) for p in params]
+
+    def step(self, grads):
+        for p, g, b in zip(self.params, grads, self.bufs):
+            b *= self.m
+            b += g
+            p -= self.lr * b
+
+
+class MLP:
+    def __init__(self, rng, n_in=64, n_h=128, n_out=10):
+        self.W1 = uniform_init(rng, (n_h, n_in), n_in)
+        self.b1 = uniform_init(rng, (n_h,), n_in)
+        self.W2 = uniform_init(rng, (n_out, n_h), n_h)
+        self.b2 = uniform_init(rng, (n_out,), n_h)
+        self.params = [self.W1, self.b1, self.W2, self.b2]
+
+    def predict(self, x):
+        return np.maximum(x @ self.W1.T + self.b1, 0) @ self.W2.T + self.b2
+
+    def loss_and_grads(self, x, y):
+        hp = x @ self.W1.T + self.b1
+        h = np.maximum(hp, 0)
+        z = h @ self.W2.T + self.b2
+        loss, dz = softmax_xent(z, y)
+        dW2 = dz.T @ h
+        db2 = dz.sum(0)
+        dh = dz @ self.W2
+        dh *= hp > 0
+        dW1 = dh.T @ x
+        db1 = dh.sum(0)
+        return loss, [dW1, db1, dW2, db2]
+# ---- end of the copy
+
+
+def run_numpy():
+    """numpy_ref's MLP + SGDMomentum on the same digits split, batches and timing."""
+    model = MLP(np.random.default_rng(0))
+    opt = SGDMomentum(model.params, lr=0.1, momentum=0.9)
+
+    def train_step(xb, yb):
+        loss, grads = model.loss_and_grads(xb, yb)
+        opt.step(grads)
+        return loss
+
+    med = time_steps(train_step, data.load_digits("train"))
+    test = data.load_digits("test")
+    return med, float(np.mean(model.predict(test.x).argmax(1) == test.y))
+
+
+def run_torch(python, ref):
+    """torch_ref.py's mlp_digits in a subprocess: (median step s, test accuracy)."""
+    out = subprocess.run([python, ref, "--only", "mlp_digits"], capture_output=True, text=True,
+                         check=True).stdout
+    rec = next(r for r in map(json.loads, out.splitlines()) if r["workload"] == "mlp_digits")
+    return rec["median_step_ms"] / 1e3, rec["test_acc"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=1, help="runs per impl; the best median wins")
+    ap.add_argument("--torch-python", help="a Python with torch (default: this one, if it has)")
+    ap.add_argument("--torch-ref", default=str(ROOT.parent / "shared" / "bench" / "torch_ref.py"))
+    args = ap.parse_args()
+    res = {}
+    for _ in range(args.repeat):      # interleaved, so drifts in machine load hit both alike
+        for name, fn in (("dp", run_dp), ("numpy", run_numpy)):
+            res[name] = min(res.get(name, (np.inf, 0.0)), fn())
+    py = args.torch_python or (sys.executable if importlib.util.find_spec("torch") else None)
+    skip = ("no torch in this Python; pass --torch-python PATH" if py is None else
+            f"{args.torch_ref} not found; pass --torch-ref PATH"
+            if not Path(args.torch_ref).is_file() else None)
+    if skip:
+        print(f"torch: SKIPPED ({skip})")
+    else:
+        res["torch"] = min(run_torch(py, args.torch_ref) for _ in range(args.repeat))
+    print(f"W1 mlp_digits: median of {940 - WARMUP} steps, best of {args.repeat} run(s)")
+    print(f"{'impl':<6} {'ms/step':>8} {'examples/s':>11} {'test acc':>9} {'dp/impl':>8}")
+    for name, (med, acc) in res.items():
+        ratio = res["dp"][0] / med
+        print(f"{name:<6} {1e3 * med:8.4f} {BATCH / med:11,.0f} {acc:9.4f} {ratio:8.2f}")
+    print("dp/impl = dp's ms/step over the impl's; <= 1.0 means dp is at least as fast")
+
+
+if __name__ == "__main__":
+    main()
