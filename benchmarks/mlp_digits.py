@@ -1,24 +1,17 @@
 """Benchmark W1 `mlp_digits`: median ms per training step of dp, hand-written NumPy and PyTorch.
 
-Workload and timing rules: /work/shared/bench/README.md ("Exact definitions"). 64 -> 128 ReLU
--> 10 on the digits, cross-entropy, SGD lr 0.1 momentum 0.9, batch 32 (last partial batch of 28
-kept), 20 epochs = 940 steps. Timed step = take the batch + zero grads + forward + loss +
-backward + optimizer step + loss as a Python float; median over the steps after 20 warm-up
-steps; examples/s = 32 / median. dp: programs/digits_mlp.dp through dp's Python API, what
-`dp train` runs per step. numpy: bench/numpy_ref.py's hand-written MLP, in this process.
-torch: bench/torch_ref.py --only mlp_digits in a subprocess, if this Python has torch or
---torch-python names one that has (it needs scikit-learn too). Not used by tests or CI.
+Workload and timing rules as in /work/shared/bench/README.md ("Exact definitions"): 64 -> 128
+ReLU -> 10 on the digits, SGD lr 0.1 momentum 0.9, batch 32, 20 epochs (940 steps); a timed
+step = take the batch + zero grads + forward + loss + backward + optimizer step + loss as a
+Python float; median over the steps after 20 warm-up steps. dp runs programs/digits_mlp.dp
+through its Python API (what `dp train` runs per step); numpy is bench/numpy_ref.py's MLP in
+this process; torch is bench/torch_ref.py --only mlp_digits in a subprocess, when this Python
+has torch or --torch-python names one that has. Not used by the tests or CI.
 
     .venv/bin/python benchmarks/mlp_digits.py --torch-python /work/torchvenv/bin/python
     .venv/bin/python benchmarks/mlp_digits.py --repeat 3      # best median of 3 runs each
 """
-import argparse
-import importlib.util
-import itertools
-import json
-import statistics
-import subprocess
-import sys
+import argparse, importlib.util, itertools, json, statistics, subprocess, sys  # noqa: E401
 from pathlib import Path
 from time import perf_counter
 
@@ -33,21 +26,22 @@ ROOT = Path(__file__).resolve().parent.parent
 WARMUP, BATCH, EPOCHS, F32 = 20, 32, 20, np.float32
 
 
-def time_steps(train_step, ds):
-    """Median seconds per step over EPOCHS epochs; a step takes the batch + train_step(xb, yb)."""
-    order, times = np.random.RandomState(1), []
+def time_steps(train_step, predict):
+    """(median s per step, test accuracy); a timed step takes the batch + train_step(xb, yb)."""
+    ds, order, times = data.load_digits("train"), np.random.RandomState(1), []
     for _ in range(EPOCHS):
-        it = data.batches(ds, BATCH, order)   # draws the epoch's permutation (untimed), as the refs
+        it = data.batches(ds, BATCH, order)   # draws the epoch's permutation (untimed, as refs)
         for _ in range(data.num_batches(len(ds), BATCH)):
             t0 = perf_counter()
-            loss = train_step(*next(it))      # next(it): the batch, two slices of the permuted copy
+            loss = train_step(*next(it))      # next(it): two slices of the permuted copy
             times.append(perf_counter() - t0)
     assert isinstance(loss, float) and np.isfinite(loss) and len(times) == 940
-    return statistics.median(times[WARMUP:])
+    test = data.load_digits("test")
+    return statistics.median(times[WARMUP:]), float(np.mean(predict(test.x).argmax(-1) == test.y))
 
 
 def run_dp():
-    """(median step s, test accuracy) of dp training programs/digits_mlp.dp, as `dp train` does."""
+    """dp training programs/digits_mlp.dp step by step, as `dp train` does."""
     tprog, _ = load_programs([str(ROOT / "programs" / "digits_mlp.dp")])
     block = tprog.trains[0]
     config = train_config(block)
@@ -61,17 +55,13 @@ def run_dp():
         loss = model.loss_and_grad(config.loss, xb, yb)   # forward + backward; a float
         config.optimizer.update(model.flat, model.grad_flat, state, next(steps))
         return loss
-
-    med = time_steps(train_step, data.load_digits("train"))
-    test = data.load_digits("test")
-    return med, float(np.mean(model.predict(test.x).argmax(-1) == test.y))
+    return time_steps(train_step, model.predict)
 
 
 # ---- copied from /work/shared/bench/numpy_ref.py: uniform_init, softmax_xent, SGDMomentum, MLP
 def uniform_init(rng, shape, fan_in):
     bound = 1.0 / np.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape).astype(F32)
-
 
 def softmax_xent(z, y):
     B = z.shape[0]
@@ -84,7 +74,6 @@ def softmax_xent(z, y):
     dz /= B
     return loss, dz
 
-
 class SGDMomentum:
     def __init__(self, params, lr, momentum):
         self.params, self.lr, self.m = params, F32(lr), F32(momentum)
@@ -95,7 +84,6 @@ class SGDMomentum:
             b *= self.m
             b += g
             p -= self.lr * b
-
 
 class MLP:
     def __init__(self, rng, n_in=64, n_h=128, n_out=10):
@@ -123,6 +111,7 @@ class MLP:
 # ---- end of the copy
 
 
+
 def run_numpy():
     """numpy_ref's MLP + SGDMomentum on the same digits split, batches and timing."""
     model = MLP(np.random.default_rng(0))
@@ -132,14 +121,11 @@ def run_numpy():
         loss, grads = model.loss_and_grads(xb, yb)
         opt.step(grads)
         return loss
-
-    med = time_steps(train_step, data.load_digits("train"))
-    test = data.load_digits("test")
-    return med, float(np.mean(model.predict(test.x).argmax(1) == test.y))
+    return time_steps(train_step, model.predict)
 
 
 def run_torch(python, ref):
-    """torch_ref.py's mlp_digits in a subprocess: (median step s, test accuracy)."""
+    """torch_ref.py's mlp_digits in a subprocess: (median s per step, test accuracy)."""
     out = subprocess.run([python, ref, "--only", "mlp_digits"], capture_output=True, text=True,
                          check=True).stdout
     rec = next(r for r in map(json.loads, out.splitlines()) if r["workload"] == "mlp_digits")
@@ -157,11 +143,10 @@ def main():
         for name, fn in (("dp", run_dp), ("numpy", run_numpy)):
             res[name] = min(res.get(name, (np.inf, 0.0)), fn())
     py = args.torch_python or (sys.executable if importlib.util.find_spec("torch") else None)
-    skip = ("no torch in this Python; pass --torch-python PATH" if py is None else
-            f"{args.torch_ref} not found; pass --torch-ref PATH"
-            if not Path(args.torch_ref).is_file() else None)
-    if skip:
-        print(f"torch: SKIPPED ({skip})")
+    if py is None:
+        print("torch: SKIPPED (no torch in this Python; pass --torch-python PATH)")
+    elif not Path(args.torch_ref).is_file():
+        print(f"torch: SKIPPED ({args.torch_ref} not found; pass --torch-ref PATH)")
     else:
         res["torch"] = min(run_torch(py, args.torch_ref) for _ in range(args.repeat))
     print(f"W1 mlp_digits: median of {940 - WARMUP} steps, best of {args.repeat} run(s)")
