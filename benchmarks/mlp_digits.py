@@ -1,15 +1,13 @@
 """Benchmark W1 `mlp_digits`: median ms per training step of dp, hand-written NumPy and PyTorch.
 
-Workload and timing rules as in /work/shared/bench/README.md ("Exact definitions"): 64 -> 128
-ReLU -> 10 on the digits, SGD lr 0.1 momentum 0.9, batch 32, 20 epochs (940 steps); a timed
-step = take the batch + zero grads + forward + loss + backward + optimizer step + loss as a
-Python float; median over the steps after 20 warm-up steps. dp runs programs/digits_mlp.dp
-through its Python API (what `dp train` runs per step); numpy is bench/numpy_ref.py's MLP in
-this process; torch is bench/torch_ref.py --only mlp_digits in a subprocess, when this Python
-has torch or --torch-python names one that has. Not used by the tests or CI.
+As /work/shared/bench/README.md defines it (64 -> 128 ReLU -> 10 on the digits, SGD lr 0.1
+momentum 0.9, batch 32, 20 epochs): a step = take the batch + zero grads + forward + loss +
+backward + optimizer step + loss as a float; median after 20 warm-up steps. dp trains
+programs/digits_mlp.dp through its Python API as `dp train` does; numpy_ref.py's MLP runs in
+this process; torch_ref.py --only mlp_digits runs in a subprocess with --torch-python (or this
+Python, if it has torch). Not used by the tests or CI.
 
     .venv/bin/python benchmarks/mlp_digits.py --torch-python /work/torchvenv/bin/python
-    .venv/bin/python benchmarks/mlp_digits.py --repeat 3      # best median of 3 runs each
 """
 import argparse, importlib.util, itertools, json, statistics, subprocess, sys  # noqa: E401
 from pathlib import Path
@@ -26,27 +24,24 @@ ROOT = Path(__file__).resolve().parent.parent
 WARMUP, BATCH, EPOCHS, F32 = 20, 32, 20, np.float32
 
 
-def time_steps(train_step, predict):
-    """(median s per step, test accuracy); a timed step takes the batch + train_step(xb, yb)."""
+def time_steps(train_step, predict):  # -> (median s per step, test accuracy)
     ds, order, times = data.load_digits("train"), np.random.RandomState(1), []
     for _ in range(EPOCHS):
         it = data.batches(ds, BATCH, order)   # draws the epoch's permutation (untimed, as refs)
         for _ in range(data.num_batches(len(ds), BATCH)):
             t0 = perf_counter()
-            loss = train_step(*next(it))      # next(it): two slices of the permuted copy
+            loss = train_step(*next(it))      # the batch (two slices) + the training step
             times.append(perf_counter() - t0)
     assert isinstance(loss, float) and np.isfinite(loss) and len(times) == 940
     test = data.load_digits("test")
     return statistics.median(times[WARMUP:]), float(np.mean(predict(test.x).argmax(-1) == test.y))
 
 
-def run_dp():
-    """dp training programs/digits_mlp.dp step by step, as `dp train` does."""
+def run_dp():  # programs/digits_mlp.dp step by step, as `dp train` runs it
     tprog, _ = load_programs([str(ROOT / "programs" / "digits_mlp.dp")])
-    block = tprog.trains[0]
-    config = train_config(block)
+    config = train_config(tprog.trains[0])
     assert (config.batch, config.epochs, config.seed) == (BATCH, EPOCHS, 0)
-    model = Model(tprog, block.model.name)
+    model = Model(tprog, tprog.trains[0].model.name)
     model.init(config.seed)
     state = config.optimizer.init_state(model.flat.size, model.dtype)
     steps = itertools.count(1)
@@ -108,12 +103,9 @@ class MLP:
         dW1 = dh.T @ x
         db1 = dh.sum(0)
         return loss, [dW1, db1, dW2, db2]
-# ---- end of the copy
 
 
-
-def run_numpy():
-    """numpy_ref's MLP + SGDMomentum on the same digits split, batches and timing."""
+def run_numpy():  # numpy_ref's MLP + SGDMomentum, same digits split, batches and timing
     model = MLP(np.random.default_rng(0))
     opt = SGDMomentum(model.params, lr=0.1, momentum=0.9)
 
@@ -124,10 +116,8 @@ def run_numpy():
     return time_steps(train_step, model.predict)
 
 
-def run_torch(python, ref):
-    """torch_ref.py's mlp_digits in a subprocess: (median s per step, test accuracy)."""
-    out = subprocess.run([python, ref, "--only", "mlp_digits"], capture_output=True, text=True,
-                         check=True).stdout
+def run_torch(python, ref):  # -> (median s per step, test accuracy)
+    out = subprocess.check_output([python, ref, "--only", "mlp_digits"], text=True)
     rec = next(r for r in map(json.loads, out.splitlines()) if r["workload"] == "mlp_digits")
     return rec["median_step_ms"] / 1e3, rec["test_acc"]
 
@@ -137,8 +127,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="runs per impl; the best median wins")
     ap.add_argument("--torch-python", help="a Python with torch (default: this one, if it has)")
     ap.add_argument("--torch-ref", default=str(ROOT.parent / "shared" / "bench" / "torch_ref.py"))
-    args = ap.parse_args()
-    res = {}
+    args, res = ap.parse_args(), {}
     for _ in range(args.repeat):      # interleaved, so drifts in machine load hit both alike
         for name, fn in (("dp", run_dp), ("numpy", run_numpy)):
             res[name] = min(res.get(name, (np.inf, 0.0)), fn())
@@ -149,12 +138,11 @@ def main():
         print(f"torch: SKIPPED ({args.torch_ref} not found; pass --torch-ref PATH)")
     else:
         res["torch"] = min(run_torch(py, args.torch_ref) for _ in range(args.repeat))
-    print(f"W1 mlp_digits: median of {940 - WARMUP} steps, best of {args.repeat} run(s)")
+    print(f"W1 mlp_digits, best of {args.repeat} run(s); dp/impl <= 1: dp is at least as fast")
     print(f"{'impl':<6} {'ms/step':>8} {'examples/s':>11} {'test acc':>9} {'dp/impl':>8}")
     for name, (med, acc) in res.items():
         ratio = res["dp"][0] / med
         print(f"{name:<6} {1e3 * med:8.4f} {BATCH / med:11,.0f} {acc:9.4f} {ratio:8.2f}")
-    print("dp/impl = dp's ms/step over the impl's; <= 1.0 means dp is at least as fast")
 
 
 if __name__ == "__main__":
