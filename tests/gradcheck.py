@@ -22,6 +22,17 @@ from dp.interpreter.primitives import Primitive
 
 KINK_TOL = 1e-3
 
+# Primitives with two implementations chosen by size (a Numba kernel for small arrays, a NumPy
+# chain for large ones; see interpreter/primitives/reduce.py). Tests run them both ways.
+TWO_PATH = ("softmax", "log_softmax", "logsumexp", "cross_entropy")
+PATHS = ("kernel", "numpy")
+
+
+def force_path(monkeypatch, path: str) -> None:
+    """Make every TWO_PATH primitive take `path` whatever the array size."""
+    from dp.interpreter.primitives import reduce
+    monkeypatch.setattr(reduce, "KERNEL_MAX_SIZE", 1 << 62 if path == "kernel" else -1)
+
 
 def check_grads(fn: Callable[..., np.ndarray], inputs: Sequence[np.ndarray],
                 vjp: Callable[[np.ndarray, np.ndarray, tuple], Sequence], *,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from gradcheck import Arg, check_grads, check_primitive, sample_inputs
+from gradcheck import PATHS, TWO_PATH, Arg, check_grads, check_primitive, force_path, sample_inputs
 from dp.interpreter.primitives import PRIMITIVES, get, near_group_tie
 
 
@@ -36,9 +36,9 @@ def _u(*shape: int) -> Arg:
 UNARY = ["neg", "relu", "tanh", "sigmoid", "exp", "abs", "square", "gelu", "identity"]
 POSITIVE = ["log", "sqrt"]
 BINARY = ["add", "sub", "mul", "maximum", "minimum"]
-UNARY_SHAPES = [(1,), (5,), (4, 7), (2, 3, 4)]
+UNARY_SHAPES = [(1,), (5,), (4, 7), (2, 3, 4), ()]
 BINARY_SHAPES = [((4, 5), (4, 5)), ((1,), (1,)), ((4, 5), (1, 5)), ((3, 1), (1, 7)),
-                 ((2, 3, 4), (4,)), ((5, 1), ())]
+                 ((2, 3, 4), (4,)), ((5, 1), ()), ((), ())]
 
 CASES: list[Case] = []
 CASES += [Case(p, (_u(*s),)) for p in UNARY for s in UNARY_SHAPES]
@@ -89,6 +89,22 @@ CASES += [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_gradcheck(case: Case) -> None:
+    _gradcheck(case)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.prim in TWO_PATH], ids=lambda c: c.id)
+def test_gradcheck_numpy_path(case: Case, monkeypatch) -> None:
+    force_path(monkeypatch, "numpy")
+    _gradcheck(case)
+
+
+def test_size_picks_the_path() -> None:
+    from dp.interpreter.primitives import reduce
+    assert reduce.use_kernel(np.zeros((32, 10))) and not reduce.use_kernel(np.zeros((2048, 100)))
+    assert PATHS == ("kernel", "numpy")
+
+
+def _gradcheck(case: Case) -> None:
     prim = get(case.prim)
     inputs = sample_inputs(prim, case.args, case.params)
     check_primitive(prim, inputs, case.params, eps=1e-6, atol=1e-5,

@@ -2,7 +2,8 @@
 
 - every primitive case: float32 forward/backward vs the float64 run (which test_gradcheck
   validates), with dtypes preserved;
-- every Numba kernel: vs an independent float64 NumPy reference;
+- every Numba kernel, and the NumPy path of the same primitives (large arrays), and GELU: vs an
+  independent float64 NumPy reference;
 - the shape rule of every case agrees with the forward output;
 - NaN propagates; no fastmath anywhere; the Numba cache directory is set and writable.
 """
@@ -21,7 +22,7 @@ import pytest
 from numba import njit
 
 from dp.interpreter.primitives import get
-from gradcheck import sample_inputs
+from gradcheck import PATHS, TWO_PATH, force_path, sample_inputs
 from test_gradcheck import CASES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -48,6 +49,16 @@ def _as32(xs: tuple) -> tuple:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_float32_matches_float64(case) -> None:
+    _float32_matches_float64(case)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.prim in TWO_PATH], ids=lambda c: c.id)
+def test_float32_matches_float64_numpy_path(case, monkeypatch) -> None:
+    force_path(monkeypatch, "numpy")
+    _float32_matches_float64(case)
+
+
+def _float32_matches_float64(case) -> None:
     prim = get(case.prim)
     x64 = sample_inputs(prim, case.args, case.params)
     x32 = _as32(x64)
@@ -118,12 +129,15 @@ def _reference(name, x, g, labels=None):
     raise KeyError(name)
 
 
-KERNEL_PRIMS = ["softmax", "log_softmax", "logsumexp", "cross_entropy", "gelu"]
+REFERENCED = [(name, path) for name in TWO_PATH for path in PATHS] + [("gelu", "numpy")]
 
 
-@pytest.mark.parametrize("shape", [(16, 10), (2, 3, 5), (1, 1), (3, 257)])
-@pytest.mark.parametrize("name", KERNEL_PRIMS)
-def test_kernel_vs_numpy_reference(name, shape) -> None:
+@pytest.mark.parametrize("shape", [(16, 10), (2, 3, 5), (1, 1), (3, 257), (7,)])
+@pytest.mark.parametrize("name, path", REFERENCED)
+def test_vs_numpy_reference(name, path, shape, monkeypatch) -> None:
+    if name == "cross_entropy" and len(shape) == 1:
+        return  # logits need a batch axis
+    force_path(monkeypatch, path)
     rng = np.random.default_rng(0)
     x32 = (rng.standard_normal(shape) * 3).astype(np.float32)
     x64 = x32.astype(np.float64)
@@ -143,14 +157,16 @@ def test_kernel_vs_numpy_reference(name, shape) -> None:
     np.testing.assert_allclose(grads64[0], ref_grad, atol=1e-12, rtol=1e-10)
 
 
-def test_kernels_accept_views_and_empty_batches() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_views_and_empty_batches(path, monkeypatch) -> None:
+    force_path(monkeypatch, path)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, 4)).astype(np.float32)
     np.testing.assert_allclose(get("softmax").forward(x.T), ref_softmax(x.T.astype(np.float64)),
                                atol=1e-7, rtol=1e-3)
     np.testing.assert_allclose(get("gelu").forward(x[:, ::2]),
                                ref_gelu(x[:, ::2].astype(np.float64)), atol=1e-6, rtol=1e-3)
-    for name in KERNEL_PRIMS:
+    for name in TWO_PATH + ("gelu",):
         empty = np.zeros((0, 5), np.float32)
         inputs = (empty, np.zeros(0, np.int64)) if name == "cross_entropy" else (empty,)
         out, grads = _run(name, inputs)
@@ -175,8 +191,10 @@ def test_cross_entropy_labels() -> None:
 # NaN propagation and fastmath (RELIABILITY 23)
 
 
-@pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp", "cross_entropy"])
-def test_nan_propagation_rows(name) -> None:
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", TWO_PATH)
+def test_nan_propagation_rows(name, path, monkeypatch) -> None:
+    force_path(monkeypatch, path)
     x = np.array([[1.0, np.nan, 2.0], [1.0, 2.0, 3.0], [np.nan, 0.0, 0.0]], np.float32)
     inputs = (x, np.array([0, 1, 2])) if name == "cross_entropy" else (x,)
     out, (dx, *_) = _run(name, inputs, params={})
@@ -186,7 +204,9 @@ def test_nan_propagation_rows(name) -> None:
     assert np.isnan(dx[0]).all() and np.isfinite(dx[1]).all()
 
 
-def test_nan_propagation_elementwise_and_sums() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_nan_propagation_elementwise_and_sums(path, monkeypatch) -> None:
+    force_path(monkeypatch, path)
     x = np.array([[0.5, np.nan], [1.0, -1.0]], np.float32)
     out, (dx,) = _run("gelu", (x,))
     assert np.isnan(out[0, 1]) and np.isnan(dx[0, 1]) and np.isfinite(out[1]).all()

@@ -21,6 +21,13 @@ def _env(**extra):
     return env
 
 
+def _no_home(tmp_path) -> str:
+    """A HOME that cannot hold a cache (a file, not a folder; /nonexistent is creatable by root)."""
+    home = tmp_path / "home-is-a-file"
+    home.write_text("")
+    return str(home)
+
+
 def _nbi_files():
     return {p for d in ("interpreter",) for p in (ROOT / d).rglob("*.nbi")}
 
@@ -29,14 +36,14 @@ def test_runs_with_home_unusable_and_cache_dir_unset(tmp_path):
     ckpt = str(tmp_path / "digits.safetensors")
     before = _nbi_files()
     proc = subprocess.run([sys.executable, "-c", SCRIPT, ckpt], cwd=ROOT, text=True,
-                          capture_output=True, env=_env(HOME="/nonexistent"))
+                          capture_output=True, env=_env(HOME=_no_home(tmp_path)))
     assert proc.returncode == 0, proc.stderr
     assert "cannot cache" not in proc.stderr and "accuracy" in proc.stdout
     assert _nbi_files() == before  # nothing written beside the package
 
 
 def test_two_cold_cache_processes_at_once(tmp_path):
-    env = _env(HOME="/nonexistent", XDG_CACHE_HOME=str(tmp_path / "cold"))
+    env = _env(HOME=_no_home(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cold"))
     procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / f"{i}.ckpt")],
                               cwd=ROOT, text=True, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, env=env)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from dp.interpreter.primitives import get
+from gradcheck import PATHS, force_path
 
 F32_MAX = float(np.finfo(np.float32).max)
 RTOL = 1e-5
@@ -24,6 +25,13 @@ LOGITS = {
     "uniform8": [5.0] * 8,
     "gap1000": [1000.0, 0.0],
 }
+
+
+@pytest.fixture(params=PATHS, autouse=True)
+def path(request, monkeypatch) -> str:
+    """Every test runs on the Numba-kernel path and on the NumPy path (large arrays)."""
+    force_path(monkeypatch, request.param)
+    return request.param
 
 
 def _ref_log_softmax(x: np.ndarray) -> np.ndarray:

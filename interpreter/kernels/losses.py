@@ -13,7 +13,7 @@ import math
 from numba import njit
 import numpy as np
 
-from .softmax import row_shift, row_sum_exp
+from .softmax import row_exp, row_shift, row_sum_exp
 
 
 @njit(cache=True, error_model="numpy")
@@ -33,14 +33,11 @@ def cross_entropy_rows_vjp(g, x, labels):
     (two passes over the row) rather than rebuilt from the rounded loss."""
     n, k = x.shape
     dx = np.empty_like(x)
+    e = np.empty(k)
     for i in range(n):
-        m = row_shift(x, i)
-        inv = 1.0 / row_sum_exp(x, i, m)
+        inv = 1.0 / row_exp(x, i, row_shift(x, i), e)
         gi = float(g[i])
-        label = labels[i]
         for j in range(k):
-            p = math.exp(float(x[i, j]) - m) * inv
-            if j == label:
-                p -= 1.0
-            dx[i, j] = gi * p
+            dx[i, j] = gi * (e[j] * inv)
+        dx[i, labels[i]] = gi * (e[labels[i]] * inv - 1.0)
     return dx

@@ -1,5 +1,8 @@
 """Softmax-family kernels: rows of a C-contiguous 2-D array [N, K] (the last axis is K).
 
+They serve arrays of up to a few thousand elements, where one fused call beats a chain of
+NumPy calls; above that, `primitives/reduce.py` uses NumPy's SIMD `exp` instead.
+
 Every row is shifted by its maximum before `exp`, so nothing overflows (a row of 1e4s, or
 [3e38, -3e38], stays finite). A row whose maximum is infinite is not shifted (`-inf - -inf`
 would be NaN; an all `-inf` row then gives `logsumexp = -inf`, as it should). NaN anywhere in a
@@ -39,15 +42,24 @@ def row_sum_exp(x, i, m):
 
 
 @njit(cache=True, error_model="numpy")
+def row_exp(x, i, m, e):
+    """e[j] = exp(x[i, j] - m) (float64 scratch of length K); returns their sum."""
+    s = 0.0
+    for j in range(x.shape[1]):
+        e[j] = math.exp(float(x[i, j]) - m)
+        s += e[j]
+    return s
+
+
+@njit(cache=True, error_model="numpy")
 def softmax_rows(x):
     n, k = x.shape
     out = np.empty_like(x)
+    e = np.empty(k)
     for i in range(n):
-        m = row_shift(x, i)
-        s = row_sum_exp(x, i, m)
-        inv = 1.0 / s
+        inv = 1.0 / row_exp(x, i, row_shift(x, i), e)
         for j in range(k):
-            out[i, j] = math.exp(float(x[i, j]) - m) * inv
+            out[i, j] = e[j] * inv
     return out
 
 
@@ -112,9 +124,9 @@ def logsumexp_rows_vjp(g, x):
     output dtype, and in float32 ulp(1e4) ~ 1e-3 would become a 1e-3 relative gradient error."""
     n, k = x.shape
     dx = np.empty_like(x)
+    e = np.empty(k)
     for i in range(n):
-        m = row_shift(x, i)
-        scale = float(g[i]) / row_sum_exp(x, i, m)
+        scale = float(g[i]) / row_exp(x, i, row_shift(x, i), e)
         for j in range(k):
-            dx[i, j] = math.exp(float(x[i, j]) - m) * scale
+            dx[i, j] = e[j] * scale
     return dx

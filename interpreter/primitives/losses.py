@@ -1,7 +1,8 @@
 """Loss primitives: a loss per example ([B], or [B, T] for token sequences), then `batch_mean`.
 
-`cross_entropy` is one fused, stable Numba kernel each way (`kernels/losses.py`); its labels
-are integer class indices and get no gradient. `squared_error` averages over the non-batch
+`cross_entropy` is one fused, stable Numba kernel each way (`kernels/losses.py`) for small
+logits and a NumPy chain for large ones (the reasons are in `reduce.py`); its labels are
+integer class indices and get no gradient. `squared_error` averages over the non-batch
 axes (torch's MSELoss once `batch_mean` averages over the batch).
 """
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..kernels import losses as K
 from . import register, same_shape
+from .reduce import exp_shifted_rows, rows, shifted_rows, use_kernel
 
 # ---------------------------------------------------------------------------------------------
 # cross_entropy(logits [..., K], labels [...] integer) -> [...]
@@ -31,29 +33,38 @@ def _labels(labels: np.ndarray, k: int) -> np.ndarray:
     if labels.dtype.kind not in "iu":
         raise ValueError(f"cross_entropy: labels must be integers, got dtype {labels.dtype}")
     flat = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
-    if flat.size and (flat.min() < 0 or flat.max() >= k):
+    # One reduction for both bounds: viewed as unsigned, a negative label is huge.
+    if flat.size and flat.view(np.uint64).max() >= k:
         from dp.dsl.errors import DpError
         bad = int(flat[(flat < 0) | (flat >= k)][0])
         raise DpError("data", f"label {bad} is out of range for {k} classes (expected 0..{k - 1})")
     return flat
 
 
-def _logit_rows(logits: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(logits).reshape(-1, logits.shape[-1])
-
-
 def cross_entropy_forward(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    flat = _labels(labels, logits.shape[-1])
-    return K.cross_entropy_rows(_logit_rows(logits), flat).reshape(labels.shape)
+    x = rows(logits)
+    flat = _labels(labels, x.shape[1])
+    if use_kernel(x):
+        return K.cross_entropy_rows(x, flat).reshape(labels.shape)
+    # NumPy path for large logits (see reduce.py): (m - x[label]) + log(sum exp(x - m)).
+    z = shifted_rows(x)
+    log_s = np.log(np.sum(np.exp(z), axis=1))
+    return (log_s - z[np.arange(len(flat)), flat]).reshape(labels.shape)
 
 
 def cross_entropy_backward(g, out, inputs, wants):
     if not wants[0]:
         return None, None
     logits, labels = inputs
-    flat = _labels(labels, logits.shape[-1])
+    x = rows(logits)
+    flat = _labels(labels, x.shape[1])
     g1 = np.ascontiguousarray(g).reshape(-1)
-    return K.cross_entropy_rows_vjp(g1, _logit_rows(logits), flat).reshape(logits.shape), None
+    if use_kernel(x):
+        return K.cross_entropy_rows_vjp(g1, x, flat).reshape(logits.shape), None
+    e = exp_shifted_rows(x)
+    e *= (g1 / np.sum(e, axis=1))[:, None]
+    e[np.arange(len(flat)), flat] -= g1
+    return e.reshape(logits.shape), None
 
 
 register("cross_entropy", shape=cross_entropy_shape, forward=cross_entropy_forward,
