@@ -9,9 +9,9 @@ from . import ast
 from . import typed as T
 from .checker import (BUILTINS, ELEMENTWISE, INITIALIZERS, LAST_AXIS, REDUCTIONS, _err,
                       _Globals, _plural, _suggest, _TypeBuilder, instantiate, sig_matches)
-from .dims import DimVar, Mismatch, free_vars, resolve, unify
-from .errors import DpError, DpErrors
-from .types import ModSig, Tensor, apply_subst, scalar, unify_tensors, with_shape
+from .dims import Mismatch, free_vars, resolve, unify
+from .errors import DpError
+from .types import ModSig, Tensor, apply_subst, scalar, unify_tensors
 
 _ELEMENTWISE_SIG = ModSig((scalar(),), scalar(), ())
 
@@ -102,7 +102,6 @@ class _DefChecker:
         if stmt.type is not None:
             want = _TypeBuilder(self.dim_scope, False, True).tensor(stmt.type)
             self._expect(value, want, stmt.value, f"{stmt.name} is declared {want}")
-            value = _retype(value, want)
         self.locals[stmt.name] = value.type
         return value
 
@@ -119,7 +118,7 @@ class _DefChecker:
             for var, fv in call.dims:
                 value = resolve(fv, self.subst)
                 if any(not v.rigid for v in free_vars(value)):
-                    name = _callee_name(call.callee)
+                    name = call.callee.name
                     raise _err("shape", f"nothing fixes the dimension {var.name} of "
                                f"{name}: {callee_sig}", call.span,
                                f"give the expected type, e.g. ({_src(call)} : "
@@ -135,7 +134,7 @@ class _DefChecker:
             value = self.expr(e.expr)
             want = _TypeBuilder(self.dim_scope, False, True).tensor(e.type)
             self._expect(value, want, e.expr, f"the expected type is {want}")
-            return _retype(value, want)
+            return value
         if isinstance(e, ast.Neg):
             x = self.expr(e.operand)
             return T.TPrim("neg", (x,), x.type, e.span)
@@ -269,11 +268,13 @@ class _DefChecker:
                 ok = self.config[ref.name].sig == want.name
             if not ok:
                 raise _err("type", f"{owner} needs a {want.name} for '{h.name}', but "
-                           f"{_ref_name(ref)} is {got}", span,
+                           f"{ref.name} is {got}", span,
                            f"{want.name} is {self.g.abstracts[want.name]}")
-        elif not sig_matches(got, _TypeBuilder({}, True, True).sig(want)):
-            raise _err("type", f"{owner} needs '{h.name}' to be {h.sig and _TypeBuilder({}, True, True).sig(want)}, "
-                       f"but {_ref_name(ref)} is {got}", span)
+        else:
+            need = _TypeBuilder({}, True, True).sig(want)
+            if not sig_matches(got, need):
+                raise _err("type", f"{owner} needs '{h.name}' to be {need}, but "
+                           f"{ref.name} is {got}", span)
 
     def _ref_sig(self, ref: T.ModRef) -> ModSig:
         if isinstance(ref, T.BuiltinMod):
@@ -292,7 +293,7 @@ class _DefChecker:
             return self._builtin(name, args, kwargs, e)
         ref = self._ref(name, span, kwargs)
         sig = self._ref_sig(ref)
-        positional = [a for a in args]
+        positional = list(args)
         if len(positional) != len(sig.args):
             raise _err("arity", f"{name} takes {_plural(len(sig.args), 'argument')} "
                        f"({name}: {sig}), but {len(positional)} "
@@ -367,11 +368,6 @@ class _DefChecker:
 
 
 # --- small helpers ----------------------------------------------------------------------------
-def _retype(value: T.TExpr, want: Tensor) -> T.TExpr:
-    """Keep the written form of an ascribed type for messages (shapes are already unified)."""
-    return value
-
-
 def _describe(e) -> str:
     if isinstance(e, ast.Name):
         return e.name
@@ -390,14 +386,6 @@ def _right(e):
 
 def _show(t: Tensor, s: dict) -> Tensor:
     return apply_subst(t, s)
-
-
-def _callee_name(ref: T.ModRef) -> str:
-    return ref.name
-
-
-def _ref_name(ref: T.ModRef) -> str:
-    return ref.name
 
 
 def _src(call: T.TCall) -> str:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from . import ast
 from . import typed as T
-from .dims import Dim, DimVar, Mismatch, dim_from, free_vars, fresh, resolve, unify
+from .dims import Dim, DimVar, Mismatch, dim_from, fresh, resolve
 from .errors import DpError, DpErrors, Span
-from .types import ModSig, Tensor, apply_subst, scalar, unify_tensors, with_shape
+from .types import ModSig, Tensor, scalar, unify_tensors
 
 ELEMENTWISE = ("relu", "tanh", "sigmoid", "exp", "log", "sqrt", "abs", "gelu", "square")
 LAST_AXIS = ("softmax", "log_softmax")

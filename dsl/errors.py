@@ -14,7 +14,7 @@ was found, an optional span into a source file, and notes. `format_error` render
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,7 @@ class Tensor:
                 continue
             dims = self.shape[pos - size:pos]
             pos -= size
-            if i > 0 and text != "R" and not text.startswith("Token"):
-                text = f"({text})"
-            elif i > 0:
+            if i > 0:
                 text = f"({text})"
             inner = ", ".join(str(d) for d in dims)
             simple = len(dims) == 1 and (isinstance(dims[0], int) or " " not in str(dims[0]))

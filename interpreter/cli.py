@@ -13,7 +13,6 @@ import tempfile
 import traceback
 
 from dp.dsl import DpError, format_error
-from dp.dsl.loader import load_programs, read_program
 
 
 class _Parser(argparse.ArgumentParser):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .plan import Const, Plan, Var
+from .plan import Const, Plan
 from .primitives import PRIMITIVES
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dp.dsl import typed as T
-from dp.dsl.dims import DimExpr, DimVar, Mismatch, resolve
+from dp.dsl.dims import resolve
 from dp.dsl.errors import DpError, Span
 
 from .plan import Atom, Const, ParamSpec, Plan, Var

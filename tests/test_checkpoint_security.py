@@ -4,9 +4,7 @@ Pickle is used here only to *build* hostile files (and to prove that the payload
 the packages under test must contain no pickle loading at all (see the static test below).
 """
 
-import io
 import json
-import os
 import pickle
 import re
 import struct
