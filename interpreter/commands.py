@@ -100,6 +100,15 @@ def _train_block(tprog: T.TProgram, file: str):
     return blocks[0]
 
 
+def _checkpoint_path(args, config) -> str:
+    """--checkpoint, else the program's `checkpoint` setting (relative to it), else beside it."""
+    if args.checkpoint:
+        return args.checkpoint
+    if config.checkpoint:
+        return os.path.join(os.path.dirname(args.file), config.checkpoint)
+    return default_checkpoint(args.file)
+
+
 def _loss_of(block) -> str:
     return next((s.value.name for s in block.settings if s.name == "loss"), "cross_entropy")
 
@@ -112,9 +121,7 @@ def train_cmd(args) -> int:
     if args.lr is not None:
         config.optimizer.hyper["lr"] = args.lr
     model = Model(tprog, block.model.name, block.model.span)
-    ckpt = args.checkpoint or config.checkpoint or default_checkpoint(args.file)
-    if config.checkpoint and not args.checkpoint and not os.path.isabs(ckpt):
-        ckpt = os.path.join(os.path.dirname(args.file), ckpt)
+    ckpt = _checkpoint_path(args, config)
     summary = train_model(model, block, config, os.path.dirname(args.file) or ".", ckpt,
                     program_hash(sources[args.file]))
     print(f"trained {summary['steps']} steps in {summary['seconds']:.2f} s; final loss "
@@ -134,9 +141,7 @@ def run(args) -> int:
     block = _train_block(tprog, args.file)
     model = Model(tprog, block.model.name, block.model.span)
     config = train_config(block)
-    ckpt = args.checkpoint or config.checkpoint or default_checkpoint(args.file)
-    if config.checkpoint and not args.checkpoint and not os.path.isabs(ckpt):
-        ckpt = os.path.join(os.path.dirname(args.file), ckpt)
+    ckpt = _checkpoint_path(args, config)
     load_trained(model, ckpt)
     for rb in blocks:
         run_block(rb, {model.name: model}, _loss_of(block), os.path.dirname(args.file) or ".",
