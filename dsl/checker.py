@@ -142,8 +142,7 @@ def check(programs: list[ast.Program]) -> T.TProgram:
         raise DpErrors(errors)
     return T.TProgram(tdefs, dict(g.abstracts), dict(g.sigs),
                       tuple(i for i in items if isinstance(i, ast.TrainBlock)),
-                      tuple(i for i in items if isinstance(i, ast.RunBlock)),
-                      tuple(p.file for p in programs))
+                      tuple(i for i in items if isinstance(i, ast.RunBlock)))
 
 
 def _declare(item, g: _Globals) -> None:

@@ -7,7 +7,7 @@ lowering only has to evaluate them with concrete sizes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
 from . import ast
@@ -132,4 +132,3 @@ class TProgram:
     signatures: dict[str, ModSig]
     trains: tuple[ast.TrainBlock, ...]
     runs: tuple[ast.RunBlock, ...]
-    files: tuple[str, ...] = field(default=())

@@ -42,11 +42,6 @@ def scalar() -> Tensor:
     return Tensor(())
 
 
-def with_shape(t: Tensor, shape: tuple[Dim, ...]) -> Tensor:
-    groups = t.groups if len(shape) == len(t.shape) else ()
-    return Tensor(tuple(shape), t.vocab, groups)
-
-
 def apply_subst(t: Tensor, s: Subst) -> Tensor:
     vocab = resolve(t.vocab, s) if t.vocab is not None else None
     return Tensor(tuple(resolve(d, s) for d in t.shape), vocab, t.groups)

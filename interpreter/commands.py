@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dp.dsl import typed as T
 from dp.dsl.dims import resolve
+from dp.dsl.types import Tensor
 from dp.dsl.errors import DpError
 from dp.dsl.loader import load_programs
 
@@ -16,11 +17,6 @@ from .plan import format_plan
 from .run import run_block
 from .train import default_checkpoint, load_trained, program_hash, train_config
 from .train import train as train_model
-
-
-def _shape(shape) -> str:
-    return "R" if not shape else ("R^" + str(shape[0]) if len(shape) == 1
-                                  else "R^(" + ", ".join(map(str, shape)) + ")")
 
 
 def _calls(e, out: list) -> None:
@@ -62,7 +58,7 @@ def _describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
             for s in spec.shape:
                 n *= s
             total += n
-            lines.append(f"  {path:<{width}}  {_shape(spec.shape):<14} {n:>12,}")
+            lines.append(f"  {path:<{width}}  {str(Tensor(spec.shape)):<14} {n:>12,}")
         lines.append(f"  {'total':<{width}}  {'':<14} {total:>12,}")
     else:
         for p in tdef.params:
@@ -117,9 +113,7 @@ def train_cmd(args) -> int:
     tprog, sources = load_programs([args.file])
     block = _train_block(tprog, args.file)
     config = train_config(block, {"epochs": args.epochs, "steps": args.steps,
-                                  "seed": args.seed})
-    if args.lr is not None:
-        config.optimizer.hyper["lr"] = args.lr
+                                  "seed": args.seed, "lr": args.lr})
     model = Model(tprog, block.model.name, block.model.span)
     ckpt = _checkpoint_path(args, config)
     summary = train_model(model, block, config, os.path.dirname(args.file) or ".", ckpt,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from dp.dsl.errors import Span
 
@@ -102,6 +101,3 @@ def format_plan(plan: Plan) -> str:
     lines.append("outputs: " + ", ".join(str(v) for v in plan.outputs))
     return "\n".join(lines)
 
-
-def const_array(value: float, dtype) -> np.ndarray:
-    return np.asarray(value, dtype=dtype)

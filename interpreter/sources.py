@@ -9,6 +9,7 @@ import os
 
 from dp.dsl import ast
 from dp.dsl.errors import DpError
+from dp.dsl.types import Tensor
 
 from . import data
 
@@ -74,5 +75,4 @@ def check_fits(ds: data.Dataset, model, loss: str, span) -> None:
 
 
 def _fmt(shape) -> str:
-    return "R" if not shape else "R^" + (str(shape[0]) if len(shape) == 1 else
-                                          "(" + ", ".join(map(str, shape)) + ")")
+    return str(Tensor(tuple(int(d) for d in shape)))

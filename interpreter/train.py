@@ -65,23 +65,31 @@ def train_config(block: ast.TrainBlock, overrides: dict | None = None) -> TrainC
     loss = found["loss"].value
     if not isinstance(loss, ast.Name):
         raise DpError("type", "loss must name a loss, e.g. loss cross_entropy", loss.span)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for k, v in overrides.items():
+        if k == "lr":
+            continue  # the optimizer's own rules check it, below
+        if v < 0 or (v == 0 and k != "seed"):
+            raise DpError("usage", f"--{k} must be {'non-negative' if k == 'seed' else 'positive'}"
+                          f", but it is {v}")
     opt = found["optimizer"].value
     if isinstance(opt, ast.Name):
-        optimizer = make_optimizer(opt.name, {}, opt.span)
+        name, args = opt.name, {}
     elif isinstance(opt, ast.Call) and not opt.args:
-        args = {kw.name: literal(kw.value, kw.name) for kw in opt.kwargs}
-        optimizer = make_optimizer(opt.func, args, opt.span)
+        name, args = opt.func, {kw.name: literal(kw.value, kw.name) for kw in opt.kwargs}
     else:
         raise DpError("type", "optimizer must be like sgd(lr = 0.1, momentum = 0.9)", opt.span)
+    if "lr" in overrides:  # the command line's --lr, validated like the program's
+        args["lr"] = overrides.pop("lr")
+    optimizer = make_optimizer(name, args, opt.span)
     ints = {k: _int_setting(found[k]) for k in ("batch", "epochs", "steps") if k in found}
     seed = literal(found["seed"].value, "seed") if "seed" in found else 0
     ckpt = found.get("checkpoint")
     config = TrainConfig(loss.name, optimizer, ints.get("batch", 32), ints.get("epochs", 1),
                          ints.get("steps"), int(seed),
                          str(literal(ckpt.value, "checkpoint")) if ckpt else None, block.span)
-    for k, v in (overrides or {}).items():
-        if v is not None:
-            setattr(config, k, v)
+    for k, v in overrides.items():
+        setattr(config, k, v)
     return config
 
 

@@ -52,3 +52,20 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
     expected = {"truncate": "truncated", "flip": "checksum mismatch", "garbage": "not a dp "
                 "checkpoint"}[damage]
     assert expected in err
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--epochs", "0", "error[usage]: --epochs must be positive, but it is 0\n"),
+    ("--steps", "-3", "error[usage]: --steps must be positive, but it is -3\n"),
+    ("--seed", "-1", "error[usage]: --seed must be non-negative, but it is -1\n"),
+])
+def test_bad_overrides_are_usage_errors(flag, value, message):
+    code, out, err = run_dp("train", "programs/digits_mlp.dp", flag, value, cwd=ROOT)
+    assert (code, out, err) == (2, "", message)
+
+
+def test_lr_override_is_validated_like_the_program():
+    code, out, err = run_dp("train", "programs/digits_mlp.dp", "--lr", "-0.5", cwd=ROOT)
+    assert code == 1 and out == ""
+    assert err.startswith("error[value]: sgd lr must be positive, but it is -0.5\n"
+                          "  --> programs/digits_mlp.dp:8:33\n")
