@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from . import ast
 from . import typed as T
-from .checker import (BUILTINS, ELEMENTWISE, INITIALIZERS, LAST_AXIS, REDUCTIONS, _err,
+from .check_volumes import describe, volume_builtin
+from .checker import (BUILTINS, ELEMENTWISE, INITIALIZERS, LAST_AXIS, REDUCTIONS, VOLUME, _err,
                       _Globals, _plural, _suggest, _TypeBuilder, instantiate, sig_matches)
-from .dims import Mismatch, free_vars, resolve, unify
+from .dims import Mismatch, free_vars, fresh, resolve, unify
 from .errors import DpError
 from .types import ModSig, Tensor, apply_subst, scalar, unify_tensors
 
@@ -20,7 +21,9 @@ class _DefChecker:
     def __init__(self, g: _Globals, d: ast.Definition):
         self.g, self.d = g, d
         self.sig: ModSig = g.sigs[d.name]
+        self.sizes = g.sizes.get(d.name, {})
         self.dim_scope = {v.name: v for v in self.sig.dims}
+        self.dim_scope.update({n: a.var for n, a in self.sizes.items()})
         self.subst: dict = {}
         self.deferred: list = []
         self.locals: dict[str, Tensor] = {}
@@ -63,6 +66,8 @@ class _DefChecker:
     def _config(self, d: ast.Definition) -> None:
         items = list(self.g.config.get(d.name, ())) + [h for h in d.header if h.config]
         for h in items:
+            if h.name in self.sizes:
+                continue
             sig = None
             if isinstance(h.sig, ast.NamedSig):
                 if h.sig.name not in self.g.abstracts:
@@ -173,7 +178,8 @@ class _DefChecker:
             self.subst = unify_tensors(value.type, want, self.subst, self.deferred)
         except Mismatch:
             got = apply_subst(value.type, self.subst)
-            raise _err("shape", f"{why}, but {_describe(e)} is {got}", e.span) from None
+            raise _err("shape", f"{why}, but {_describe(e)} is {got}{_flat_sum(value, self)}",
+                       e.span, *_axis_note(got, apply_subst(want, self.subst))) from None
 
     def _elementwise(self, op: str, a: T.TExpr, b: T.TExpr, e: ast.BinOp) -> T.TExpr:
         name = {"+": "add", "-": "sub", "*": "mul", "/": "div"}[op]
@@ -232,11 +238,12 @@ class _DefChecker:
         d = self.g.defs.get(name)
         items = list(self.g.config.get(name, ())) + ([h for h in d.header if h.config]
                                                      if d else [])
-        return {h.name: h for h in items}
+        sizes = self.g.sizes.get(name, {})
+        return {h.name: h for h in items if h.name not in sizes}
 
     def _bind_config(self, name: str, kwargs, span) -> tuple:
         params = self._config_params(name)
-        dims = {v.name for v in self.g.sigs[name].dims}
+        dims = {v.name for v in self.g.sigs[name].dims} | set(self.g.sizes.get(name, {}))
         bound = []
         for kw in kwargs:
             if kw.name in dims:
@@ -300,8 +307,12 @@ class _DefChecker:
                        f"{'was' if len(positional) == 1 else 'were'} given", e.span)
         targs = tuple(self.expr(a) for a in positional)
         inst, mapping = instantiate(sig)
+        sizes = self.g.sizes.get(name, {}) if isinstance(ref, T.GlobalMod) else {}
+        for n, a in sizes.items():
+            mapping.setdefault(a.var, fresh(n))
         for kw in kwargs:
             self._dim_kwarg(name, kw, mapping)
+        self._size_defaults(name, sizes, mapping, {kw.name for kw in kwargs}, e)
         elementwise = (all(t.rank == 0 and t.vocab is None for t in inst.args)
                        and inst.result.rank == 0 and any(a.type.rank > 0 for a in targs))
         if elementwise:
@@ -314,7 +325,7 @@ class _DefChecker:
                     where = self.g.spans.get(name)
                     raise (err.with_note(f"{name}: {sig} is declared at {where.file}:"
                                          f"{where.line}") if where else err) from None
-            result = apply_subst(inst.result, self.subst)
+            result = self._result(name, sig, inst, targs, positional, e)
         site = name.lower() if isinstance(ref, T.GlobalMod) else name
         index = self.site_counts.get(site, 0) + 1
         self.site_counts[site] = index
@@ -323,17 +334,42 @@ class _DefChecker:
         self.calls.append((call, sig))
         return call
 
+    def _size_defaults(self, name: str, sizes: dict, mapping: dict, given: set, e) -> None:
+        for n, a in sizes.items():
+            if n in given:
+                continue
+            if a.default is not None:
+                self.subst = unify(mapping[a.var], a.default, self.subst, self.deferred)
+            elif a.var not in self.g.sigs[name].dims:
+                raise _err("arity", f"{name} needs its size argument '{n}'", e.span,
+                           f"e.g. {name}(...; {n} = 3)")
+
+    def _result(self, name: str, sig: ModSig, inst: ModSig, targs, positional, e) -> Tensor:
+        """The call's result type; a size that does not divide (`h / 2`, h = 7) fails here."""
+        try:
+            return apply_subst(inst.result, self.subst)
+        except Mismatch as m:
+            bad = next(d for d in inst.result.shape if _fails(d, self.subst))
+            shown = " and ".join(f"{describe(a)}, which is {apply_subst(t.type, self.subst)}"
+                                 for a, t in zip(positional, targs, strict=True))
+            raise _err("shape", f"{name} cannot take {shown}: its result {sig.result} needs "
+                       f"{bad}, and {m.reason}", e.span, f"{name}: {sig}") from None
+
+    def dim_value(self, name: str, kw: ast.KwArg):
+        """A size given at a call: a whole number or one of this definition's dimensions."""
+        if (isinstance(kw.value, ast.Number) and kw.value.value.is_integer()
+                and kw.value.value > 0):
+            return int(kw.value.value)
+        if isinstance(kw.value, ast.Name) and kw.value.name in self.dim_scope:
+            return self.dim_scope[kw.value.name]
+        raise _err("type", f"the size {kw.name} of {name} must be a positive whole number or "
+                   "a dimension name", kw.value.span)
+
     def _dim_kwarg(self, name: str, kw: ast.KwArg, mapping: dict) -> None:
         var = next((v for v in mapping if v.name == kw.name), None)
         if var is None:
             return
-        if isinstance(kw.value, ast.Number) and kw.value.value.is_integer():
-            value = int(kw.value.value)
-        elif isinstance(kw.value, ast.Name) and kw.value.name in self.dim_scope:
-            value = self.dim_scope[kw.value.name]
-        else:
-            raise _err("type", f"the dimension {kw.name} of {name} must be a whole number or "
-                       "a dimension name", kw.value.span)
+        value = self.dim_value(name, kw)
         try:
             self.subst = unify(mapping[var], value, self.subst, self.deferred)
         except Mismatch as m:
@@ -351,6 +387,8 @@ class _DefChecker:
         return shaped[0].type
 
     def _builtin(self, name: str, args, kwargs, e) -> T.TExpr:
+        if name in VOLUME:
+            return volume_builtin(self, name, args, kwargs, e)
         if len(args) != 1 or kwargs:
             raise _err("arity", f"{name} takes 1 argument, but {len(args) + len(kwargs)} "
                        f"{'was' if len(args) + len(kwargs) == 1 else 'were'} given", e.span)
@@ -368,12 +406,38 @@ class _DefChecker:
 
 
 # --- small helpers ----------------------------------------------------------------------------
-def _describe(e) -> str:
-    if isinstance(e, ast.Name):
-        return e.name
-    if isinstance(e, (ast.Call,)):
-        return f"{e.func}(...)"
-    return "the expression"
+_describe = describe
+_AXES = ("channels", "height", "width")
+
+
+def _fails(d, s: dict) -> bool:
+    try:
+        resolve(d, s)
+        return False
+    except Mismatch:
+        return True
+
+
+def _flat_sum(value: T.TExpr, c) -> str:
+    """` (16*4*4 = 256)` after a flattened volume's size, so a wrong size is easy to trace."""
+    if not (isinstance(value, T.TPrim) and value.op == "flatten"):
+        return ""
+    dims = apply_subst(value.args[0].type, c.subst).shape
+    if len(dims) < 2 or not all(isinstance(d, int) for d in dims):
+        return ""
+    return f" ({'*'.join(str(d) for d in dims)} = {value.type.shape[0]})"
+
+
+def _axis_note(got: Tensor, want: Tensor) -> tuple[str, ...]:
+    """Name the one axis of a volume that differs: `the channels differ: 8 != 16`."""
+    if got.rank != 3 or want.rank != 3:
+        return ()
+    differ = [i for i in range(3) if isinstance(got.shape[i], int)
+              and isinstance(want.shape[i], int) and got.shape[i] != want.shape[i]]
+    if len(differ) != 1:
+        return ()
+    i = differ[0]
+    return (f"the {_AXES[i]} differ: {got.shape[i]} here, {want.shape[i]} expected",)
 
 
 def _left(e):

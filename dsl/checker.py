@@ -21,7 +21,9 @@ from .types import ModSig, Tensor, scalar, unify_tensors
 ELEMENTWISE = ("relu", "tanh", "sigmoid", "exp", "log", "sqrt", "abs", "gelu", "square")
 LAST_AXIS = ("softmax", "log_softmax")
 REDUCTIONS = ("sum", "mean", "max")
-BUILTINS = ELEMENTWISE + LAST_AXIS + REDUCTIONS
+# builtins on volumes, with the size arguments each accepts (check_shapes.py has their rules)
+VOLUME = {"conv2d": ("stride", "padding"), "maxpool2d": ("size", "stride"), "flatten": ()}
+BUILTINS = ELEMENTWISE + LAST_AXIS + REDUCTIONS + tuple(VOLUME)
 INITIALIZERS = {"glorot": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1, "fan_in": 0}
 
 
@@ -108,7 +110,36 @@ class _Globals:
     abstracts: dict = field(default_factory=dict)   # name -> ModSig
     defs: dict = field(default_factory=dict)        # name -> ast.Definition
     config: dict = field(default_factory=dict)     # name -> tuple[HeaderItem]
+    sizes: dict = field(default_factory=dict)      # name -> {size argument: SizeArg}
     spans: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SizeArg:
+    """A dimension given at the call (`Conv(x; k = 5)`): its variable and default, if any."""
+
+    var: DimVar
+    default: int | None
+    span: Span
+
+
+def _size_args(name: str, g: _Globals) -> dict[str, SizeArg]:
+    """Configuration items with no signature and a whole-number default (or none) are sizes."""
+    d = g.defs.get(name)
+    items = list(g.config.get(name, ())) + ([h for h in d.header if h.config] if d else [])
+    sig_vars = {v.name: v for v in g.sigs[name].dims}
+    out = {}
+    for h in items:
+        if h.sig is not None or not (h.default is None or isinstance(h.default, ast.Number)):
+            continue
+        default = None
+        if h.default is not None:
+            if not h.default.value.is_integer() or h.default.value <= 0:
+                raise _err("type", f"the size {h.name} must default to a positive whole "
+                           f"number, not {h.default.text}", h.default.span)
+            default = int(h.default.value)
+        out[h.name] = SizeArg(sig_vars.get(h.name) or fresh(h.name, True), default, h.span)
+    return out
 
 
 def check(programs: list[ast.Program]) -> T.TProgram:
@@ -119,6 +150,11 @@ def check(programs: list[ast.Program]) -> T.TProgram:
     for item in items:
         try:
             _declare(item, g)
+        except DpError as e:
+            errors.append(e)
+    for name in g.sigs:
+        try:
+            g.sizes[name] = _size_args(name, g)
         except DpError as e:
             errors.append(e)
     for name, d in g.defs.items():
@@ -142,7 +178,8 @@ def check(programs: list[ast.Program]) -> T.TProgram:
         raise DpErrors(errors)
     return T.TProgram(tdefs, dict(g.abstracts), dict(g.sigs),
                       tuple(i for i in items if isinstance(i, ast.TrainBlock)),
-                      tuple(i for i in items if isinstance(i, ast.RunBlock)))
+                      tuple(i for i in items if isinstance(i, ast.RunBlock)),
+                      {name: tuple(sizes) for name, sizes in g.sizes.items()})
 
 
 def _declare(item, g: _Globals) -> None:

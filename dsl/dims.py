@@ -26,20 +26,26 @@ class DimVar:
 
 @dataclass(frozen=True, slots=True)
 class DimExpr:
-    op: str  # + - * /
+    op: str  # + - * / (exact) // (floor)
     left: "Dim"
     right: "Dim"
 
     def __str__(self) -> str:
-        return f"{_atom(self.left)} {self.op} {_atom(self.right)}"
+        level = _LEVEL[self.op]
+        left = _wrap(self.left, level)
+        right = _wrap(self.right, level + 1)  # left-associative: a - (b - c) keeps its parens
+        return f"{left} {self.op} {right}"
 
 
 Dim = Union[int, DimVar, DimExpr]
 Subst = dict  # DimVar -> Dim
 
 
-def _atom(d: Dim) -> str:
-    return f"({d})" if isinstance(d, DimExpr) else str(d)
+_LEVEL = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2}
+
+
+def _wrap(d: Dim, level: int) -> str:
+    return f"({d})" if isinstance(d, DimExpr) and _LEVEL[d.op] < level else str(d)
 
 
 def fresh(name: str, rigid: bool = False) -> DimVar:
@@ -61,10 +67,7 @@ def resolve(d: Dim, s: Subst) -> Dim:
             return resolve(s[d], s)
         return d
     if isinstance(d, DimExpr):
-        a, b = resolve(d.left, s), resolve(d.right, s)
-        if isinstance(a, int) and isinstance(b, int):
-            return _fold(d.op, a, b)
-        return DimExpr(d.op, a, b)
+        return dim_from(d.op, resolve(d.left, s), resolve(d.right, s))
     return d
 
 
@@ -75,6 +78,10 @@ def _fold(op: str, a: int, b: int) -> int:
         return a - b
     if op == "*":
         return a * b
+    if op == "//":
+        if b <= 0:
+            raise Mismatch(f"{a} // {b} divides by a size that is not positive")
+        return a // b
     if b == 0 or a % b:
         raise Mismatch(f"{a} / {b} is not a whole number")
     return a // b
@@ -94,6 +101,8 @@ def _solve(d: Dim, target: int, s: Subst) -> Subst:
         return _bind(d, target, s)
     assert isinstance(d, DimExpr)
     a, b, op = d.left, d.right, d.op
+    if op == "//":
+        raise _Deferred()  # floor division has many solutions; wait for the operands
     if isinstance(b, int):
         inverse = {"+": target - b, "-": target + b, "*": None, "/": target * b}[op]
         if op == "*":
@@ -155,7 +164,17 @@ def unify(a: Dim, b: Dim, s: Subst, deferred: list | None = None) -> Subst:
 
 
 def dim_from(text_op: str, left: Dim, right: Dim) -> Dim:
-    """Build `left op right`, folding constants (raises Mismatch on inexact division)."""
+    """Build `left op right`, folding constants and units (raises Mismatch on inexact division)."""
     if isinstance(left, int) and isinstance(right, int):
         return _fold(text_op, left, right)
+    if text_op in ("+", "-") and right == 0:
+        return left
+    if text_op == "+" and left == 0:
+        return right
+    if text_op in ("*", "/", "//") and right == 1:
+        return left
+    if text_op == "*" and left == 1:
+        return right
+    if text_op == "*" and 0 in (left, right):
+        return 0
     return DimExpr(text_op, left, right)

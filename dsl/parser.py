@@ -181,7 +181,8 @@ class _ToAst(Transformer):
             return ast.DimOp(op, c[0], c[1], self._s(meta))
         return build
 
-    dim_add, dim_sub, dim_mul, dim_div = _dim_op("+"), _dim_op("-"), _dim_op("*"), _dim_op("/")
+    dim_add, dim_sub, dim_mul = _dim_op("+"), _dim_op("-"), _dim_op("*")
+    dim_div, dim_floordiv = _dim_op("/"), _dim_op("//")
 
     # --- expressions
     @v_args(meta=True)

@@ -67,12 +67,16 @@ class TParam:
 
 @dataclass(frozen=True, slots=True)
 class TPrim:
-    """A primitive operation on values: add, sub, mul, div, neg, matmul."""
+    """A primitive operation on values: add, matmul, relu, conv2d, flatten...
+
+    `attrs` are its sizes (`stride`, `padding`, `size`), over the definition's dimensions.
+    """
 
     op: str
     args: tuple["TExpr", ...]
     type: Tensor
     span: Span
+    attrs: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +136,4 @@ class TProgram:
     signatures: dict[str, ModSig]
     trains: tuple[ast.TrainBlock, ...]
     runs: tuple[ast.RunBlock, ...]
+    sizes: dict[str, tuple[str, ...]]  # module -> its size arguments (`k`, `s`, `p`)

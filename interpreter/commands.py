@@ -44,7 +44,10 @@ def _describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
             lines.append(f"  {site}: {c.callee.name}")
             continue
         sig = callee_sig.substitute({v: resolve(fv, tdef.subst) for v, fv in c.dims})
-        config = "".join(f"; {k} = {v.name}" for k, v in getattr(c.callee, "config", ()))
+        given = {v.name: resolve(fv, tdef.subst) for v, fv in c.dims}
+        parts = [f"{n} = {given[n]}" for n in tprog.sizes.get(c.callee.name, ())]
+        parts += [f"{k} = {v.name}" for k, v in getattr(c.callee, "config", ())]
+        config = "; " + ", ".join(parts) if parts else ""
         lines.append(f"  {site} = {c.callee.name}: {sig}{config}")
     concrete = all(isinstance(d, int) for t in tdef.sig.args + (tdef.sig.result,)
                    for d in t.shape)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dp.dsl import typed as T
-from dp.dsl.dims import resolve
+from dp.dsl.dims import Mismatch, resolve
 from dp.dsl.errors import DpError, Span
 
 from .plan import Atom, Const, ParamSpec, Plan, Var
@@ -29,7 +29,11 @@ class _Frame:
     values: dict  # local name -> Atom
 
     def size(self, d) -> int:
-        value = resolve(resolve(d, self.tdef.subst), self.dims)
+        try:
+            value = resolve(resolve(d, self.tdef.subst), self.dims)
+        except Mismatch as m:
+            raise DpError("shape", f"{self.tdef.name} cannot be used with these sizes: "
+                          f"{m.reason}", self.tdef.span) from None
         if not isinstance(value, int):
             raise DpError("shape", f"the size {value} is not known when {self.tdef.name} is "
                           "used here", self.tdef.span)
@@ -128,7 +132,27 @@ def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
             return x
         shape = x.shape[:start]
         return plan.add(e.op, (x,), shape, x.batched, e.span, axes=axes)
+    if e.op in ("conv2d", "maxpool2d", "flatten"):
+        return _volume(plan, f, e, args)
     return _unary(plan, e.op, args[0], e.span)
+
+
+def _volume(plan: Plan, f: _Frame, e: T.TPrim, args: list[Atom]) -> Var:
+    x = args[0]
+    if not isinstance(x, Var) or not x.batched:
+        raise DpError("type", f"{e.op} needs a batched value (a module's input or what it "
+                      "computed from it)", e.span)
+    shape = x.shape[:1] + tuple(f.size(d) for d in e.type.shape)
+    if e.op == "flatten":
+        return plan.add("reshape", (x,), shape, True, e.span, shape=shape)
+    attrs = {k: f.size(v) for k, v in e.attrs if v is not None}
+    if e.op == "conv2d" and dict(e.attrs)["padding"] is None:  # same padding
+        k = args[1].shape[-1]
+        if k % 2 == 0:
+            raise DpError("shape", f"conv2d pads to the same size only with an odd kernel, but "
+                          f"the kernel is {k} by {k} here", e.span)
+        attrs["padding"] = (k - 1) // 2
+    return plan.add(e.op, tuple(args), shape, True, e.span, **attrs)
 
 
 def _unary(plan: Plan, op: str, x: Atom, span) -> Atom:

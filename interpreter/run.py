@@ -15,7 +15,7 @@ from dp.dsl import ast
 from dp.dsl.errors import DpError
 
 from .model import Model, check_loss
-from .sources import check_fits, dataset, literal
+from .sources import dataset, fit_data, literal
 
 REPORTS = ("accuracy", "loss", "predict", "params")
 
@@ -58,7 +58,8 @@ def _value(e: ast.Expr, models, loss: str, base_dir: str, sources) -> str:
     if e.func == "params":
         return f"{label} = {model.num_params:,}"
     ds = dataset(e.args[1], base_dir)
-    check_fits(ds, model, loss if e.func != "accuracy" else "cross_entropy", e.args[1].span)
+    ds = fit_data(ds, model, "cross_entropy" if e.func == "accuracy" else loss,
+                  e.args[1].span)
     if e.func == "loss":
         check_loss(loss, model, e.span)
         return f"{label} = {model.loss(loss, ds.x, ds.y):.4f}"

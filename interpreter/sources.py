@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from dp.dsl import ast
 from dp.dsl.errors import DpError
 from dp.dsl.types import Tensor
@@ -53,12 +55,20 @@ def dataset(e: ast.Expr, base_dir: str) -> data.Dataset:
     return data.load_csv(path, None if label == "none" else label, e.span)
 
 
-def check_fits(ds: data.Dataset, model, loss: str, span) -> None:
-    """The data must have the model's input shape and targets that fit the loss."""
+def fit_data(ds: data.Dataset, model, loss: str, span) -> data.Dataset:
+    """The data in the model's input shape, with targets that fit the loss.
+
+    Examples with the right number of values are laid out row-major in the input type, so
+    the 64 pixels of a digit feed `R^64` and `R^(1, 8, 8)` alike.
+    """
     want = model.arg_shapes[0]
     if ds.x.shape[1:] != want:
-        raise DpError("data", f"{model.name} expects inputs of shape {_fmt(want)}, but the "
-                      f"data has examples of shape {_fmt(ds.x.shape[1:])}", span)
+        size = int(np.prod(want, dtype=np.int64))
+        if int(np.prod(ds.x.shape[1:], dtype=np.int64)) != size:
+            raise DpError("data", f"{model.name} expects inputs of shape {_fmt(want)} "
+                          f"({size} values), but the data has examples of shape "
+                          f"{_fmt(ds.x.shape[1:])}", span)
+        ds = data.Dataset(ds.x.reshape((len(ds),) + tuple(want)), ds.y, ds.name)
     if ds.y is None:
         raise DpError("data", "training needs targets, but the data has no labels", span)
     if loss == "cross_entropy":
@@ -72,6 +82,7 @@ def check_fits(ds: data.Dataset, model, loss: str, span) -> None:
     elif ds.y.shape[1:] != model.out_shape:
         raise DpError("data", f"{model.name} gives outputs of shape {_fmt(model.out_shape)}, "
                       f"but the targets have shape {_fmt(ds.y.shape[1:])}", span)
+    return ds
 
 
 def _fmt(shape) -> str:

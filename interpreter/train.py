@@ -23,7 +23,7 @@ from . import checkpoint, data
 from .model import Model, check_loss
 from .optim import Optimizer, make_optimizer
 from .progress import Progress
-from .sources import check_fits, dataset, literal
+from .sources import dataset, fit_data, literal
 
 SETTINGS = ("loss", "optimizer", "batch", "epochs", "steps", "seed", "checkpoint")
 VERSION = "0.1.0"
@@ -107,7 +107,7 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
     """Train `model` in place as the block says; save a checkpoint; return a summary."""
     check_loss(config.loss, model, block.span)
     ds = dataset(block.data, base_dir)
-    check_fits(ds, model, config.loss, block.data.span)
+    ds = fit_data(ds, model, config.loss, block.data.span)
     print(f"training {model.name}: {model.sig} ({model.num_params:,} parameters) on "
           f"{len(ds):,} examples with {config.optimizer.name}, batch {config.batch}",
           file=out, flush=True)
