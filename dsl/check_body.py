@@ -340,7 +340,7 @@ class _DefChecker:
                 continue
             if a.default is not None:
                 self.subst = unify(mapping[a.var], a.default, self.subst, self.deferred)
-            elif a.var not in self.g.sigs[name].dims:
+            else:
                 raise _err("arity", f"{name} needs its size argument '{n}'", e.span,
                            f"e.g. {name}(...; {n} = 3)")
 

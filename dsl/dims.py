@@ -8,6 +8,7 @@ names of the signature being checked) may only equal themselves.
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 from dataclasses import dataclass
 from typing import Union
 
@@ -87,6 +88,33 @@ def _fold(op: str, a: int, b: int) -> int:
     return a // b
 
 
+def _poly(d: Dim) -> dict:
+    """d as a polynomial {monomial: coefficient}, so `c * h / 2` equals `c * (h / 2)`.
+
+    Exact division by a number is a rational coefficient; floor division and division by a
+    variable stay opaque atoms.
+    """
+    if isinstance(d, int):
+        return {(): Fraction(d)} if d else {}
+    if isinstance(d, DimVar) or d.op == "//" or (d.op == "/" and not isinstance(d.right, int)):
+        return {(d,): Fraction(1)}
+    a, b = _poly(d.left), _poly(d.right)
+    if d.op == "/":
+        return {m: c / d.right for m, c in a.items()}
+    if d.op == "*":
+        out: dict = {}
+        for ma, ca in a.items():
+            for mb, cb in b.items():
+                m = tuple(sorted(ma + mb, key=repr))
+                out[m] = out.get(m, 0) + ca * cb
+    else:
+        sign = 1 if d.op == "+" else -1
+        out = dict(a)
+        for m, c in b.items():
+            out[m] = out.get(m, 0) + sign * c
+    return {m: c for m, c in out.items() if c}
+
+
 def free_vars(d: Dim) -> set[DimVar]:
     if isinstance(d, DimVar):
         return {d}
@@ -141,7 +169,7 @@ def _bind(v: DimVar, d: Dim, s: Subst) -> Subst:
 def unify(a: Dim, b: Dim, s: Subst, deferred: list | None = None) -> Subst:
     """Make a and b equal under s; unsolvable-for-now constraints go to `deferred`."""
     a, b = resolve(a, s), resolve(b, s)
-    if a == b:
+    if a == b or _poly(a) == _poly(b):
         return s
     if isinstance(a, DimVar) and not a.rigid:
         return _bind(a, b, s)

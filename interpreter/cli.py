@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the program's run block with trained parameters")
     r.add_argument("file")
     r.add_argument("--checkpoint", help="the parameters to use (default: FILE .safetensors)")
+    r.add_argument("--seed", type=int, help="initialize untrained modules with this seed")
     for q in (c, t, r):
         q.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return p

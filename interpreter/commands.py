@@ -82,10 +82,11 @@ def check(args) -> int:
              if str(Path(d.span.file).resolve()) in mine]
     for block in (b for b in tprog.trains if b.span.file == args.file):
         train_config(block)  # settings are checked too, before anything runs
+    described = [_describe_module(tprog, tdef) for tdef in shown]  # lowering checks sizes too
     print(f"{args.file}: ok ({len(shown)} module{'s' if len(shown) != 1 else ''})")
-    for tdef in shown:
+    for tdef, lines in zip(shown, described, strict=True):
         print()
-        print("\n".join(_describe_module(tprog, tdef)))
+        print("\n".join(lines))
         if args.dump == "plan":
             print(format_plan(lower(tprog, tdef.name, 1, tdef.span)))
     return 0
@@ -135,15 +136,30 @@ def run(args) -> int:
     if not blocks:
         raise DpError("usage", f"{args.file} has no run block",
                       None, ("add one: run:\n       print accuracy(Model, data)",))
-    block = _train_block(tprog, args.file)
-    model = Model(tprog, block.model.name, block.model.span)
-    config = train_config(block)
-    ckpt = _checkpoint_path(args, config)
-    load_trained(model, ckpt)
+    trains = [b for b in tprog.trains if b.span.file == args.file]
+    if trains:
+        block = trains[0]
+        model = Model(tprog, block.model.name, block.model.span)
+        load_trained(model, _checkpoint_path(args, train_config(block)))
+        models, loss = {model.name: model}, _loss_of(block)
+    else:
+        models, loss = _untrained(tprog, blocks, args.seed or 0), "cross_entropy"
     for rb in blocks:
-        run_block(rb, {model.name: model}, _loss_of(block), os.path.dirname(args.file) or ".",
-                  sources)
+        run_block(rb, models, loss, os.path.dirname(args.file) or ".", sources)
     return 0
+
+
+def _untrained(tprog: T.TProgram, blocks, seed: int) -> dict[str, Model]:
+    """A program with no train block runs its modules as initialized from the seed."""
+    models = {}
+    for e in (a for b in blocks for p in b.prints for c in p.exprs
+              for a in getattr(c, "args", ())[:1]):
+        if getattr(e, "name", None) in tprog.defs and e.name not in models:
+            models[e.name] = Model(tprog, e.name, e.span)
+            models[e.name].init(seed)
+            print(f"{e.name} is not trained here: its parameters are initialized with seed "
+                  f"{seed}", flush=True)
+    return models
 
 
 train = train_cmd  # `dp train`

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from dp.dsl import typed as T
 from dp.dsl.dims import Mismatch, resolve
 from dp.dsl.errors import DpError, Span
+from dp.dsl.loader import shown_path
 
 from .plan import Atom, Const, ParamSpec, Plan, Var
 
@@ -96,6 +97,18 @@ def _inline(plan: Plan, tprog: T.TProgram, ref: T.ModRef, config_env: dict, dims
     config.update({k: (config_env[v.name] if isinstance(v, T.ConfigMod) else v)
                    for k, v in ref.config})
     frame = _Frame(tdef, dims_env, config, prefix, dict(zip(tdef.inputs, args, strict=True)))
+    try:
+        return _body(plan, tprog, frame)
+    except DpError as err:
+        if call is None or err.span is None or err.span.file == call.span.file:
+            raise
+        # a size that fails inside another file (the standard library): point at the user's call
+        raise DpError(err.kind, err.message, call.span, err.notes + (
+            f"inside {tdef.name}, at {shown_path(err.span.file)}:{err.span.line}",)) from None
+
+
+def _body(plan: Plan, tprog: T.TProgram, frame: _Frame) -> Atom:
+    tdef, prefix = frame.tdef, frame.prefix
     for p in tdef.params:
         shape = tuple(frame.size(d) for d in p.type.shape)
         path = f"{prefix}.{p.name}"

@@ -1,13 +1,15 @@
-"""A program's `run` block: print accuracies, losses and predictions of trained modules.
+"""A program's `run` block: print accuracies, losses, predictions and timings of modules.
 
     run:
       print accuracy(Digits, digits(split = test))
       print predict(Digits, digits(split = test), 5)
+      print time(AlexNet, random(n = 8))
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 
@@ -15,9 +17,9 @@ from dp.dsl import ast
 from dp.dsl.errors import DpError
 
 from .model import Model, check_loss
-from .sources import dataset, fit_data, literal
+from .sources import dataset, fit_data, fit_inputs, literal
 
-REPORTS = ("accuracy", "loss", "predict", "params")
+REPORTS = {"accuracy": 2, "loss": 2, "predict": 3, "params": 1, "time": 2}
 
 
 def source_text(span, sources: dict[str, str]) -> str:
@@ -48,16 +50,18 @@ def _value(e: ast.Expr, models, loss: str, base_dir: str, sources) -> str:
         return e.text
     if not isinstance(e, ast.Call) or e.func not in REPORTS:
         raise DpError("name", "print shows text, accuracy(M, data), loss(M, data), "
-                      "predict(M, data, n) or params(M)", e.span)
+                      "predict(M, data, n), params(M) or time(M, data)", e.span)
     label = source_text(e.span, sources)
-    nargs = {"accuracy": 2, "loss": 2, "predict": 3, "params": 1}[e.func]
+    nargs = REPORTS[e.func]
     if len(e.args) != nargs:
         raise DpError("arity", f"{e.func} takes {nargs} arguments, but {len(e.args)} "
                       f"{'was' if len(e.args) == 1 else 'were'} given", e.span)
     model = _model(e.args[0], models)
     if e.func == "params":
         return f"{label} = {model.num_params:,}"
-    ds = dataset(e.args[1], base_dir)
+    ds = dataset(e.args[1], base_dir, model.arg_shapes[0])
+    if e.func == "time":
+        return f"{label} = {_timing(model, fit_inputs(ds, model, e.args[1].span).x)}"
     ds = fit_data(ds, model, "cross_entropy" if e.func == "accuracy" else loss,
                   e.args[1].span)
     if e.func == "loss":
@@ -74,3 +78,16 @@ def _value(e: ast.Expr, models, loss: str, base_dir: str, sources) -> str:
     guesses = scores[:n].argmax(axis=-1)
     shown = ", ".join(f"{int(g)} (true {int(t)})" for g, t in zip(guesses, ds.y[:n]))
     return f"{label} = {shown}"
+
+
+def _timing(model: Model, x: np.ndarray) -> str:
+    """The forward pass over x: median wall time of repeats after one warm-up (compiling)."""
+    out = model.predict(x)
+    times: list[float] = []
+    while len(times) < 3 or (sum(times) < 1.0 and len(times) < 20):
+        start = time.perf_counter()
+        model.predict(x)
+        times.append(time.perf_counter() - start)
+    ms = 1000 * float(np.median(times))
+    return (f"output {list(out.shape)} ({model.sig.result} each), {ms:.1f} ms for {len(x)} "
+            f"examples, {ms / len(x):.2f} ms per example")

@@ -15,7 +15,7 @@ from dp.dsl.types import Tensor
 
 from . import data
 
-SOURCES = {"digits": ("split",), "npz": ("x", "y"), "csv": ("label",)}
+SOURCES = {"digits": ("split",), "npz": ("x", "y"), "csv": ("label",), "random": ("n", "seed")}
 
 
 def literal(e: ast.Expr, what: str):
@@ -29,10 +29,11 @@ def literal(e: ast.Expr, what: str):
     raise DpError("type", f"{what} must be a number, a string or a word", e.span)
 
 
-def dataset(e: ast.Expr, base_dir: str) -> data.Dataset:
+def dataset(e: ast.Expr, base_dir: str, shape: tuple[int, ...] = ()) -> data.Dataset:
+    """The data `e` names; `random(n = 8)` draws n standard-normal inputs of `shape`."""
     if not isinstance(e, ast.Call) or e.func not in SOURCES:
         raise DpError("name", "expected a data source: digits(split = train), "
-                      "npz(\"file.npz\"), or csv(\"file.csv\")", e.span)
+                      "npz(\"file.npz\"), csv(\"file.csv\") or random(n = 8)", e.span)
     known = SOURCES[e.func]
     kwargs = {}
     for kw in e.kwargs:
@@ -40,6 +41,13 @@ def dataset(e: ast.Expr, base_dir: str) -> data.Dataset:
             raise DpError("name", f"{e.func} has no argument '{kw.name}'; it has "
                           f"{', '.join(known)}", kw.span)
         kwargs[kw.name] = literal(kw.value, kw.name)
+    if e.func == "random":
+        n, seed = kwargs.get("n", 1), kwargs.get("seed", 0)
+        if e.args or not all(isinstance(v, int) and v >= 0 for v in (n, seed)) or n == 0:
+            raise DpError("value", "random takes a positive whole number of examples and a "
+                          "seed: random(n = 8, seed = 0)", e.span)
+        x = np.random.default_rng(seed).standard_normal((n,) + tuple(shape), np.float32)
+        return data.Dataset(x, None, "random")
     if e.func == "digits":
         if e.args:
             raise DpError("arity", "digits takes no positional arguments; use "
@@ -55,8 +63,8 @@ def dataset(e: ast.Expr, base_dir: str) -> data.Dataset:
     return data.load_csv(path, None if label == "none" else label, e.span)
 
 
-def fit_data(ds: data.Dataset, model, loss: str, span) -> data.Dataset:
-    """The data in the model's input shape, with targets that fit the loss.
+def fit_inputs(ds: data.Dataset, model, span) -> data.Dataset:
+    """The data in the model's input shape.
 
     Examples with the right number of values are laid out row-major in the input type, so
     the 64 pixels of a digit feed `R^64` and `R^(1, 8, 8)` alike.
@@ -69,6 +77,12 @@ def fit_data(ds: data.Dataset, model, loss: str, span) -> data.Dataset:
                           f"({size} values), but the data has examples of shape "
                           f"{_fmt(ds.x.shape[1:])}", span)
         ds = data.Dataset(ds.x.reshape((len(ds),) + tuple(want)), ds.y, ds.name)
+    return ds
+
+
+def fit_data(ds: data.Dataset, model, loss: str, span) -> data.Dataset:
+    """The data in the model's input shape, with targets that fit the loss."""
+    ds = fit_inputs(ds, model, span)
     if ds.y is None:
         raise DpError("data", "training needs targets, but the data has no labels", span)
     if loss == "cross_entropy":
