@@ -11,7 +11,7 @@ from .check_volumes import describe, volume_builtin
 from .checker import (BUILTINS, ELEMENTWISE, INITIALIZERS, LAST_AXIS, REDUCTIONS, VOLUME, _err,
                       _Globals, _plural, _suggest, _TypeBuilder, instantiate, sig_matches)
 from .dims import Mismatch, free_vars, fresh, resolve, unify
-from .errors import DpError
+from .errors import DpError, where
 from .types import ModSig, Tensor, apply_subst, scalar, unify_tensors
 
 _ELEMENTWISE_SIG = ModSig((scalar(),), scalar(), ())
@@ -322,9 +322,9 @@ class _DefChecker:
                 try:
                     self._expect(a, want, src, f"{name} expects {_show(want, self.subst)} here")
                 except DpError as err:
-                    where = self.g.spans.get(name)
-                    raise (err.with_note(f"{name}: {sig} is declared at {where.file}:"
-                                         f"{where.line}") if where else err) from None
+                    declared = self.g.spans.get(name)
+                    raise (err.with_note(f"{name}: {sig} is declared at {where(declared)}")
+                           if declared else err) from None
             result = self._result(name, sig, inst, targs, positional, e)
         site = name.lower() if isinstance(ref, T.GlobalMod) else name
         index = self.site_counts.get(site, 0) + 1
@@ -429,7 +429,9 @@ def _flat_sum(value: T.TExpr, c) -> str:
 
 
 def _axis_note(got: Tensor, want: Tensor) -> tuple[str, ...]:
-    """Name the one axis of a volume that differs: `the channels differ: 8 != 16`."""
+    """Name the one axis of a volume that differs, or suggest flattening a volume for a vector."""
+    if got.rank > 1 and want.rank == 1 and got.vocab is None:
+        return ("a vector is expected: flatten the value first, e.g. flatten(x)",)
     if got.rank != 3 or want.rank != 3:
         return ()
     differ = [i for i in range(3) if isinstance(got.shape[i], int)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from . import ast
 from . import typed as T
 from .dims import Dim, DimVar, Mismatch, dim_from, fresh, resolve
-from .errors import DpError, DpErrors, Span
+from .errors import DpError, DpErrors, Span, where
 from .types import ModSig, Tensor, scalar, unify_tensors
 
 ELEMENTWISE = ("relu", "tanh", "sigmoid", "exp", "log", "sqrt", "abs", "gelu", "square")
@@ -203,26 +203,22 @@ def _declare(item, g: _Globals) -> None:
                 raise _err("type", f"{item.name} does not implement {item.implements}: "
                            f"its signature is {sig}, but {item.implements} is {abstract}",
                            item.span, f"{item.implements} is declared at "
-                           f"{_where(g.spans[item.implements])}")
+                           f"{where(g.spans[item.implements])}")
             g.implements[item.name] = item.implements
     elif isinstance(item, ast.Definition):
         if item.name in g.defs:
             raise _err("name", f"{item.name} is defined twice", item.span,
-                       f"the first definition is at {_where(g.defs[item.name].span)}")
+                       f"the first definition is at {where(g.defs[item.name].span)}")
         if item.name in g.abstracts:
             raise _err("type", f"{item.name} is abstract and cannot have a definition",
                        item.span, "declare an implementation: `Impl: " + item.name + "`")
         g.defs[item.name] = item
 
 
-def _where(span: Span) -> str:
-    return f"{span.file}:{span.line}"
-
-
 def _no_duplicate(name: str, span: Span, g: _Globals) -> None:
     if name in g.sigs or name in g.abstracts:
         raise _err("name", f"{name} is declared twice", span,
-                   f"the first declaration is at {_where(g.spans[name])}")
+                   f"the first declaration is at {where(g.spans[name])}")
     if name in BUILTINS:
         raise _err("name", f"{name} is a built-in function and cannot be redeclared", span)
 

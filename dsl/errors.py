@@ -15,6 +15,11 @@ was found, an optional span into a source file, and notes. `format_error` render
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+import dp.stdlib
+
+_STDLIB = Path(dp.stdlib.__file__).resolve().parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,13 @@ class DpErrors(DpError):
 
     def __str__(self) -> str:
         return "\n".join(format_error(e) for e in self.errors)
+
+
+def where(span: Span) -> str:
+    """`file:line` for notes; the standard library's files as `stdlib/NAME`, wherever installed."""
+    path = Path(span.file)
+    shown = f"stdlib/{path.name}" if path.resolve().parent == _STDLIB else span.file
+    return f"{shown}:{span.line}"
 
 
 def read_source(path: str) -> str | None:

@@ -24,12 +24,6 @@ def stdlib_dir() -> Path:
     return Path(dp.stdlib.__file__).resolve().parent
 
 
-def shown_path(file: str) -> str:
-    """How notes name a file: the standard library's as `stdlib/vision.dp`, wherever installed."""
-    path = Path(file)
-    return f"stdlib/{path.name}" if path.resolve().parent == stdlib_dir() else file
-
-
 def stdlib_programs() -> list[ast.Program]:
     folder = stdlib_dir()
     return [parse((folder / name).read_text(encoding="utf-8"), str(folder / name))

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 from dp.dsl import typed as T
 from dp.dsl.dims import Mismatch, resolve
-from dp.dsl.errors import DpError, Span
-from dp.dsl.loader import shown_path
+from dp.dsl.errors import DpError, Span, where
 
 from .plan import Atom, Const, ParamSpec, Plan, Var
 
@@ -104,7 +103,7 @@ def _inline(plan: Plan, tprog: T.TProgram, ref: T.ModRef, config_env: dict, dims
             raise
         # a size that fails inside another file (the standard library): point at the user's call
         raise DpError(err.kind, err.message, call.span, err.notes + (
-            f"inside {tdef.name}, at {shown_path(err.span.file)}:{err.span.line}",)) from None
+            f"inside {tdef.name}, at {where(err.span)}",)) from None
 
 
 def _body(plan: Plan, tprog: T.TProgram, frame: _Frame) -> Atom:
