@@ -5,6 +5,10 @@ params); a step is then one Python loop over it. Values live in a list of slots;
 are views into one flat buffer, so the optimizer updates them all in one kernel call. The
 backward pass walks the same list in reverse, calling each primitive's vector-Jacobian
 product, only for values that depend on a parameter.
+
+A primitive that saves a residual for its backward (`Primitive.saves`: conv2d, maxpool2d) gets
+one more slot, after the plan's values and constants, and a step whose last entry is that slot;
+every other step has None there, so the common case costs one `is None` test per step.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ class Executable:
     def __init__(self, plan: Plan, dtype=np.float32):
         self.plan = plan
         self.dtype = np.dtype(dtype)
-        self.n = plan.next_id + sum(isinstance(a, Const) for e in plan.eqns for a in e.inputs)
+        self.n = (plan.next_id + sum(isinstance(a, Const) for e in plan.eqns for a in e.inputs)
+                  + sum(PRIMITIVES[e.prim].saves for e in plan.eqns))
         self.template: list = [None] * self.n
         slot = plan.next_id
         needs = [False] * self.n
@@ -37,11 +42,15 @@ class Executable:
                     ins.append(a.id)
             prim = PRIMITIVES[e.prim]
             params = dict(e.params)
-            self.forward_steps.append((prim.forward, tuple(ins), e.out.id, params))
+            saved = None
+            if prim.saves:
+                saved, slot = slot, slot + 1
+            self.forward_steps.append((prim.forward, tuple(ins), e.out.id, params, saved))
             wants = tuple(needs[i] for i in ins)
             if any(wants):
                 needs[e.out.id] = True
-                self.backward_steps.append((prim.backward, tuple(ins), e.out.id, params, wants))
+                self.backward_steps.append((prim.backward, tuple(ins), e.out.id, params, wants,
+                                            saved))
         self.backward_steps.reverse()
         self.input_ids = [v.id for v in plan.inputs]
         self.output_ids = [v.id for v in plan.outputs]
@@ -55,8 +64,11 @@ class Executable:
         vals = self.template.copy()
         for i, x in zip(self.input_ids, inputs, strict=True):
             vals[i] = x
-        for fn, ins, out, params in self.forward_steps:
-            vals[out] = fn(*[vals[i] for i in ins], **params)
+        for fn, ins, out, params, saved in self.forward_steps:
+            if saved is None:
+                vals[out] = fn(*[vals[i] for i in ins], **params)
+            else:
+                vals[out], vals[saved] = fn(*[vals[i] for i in ins], **params)
         return vals
 
     def outputs(self, vals: list) -> list[np.ndarray]:
@@ -67,11 +79,15 @@ class Executable:
         grads: list = [None] * self.n
         out = self.output_ids[0]
         grads[out] = np.ones_like(vals[out]) if seed is None else seed
-        for vjp, ins, out, params, wants in self.backward_steps:
+        for vjp, ins, out, params, wants, saved in self.backward_steps:
             g = grads[out]
             if g is None:
                 continue
-            results = vjp(g, vals[out], tuple(vals[i] for i in ins), wants, **params)
+            if saved is None:
+                results = vjp(g, vals[out], tuple(vals[i] for i in ins), wants, **params)
+            else:
+                results = vjp(g, vals[out], tuple(vals[i] for i in ins), wants,
+                              saved=vals[saved], **params)
             for i, gi in zip(ins, results, strict=True):
                 if gi is not None:
                     grads[i] = gi if grads[i] is None else grads[i] + gi

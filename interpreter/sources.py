@@ -73,9 +73,9 @@ def fit_inputs(ds: data.Dataset, model, span) -> data.Dataset:
     if ds.x.shape[1:] != want:
         size = int(np.prod(want, dtype=np.int64))
         if int(np.prod(ds.x.shape[1:], dtype=np.int64)) != size:
-            raise DpError("data", f"{model.name} expects inputs of shape {_fmt(want)} "
-                          f"({size} values), but the data has examples of shape "
-                          f"{_fmt(ds.x.shape[1:])}", span)
+            values = f" ({size} values)" if len(want) > 1 else ""
+            raise DpError("data", f"{model.name} expects inputs of shape {_fmt(want)}{values}, "
+                          f"but the data has examples of shape {_fmt(ds.x.shape[1:])}", span)
         ds = data.Dataset(ds.x.reshape((len(ds),) + tuple(want)), ds.y, ds.name)
     return ds
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dp.interpreter.primitives import Primitive
+from dp.interpreter.primitives import Primitive, apply_backward, apply_forward
 
 KINK_TOL = 1e-3
 
@@ -81,11 +81,12 @@ def check_primitive(prim: Primitive, inputs: Sequence[np.ndarray], params: dict,
     diff = [i for i in range(len(inputs)) if i not in prim.integer_inputs]
 
     def fn(*xs):
-        return prim.forward(*xs, **params)
+        return apply_forward(prim, *xs, **params)[0]
 
     def vjp(c, out, xs):
         wants = tuple(i in diff for i in range(len(xs)))
-        return prim.backward(c, out, tuple(xs), wants, **params)
+        out, saved = apply_forward(prim, *xs, **params)
+        return apply_backward(prim, c, out, tuple(xs), wants, saved, **params)
 
     check_grads(fn, inputs, vjp, wrt=diff, name=prim.name, **kw)
 

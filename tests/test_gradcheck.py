@@ -2,7 +2,8 @@
 
 `CASES` is the shared table of primitive cases: other tests (completeness, kernels vs
 reference, shape rules) import it. Each primitive has at least three, with a size-1 case and a
-broadcast case where broadcasting applies; shapes stay within 5 x 7.
+broadcast case where broadcasting applies; shapes stay within 5 x 7 (images [B, C, H, W] within
+3 x 3 x 7 x 7).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 from gradcheck import PATHS, TWO_PATH, Arg, check_grads, check_primitive, force_path, sample_inputs
-from dp.interpreter.primitives import PRIMITIVES, get, near_group_tie
+from dp.interpreter.primitives import (PRIMITIVES, apply_backward, apply_forward, get,
+                                       near_group_tie)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,25 @@ CASES += [
     Case("batch_mean", (_u(1,),)),
     Case("batch_mean", (_u(2, 3),)),
 ]
+# conv2d(x, w, b): kernel sizes 1-5 (one even), strides 1-3, paddings 0-2, H != W, odd sizes.
+for _x, _w, _stride, _padding in [
+    ((2, 3, 5, 7), (4, 3, 3, 3), 1, 1),
+    ((1, 1, 5, 5), (2, 1, 1, 1), 1, 0),
+    ((2, 2, 7, 6), (3, 2, 5, 5), 2, 2),
+    ((3, 2, 7, 5), (2, 2, 3, 3), 3, 0),
+    ((1, 2, 4, 5), (1, 2, 4, 4), 1, 0),
+    ((2, 1, 6, 7), (2, 1, 3, 3), 2, 1),
+]:
+    CASES.append(Case("conv2d", (_u(*_x), _u(*_w), _u(_w[0])),
+                      {"stride": _stride, "padding": _padding}))
+# maxpool2d: tiling, tiling with leftover rows/columns, overlapping (AlexNet's 3/2), size 1.
+CASES += [
+    Case("maxpool2d", (_u(2, 3, 4, 6),), {"size": 2, "stride": 2}),
+    Case("maxpool2d", (_u(2, 1, 5, 7),), {"size": 3, "stride": 3}),
+    Case("maxpool2d", (_u(2, 2, 7, 5),), {"size": 3, "stride": 2}),
+    Case("maxpool2d", (_u(1, 2, 5, 5),), {"size": 2, "stride": 1}),
+    Case("maxpool2d", (_u(1, 1, 3, 3),), {"size": 1, "stride": 1}),
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -127,9 +148,9 @@ def test_unwanted_gradients_are_none() -> None:
     for case in CASES:
         prim = get(case.prim)
         inputs = sample_inputs(prim, case.args, case.params)
-        out = prim.forward(*inputs, **case.params)
-        grads = prim.backward(np.ones_like(out), out, inputs, (False,) * len(inputs),
-                              **case.params)
+        out, saved = apply_forward(prim, *inputs, **case.params)
+        grads = apply_backward(prim, np.ones_like(out), out, inputs, (False,) * len(inputs),
+                               saved, **case.params)
         assert grads == (None,) * len(inputs), case.id
 
 
@@ -147,9 +168,9 @@ def test_linear_skips_dx_when_not_wanted() -> None:
 
 def _grad(name: str, inputs: tuple, g=None, **params) -> tuple:
     prim = get(name)
-    out = prim.forward(*inputs, **params)
+    out, saved = apply_forward(prim, *inputs, **params)
     g = np.ones_like(out) if g is None else g
-    return prim.backward(g, out, inputs, (True,) * len(inputs), **params)
+    return apply_backward(prim, g, out, inputs, (True,) * len(inputs), saved, **params)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -180,7 +201,8 @@ def test_sampler_redraws_near_kinks() -> None:
     # each); the sampler must never return such a draw, for any registered kink.
     for name, args, params in [("relu", (Arg((5, 7)),), {}), ("abs", (Arg((5, 7)),), {}),
                                ("maximum", (Arg((5, 7)), Arg((5, 7))), {}),
-                               ("max", (Arg((5, 7)),), {"axes": (1,)})]:
+                               ("max", (Arg((5, 7)),), {"axes": (1,)}),
+                               ("maxpool2d", (Arg((1, 1, 5, 7)),), {"size": 3, "stride": 2})]:
         prim = get(name)
         assert prim.kinks, name
         for seed in range(200):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from dp.interpreter.primitives import get
+from dp.interpreter.primitives import apply_backward, apply_forward, get
 from gradcheck import PATHS, TWO_PATH, force_path, sample_inputs
 from test_gradcheck import CASES
 
@@ -31,11 +31,11 @@ SOFTMAX_FAMILY = {"softmax", "log_softmax", "logsumexp"}
 def _run(name: str, inputs: tuple, g: np.ndarray | None = None, params: dict | None = None):
     prim = get(name)
     params = params or {}
-    out = prim.forward(*inputs, **params)
+    out, saved = apply_forward(prim, *inputs, **params)
     if g is None:
         g = np.random.default_rng(1).standard_normal(out.shape).astype(out.dtype)
     wants = tuple(i not in prim.integer_inputs for i in range(len(inputs)))
-    return out, prim.backward(g, out, inputs, wants, **params)
+    return out, apply_backward(prim, g, out, inputs, wants, saved, **params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +62,7 @@ def _float32_matches_float64(case) -> None:
     x64 = sample_inputs(prim, case.args, case.params)
     x32 = _as32(x64)
     x64 = tuple(x.astype(np.float64) if x.dtype == np.float32 else x for x in x32)
-    out64 = prim.forward(*x64, **case.params)
+    out64, _ = apply_forward(prim, *x64, **case.params)
     c = np.random.default_rng(1).standard_normal(out64.shape)
     out32, g32 = _run(case.prim, x32, c.astype(np.float32), case.params)
     _, g64 = _run(case.prim, x64, c, case.params)
@@ -81,7 +81,7 @@ def _float32_matches_float64(case) -> None:
 def test_shape_rule_agrees_with_forward(case) -> None:
     prim = get(case.prim)
     inputs = sample_inputs(prim, case.args, case.params)
-    out = prim.forward(*inputs, **case.params)
+    out, _ = apply_forward(prim, *inputs, **case.params)
     assert prim.shape(*(x.shape for x in inputs), **case.params) == out.shape, case.id
 
 

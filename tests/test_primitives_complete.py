@@ -15,6 +15,7 @@ EXPECTED = {
     "linear", "matmul", "transpose", "reshape",
     "sum", "mean", "max", "softmax", "log_softmax", "logsumexp",
     "cross_entropy", "squared_error", "batch_mean",
+    "conv2d", "maxpool2d",
 }
 
 
@@ -52,8 +53,8 @@ def test_records_are_consistent() -> None:
 
 
 def test_missing_primitive_message() -> None:
-    with pytest.raises(KeyError, match="vjp for 'maxpool2d' not registered"):
-        get("maxpool2d")
+    with pytest.raises(KeyError, match="vjp for 'avgpool2d' not registered"):
+        get("avgpool2d")
 
 
 @pytest.mark.parametrize("name, shapes, params, words", [
@@ -70,6 +71,10 @@ def test_missing_primitive_message() -> None:
     ("cross_entropy", ((4, 10), (5,)), {}, "labels"),
     ("squared_error", ((4, 2), (4, 3)), {}, "differ"),
     ("batch_mean", ((),), {}, "batch axis"),
+    ("conv2d", ((1, 8, 8), (16, 1, 3, 3), (16,)), {"stride": 1, "padding": 1}, "x [B, C, H, W]"),
+    ("conv2d", ((2, 3, 8, 8), (16, 1, 3, 3), (16,)), {"stride": 1, "padding": 1},
+     "has 3 channels but w [16, 1, 3, 3] expects 1"),
+    ("maxpool2d", ((2, 3, 1, 1),), {"size": 2, "stride": 2}, "does not fit"),
 ])
 def test_shape_rules_reject_bad_shapes(name, shapes, params, words) -> None:
     with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):

@@ -1,8 +1,8 @@
 """The primitive table (stage: run time): shape rule, forward and backward of every batched op.
 
 Each primitive is one `Primitive` record, registered by its family module (`elementwise`,
-`linalg`, `reduce`, `losses`) with the three rules side by side. The calling convention, which
-the lowered plan relies on:
+`linalg`, `reduce`, `losses`, `conv`) with the three rules side by side. The calling
+convention, which the lowered plan relies on:
 
 - `shape(*in_shapes, **params) -> out_shape`; raises ValueError for incompatible shapes.
 - `forward(*inputs, **params) -> ndarray`, with the input dtype (float32 at run time, float64 in
@@ -12,6 +12,12 @@ the lowered plan relies on:
   array (labels). Unwanted gradients are not computed. Rules never write into `g`, `out` or
   `inputs`; they may return views of `g` (identity, reshape, transpose), so callers that
   accumulate gradients must do so out of place.
+- Saved residuals: a primitive registered with `saves=True` keeps something from its forward
+  that its backward needs and would otherwise recompute (maxpool2d's argmax, conv2d's im2col
+  columns). Its `forward` returns `(out, saved)` and its `backward` takes it as the keyword
+  `saved=` (which may be None: conv2d saves only small columns and rebuilds large ones); the
+  executor holds `saved` in a slot of its own between the two passes. Callers that do not know
+  which kind they hold use `apply_forward` and `apply_backward`.
 
 `kinks` lists predicates `(inputs, params, tol) -> bool` saying whether a sample lies within
 `tol` of a point where the primitive is not differentiable; the gradient-check sampler draws
@@ -39,6 +45,7 @@ class Primitive:
     smooth: bool
     kinks: tuple[Kink, ...] = ()
     integer_inputs: tuple[int, ...] = ()
+    saves: bool = False
 
 
 PRIMITIVES: dict[str, Primitive] = {}
@@ -46,11 +53,12 @@ PRIMITIVES: dict[str, Primitive] = {}
 
 def register(name: str, *, shape: Callable[..., Shape], forward: Callable[..., np.ndarray],
              backward: Callable[..., tuple], smooth: bool, kinks: tuple[Kink, ...] = (),
-             integer_inputs: tuple[int, ...] = ()) -> Primitive:
+             integer_inputs: tuple[int, ...] = (), saves: bool = False) -> Primitive:
     """Add one primitive to the table (each name once)."""
     if name in PRIMITIVES:
         raise ValueError(f"primitive {name!r} registered twice")
-    prim = Primitive(name, shape, forward, backward, smooth, tuple(kinks), tuple(integer_inputs))
+    prim = Primitive(name, shape, forward, backward, smooth, tuple(kinks), tuple(integer_inputs),
+                     saves)
     PRIMITIVES[name] = prim
     return prim
 
@@ -61,6 +69,21 @@ def get(name: str) -> Primitive:
         return PRIMITIVES[name]
     except KeyError:
         raise KeyError(f"vjp for {name!r} not registered (no primitive of that name)") from None
+
+
+def apply_forward(prim: Primitive, *inputs, **params) -> tuple:
+    """(out, saved) of any primitive; saved is None for those that save nothing."""
+    if prim.saves:
+        return prim.forward(*inputs, **params)
+    return prim.forward(*inputs, **params), None
+
+
+def apply_backward(prim: Primitive, g, out, inputs: tuple, wants: tuple, saved=None,
+                   **params) -> tuple:
+    """prim.backward, handing `saved` (from apply_forward) to the primitives that take it."""
+    if prim.saves:
+        return prim.backward(g, out, inputs, wants, saved=saved, **params)
+    return prim.backward(g, out, inputs, wants, **params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,4 +151,4 @@ def near_group_tie(inputs: tuple, params: dict, tol: float) -> bool:
 
 
 # Importing the families fills PRIMITIVES (they use the helpers above).
-from . import elementwise, linalg, losses, reduce  # noqa: E402,F401
+from . import conv, elementwise, linalg, losses, reduce  # noqa: E402,F401
