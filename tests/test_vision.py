@@ -154,6 +154,19 @@ def test_digits_cnn_reaches_the_reference_accuracy(tmp_path):
     assert code == 0, err
     assert "epoch 15/15" in out
     assert _accuracy(out) >= 0.97
+    code, out2, err = run_dp("run", "programs/digits_cnn.dp", "--checkpoint", ckpt, cwd=ROOT)
+    assert code == 0, err
+    assert _accuracy(out2) == _accuracy(out)
+
+
+@pytest.mark.slow
+def test_the_small_alexnet_for_digits_trains(tmp_path):
+    ckpt = str(tmp_path / "alex.safetensors")
+    code, out, err = run_dp("train", "programs/digits_alexnet.dp", "--checkpoint", ckpt,
+                            cwd=ROOT)
+    assert code == 0, err
+    assert _accuracy(out) >= 0.97
+    assert "params(SmallAlexNet) = 238,730\n" in out
 
 
 def test_alexnet_forward_on_random_images(tmp_path):
