@@ -79,7 +79,8 @@ class _DefChecker:
             default = self.module_ref(h.default) if h.default is not None else None
             if sig is None and default is None:
                 raise _err("type", f"configuration argument '{h.name}' needs a signature or a "
-                           "default", h.span, f"e.g. `{h.name}: R -> R = relu`")
+                           "default", h.span, f"e.g. `{h.name}: R -> R = relu` for a module, "
+                           f"`{h.name} = 3` for a size")
             self.config[h.name] = T.TConfigParam(h.name, sig, default, h.span)
 
     def _param(self, p: ast.ParamDecl) -> None:
@@ -178,7 +179,7 @@ class _DefChecker:
             self.subst = unify_tensors(value.type, want, self.subst, self.deferred)
         except Mismatch:
             got = apply_subst(value.type, self.subst)
-            raise _err("shape", f"{why}, but {_describe(e)} is {got}{_flat_sum(value, self)}",
+            raise _err("shape", f"{why}, but {describe(e)} is {got}{_flat_sum(value, self)}",
                        e.span, *_axis_note(got, apply_subst(want, self.subst))) from None
 
     def _elementwise(self, op: str, a: T.TExpr, b: T.TExpr, e: ast.BinOp) -> T.TExpr:
@@ -206,8 +207,8 @@ class _DefChecker:
             self.subst = unify(inner_a, inner_b, self.subst, self.deferred)
         except Mismatch:
             ta, tb = apply_subst(ta, self.subst), apply_subst(tb, self.subst)
-            raise _err("shape", f"matmul: inner dimensions differ: {_describe(_left(e))} is "
-                       f"{ta}, {_describe(_right(e))} is {tb} ({ta.shape[-1]} != "
+            raise _err("shape", f"matmul: inner dimensions differ: {describe(_left(e))} is "
+                       f"{ta}, {describe(_right(e))} is {tb} ({ta.shape[-1]} != "
                        f"{tb.shape[0]})", e.span) from None
         shape = ta.shape[:-1] + tb.shape[1:]
         return T.TPrim("matmul", (a, b), Tensor(shape), e.span)
@@ -406,7 +407,6 @@ class _DefChecker:
 
 
 # --- small helpers ----------------------------------------------------------------------------
-_describe = describe
 _AXES = ("channels", "height", "width")
 
 

@@ -63,7 +63,7 @@ def _flatten(c, x: T.TExpr, e) -> T.TPrim:
     return T.TPrim("flatten", (x,), Tensor((size,)), e.span)
 
 
-def _divide(c, what: str, h: Dim, k: Dim, x, e) -> Dim:
+def _divide(what: str, h: Dim, k: Dim, x, e) -> Dim:
     try:
         return dim_from("/", h, k)
     except Mismatch:
@@ -79,7 +79,7 @@ def _maxpool(c, xe: T.TExpr, x, attrs: dict, e) -> T.TPrim:
     stride = attrs.get("stride", size)
     if stride == size:  # tiling windows: the sizes must divide exactly
         arg = e.args[0]
-        shape = (ch, _divide(c, "height", h, size, arg, e), _divide(c, "width", w, size, arg, e))
+        shape = (ch, _divide("height", h, size, arg, e), _divide("width", w, size, arg, e))
     else:  # overlapping windows: floor, like every framework
         try:
             shape = (ch, _strided(h, 0, size, stride), _strided(w, 0, size, stride))

@@ -21,7 +21,7 @@ from .types import ModSig, Tensor, scalar, unify_tensors
 ELEMENTWISE = ("relu", "tanh", "sigmoid", "exp", "log", "sqrt", "abs", "gelu", "square")
 LAST_AXIS = ("softmax", "log_softmax")
 REDUCTIONS = ("sum", "mean", "max")
-# builtins on volumes, with the size arguments each accepts (check_shapes.py has their rules)
+# builtins on volumes, with the size arguments each accepts (check_volumes.py has their rules)
 VOLUME = {"conv2d": ("stride", "padding"), "maxpool2d": ("size", "stride"), "flatten": ()}
 BUILTINS = ELEMENTWISE + LAST_AXIS + REDUCTIONS + tuple(VOLUME)
 INITIALIZERS = {"glorot": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1, "fan_in": 0}
@@ -124,13 +124,15 @@ class SizeArg:
 
 
 def _size_args(name: str, g: _Globals) -> dict[str, SizeArg]:
-    """Configuration items with no signature and a whole-number default (or none) are sizes."""
+    """Configuration items with a whole-number default, or with neither a signature nor a
+    default when the signature names them (`StridedConv(x; k, s, p)`), are sizes."""
     d = g.defs.get(name)
     items = list(g.config.get(name, ())) + ([h for h in d.header if h.config] if d else [])
     sig_vars = {v.name: v for v in g.sigs[name].dims}
     out = {}
     for h in items:
-        if h.sig is not None or not (h.default is None or isinstance(h.default, ast.Number)):
+        bare = h.default is None and h.name in sig_vars
+        if h.sig is not None or not (bare or isinstance(h.default, ast.Number)):
             continue
         default = None
         if h.default is not None:

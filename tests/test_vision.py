@@ -73,6 +73,9 @@ Net(x) = Block(Block(x); k = 5)
     assert err.message == "Conv has no argument 'kernel'"
     err = _error("Net: R^(1, 8, 8) -> R^(1, 8, 8)\nNet(x) = Conv(x; k = 2.5)\n")
     assert "must be a positive whole number" in err.message
+    err = _error("Net: R^4 -> R^4\nNet(x; act) = act(x)\n")  # not a dimension: not a size
+    assert err.message == "configuration argument 'act' needs a signature or a default"
+    assert err.notes == ("e.g. `act: R -> R = relu` for a module, `act = 3` for a size",)
 
 
 def test_strided_sizes_floor_and_tiling_pools_divide_exactly():
