@@ -9,66 +9,14 @@ Python, if it has torch). Not used by the tests or CI.
 
     .venv/bin/python benchmarks/mlp_digits.py --torch-python /work/torchvenv/bin/python
 """
-import argparse, importlib.util, itertools, json, statistics, subprocess, sys  # noqa: E401
-from pathlib import Path
-from time import perf_counter
-
 import numpy as np
 
-from dp.dsl.loader import load_programs
-from dp.interpreter import data
-from dp.interpreter.model import Model
-from dp.interpreter.train import train_config
+from digits_bench import F32, main, run_dp, run_numpy, softmax_xent, uniform_init
 
-ROOT = Path(__file__).resolve().parent.parent
-WARMUP, BATCH, EPOCHS, F32 = 20, 32, 20, np.float32
+EPOCHS = 20
 
 
-def time_steps(train_step, predict):  # -> (median s per step, test accuracy)
-    ds, order, times = data.load_digits("train"), np.random.RandomState(1), []
-    for _ in range(EPOCHS):
-        it = data.batches(ds, BATCH, order)   # draws the epoch's permutation (untimed, as refs)
-        for _ in range(data.num_batches(len(ds), BATCH)):
-            t0 = perf_counter()
-            loss = train_step(*next(it))      # the batch (two slices) + the training step
-            times.append(perf_counter() - t0)
-    assert isinstance(loss, float) and np.isfinite(loss) and len(times) == 940
-    test = data.load_digits("test")
-    return statistics.median(times[WARMUP:]), float(np.mean(predict(test.x).argmax(-1) == test.y))
-
-
-def run_dp():  # programs/digits_mlp.dp step by step, as `dp train` runs it
-    tprog, _ = load_programs([str(ROOT / "programs" / "digits_mlp.dp")])
-    config = train_config(tprog.trains[0])
-    assert (config.batch, config.epochs, config.seed) == (BATCH, EPOCHS, 0)
-    model = Model(tprog, tprog.trains[0].model.name)
-    model.init(config.seed)
-    state = config.optimizer.init_state(model.flat.size, model.dtype)
-    steps = itertools.count(1)
-
-    def train_step(xb, yb):
-        loss = model.loss_and_grad(config.loss, xb, yb)   # forward + backward; a float
-        config.optimizer.update(model.flat, model.grad_flat, state, next(steps))
-        return loss
-    return time_steps(train_step, model.predict)
-
-
-# ---- copied from /work/shared/bench/numpy_ref.py: uniform_init, softmax_xent, SGDMomentum, MLP
-def uniform_init(rng, shape, fan_in):
-    bound = 1.0 / np.sqrt(fan_in)
-    return rng.uniform(-bound, bound, size=shape).astype(F32)
-
-def softmax_xent(z, y):
-    B = z.shape[0]
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(1, keepdims=True)
-    loss = float(np.mean(np.log(s[:, 0]) - z[np.arange(B), y]))
-    dz = e / s
-    dz[np.arange(B), y] -= 1.0
-    dz /= B
-    return loss, dz
-
+# ---- copied from /work/shared/bench/numpy_ref.py: SGDMomentum, MLP
 class SGDMomentum:
     def __init__(self, params, lr, momentum):
         self.params, self.lr, self.m = params, F32(lr), F32(momentum)
@@ -105,45 +53,11 @@ class MLP:
         return loss, [dW1, db1, dW2, db2]
 
 
-def run_numpy():  # numpy_ref's MLP + SGDMomentum, same digits split, batches and timing
+def numpy_mlp():  # numpy_ref's MLP + SGDMomentum
     model = MLP(np.random.default_rng(0))
-    opt = SGDMomentum(model.params, lr=0.1, momentum=0.9)
-
-    def train_step(xb, yb):
-        loss, grads = model.loss_and_grads(xb, yb)
-        opt.step(grads)
-        return loss
-    return time_steps(train_step, model.predict)
-
-
-def run_torch(python, ref):  # -> (median s per step, test accuracy)
-    out = subprocess.check_output([python, ref, "--only", "mlp_digits"], text=True)
-    rec = next(r for r in map(json.loads, out.splitlines()) if r["workload"] == "mlp_digits")
-    return rec["median_step_ms"] / 1e3, rec["test_acc"]
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=1, help="runs per impl; the best median wins")
-    ap.add_argument("--torch-python", help="a Python with torch (default: this one, if it has)")
-    ap.add_argument("--torch-ref", default=str(ROOT.parent / "shared" / "bench" / "torch_ref.py"))
-    args, res = ap.parse_args(), {}
-    for _ in range(args.repeat):      # interleaved, so drifts in machine load hit both alike
-        for name, fn in (("dp", run_dp), ("numpy", run_numpy)):
-            res[name] = min(res.get(name, (np.inf, 0.0)), fn())
-    py = args.torch_python or (sys.executable if importlib.util.find_spec("torch") else None)
-    if py is None:
-        print("torch: SKIPPED (no torch in this Python; pass --torch-python PATH)")
-    elif not Path(args.torch_ref).is_file():
-        print(f"torch: SKIPPED ({args.torch_ref} not found; pass --torch-ref PATH)")
-    else:
-        res["torch"] = min(run_torch(py, args.torch_ref) for _ in range(args.repeat))
-    print(f"W1 mlp_digits, best of {args.repeat} run(s); dp/impl <= 1: dp is at least as fast")
-    print(f"{'impl':<6} {'ms/step':>8} {'examples/s':>11} {'test acc':>9} {'dp/impl':>8}")
-    for name, (med, acc) in res.items():
-        ratio = res["dp"][0] / med
-        print(f"{name:<6} {1e3 * med:8.4f} {BATCH / med:11,.0f} {acc:9.4f} {ratio:8.2f}")
+    return run_numpy(model, SGDMomentum(model.params, lr=0.1, momentum=0.9), EPOCHS)
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__, "W1 mlp_digits", "mlp_digits",
+         (("dp", lambda: run_dp("digits_mlp.dp", EPOCHS)), ("numpy", numpy_mlp)))
