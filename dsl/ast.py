@@ -133,6 +133,15 @@ class Apply:
 
 
 @dataclass(frozen=True, slots=True)
+class Index:
+    """`E[t]`: the row of a matrix that a token selects (an embedding lookup)."""
+
+    table: "Expr"
+    index: "Expr"
+    span: Span = _sp()
+
+
+@dataclass(frozen=True, slots=True)
 class BinOp:
     op: str  # + - * / @
     left: "Expr"
@@ -155,7 +164,7 @@ class Ascribe:
     span: Span = _sp()
 
 
-Expr = Union[Number, String, Name, Call, Apply, BinOp, Neg, Ascribe]
+Expr = Union[Number, String, Name, Call, Apply, Index, BinOp, Neg, Ascribe]
 
 
 # --- module declarations ----------------------------------------------------------------------

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from . import ast
 from . import typed as T
+from .check_sequences import SEQUENCE_SIGS, index, sequence_builtin
 from .check_volumes import describe, volume_builtin
-from .checker import (BUILTINS, ELEMENTWISE, INITIALIZERS, LAST_AXIS, REDUCTIONS, VOLUME, _err,
-                      _Globals, _plural, _suggest, _TypeBuilder, instantiate, sig_matches)
+from .checker import (BUILTINS, ELEMENTWISE, INITIALIZERS, LAST_AXIS, REDUCTIONS, SEQUENCE,
+                      VOLUME, _err, _Globals, _plural, _suggest, _TypeBuilder, instantiate,
+                      sig_matches, sig_unifies)
 from .dims import Mismatch, free_vars, fresh, resolve, unify
 from .errors import DpError, where
 from .types import ModSig, Tensor, apply_subst, scalar, unify_tensors
@@ -30,6 +32,7 @@ class _DefChecker:
         self.params: dict[str, T.TParamDecl] = {}
         self.config: dict[str, T.TConfigParam] = {}
         self.calls: list[tuple[T.TCall, ModSig]] = []
+        self.late: set = set()  # sizes a module argument fixes when it is bound (lowering)
         self.site_counts: dict[str, int] = {}
 
     # --- the definition
@@ -61,7 +64,7 @@ class _DefChecker:
         return T.TDef(d.name, self.sig, tuple(h.name for h in inputs),
                       tuple(self.config.values()), tuple(self.params.values()), tuple(lets),
                       result, self.subst, dict(self.site_counts), self.g.implements.get(d.name),
-                      d.span)
+                      d.span, tuple((n, a.var, a.default) for n, a in self.sizes.items()))
 
     def _config(self, d: ast.Definition) -> None:
         items = list(self.g.config.get(d.name, ())) + [h for h in d.header if h.config]
@@ -120,10 +123,11 @@ class _DefChecker:
                 raise _err("shape", f"dimensions {resolve(a, self.subst)} and "
                            f"{resolve(b, self.subst)} cannot be equal: {m.reason}",
                            self.d.span) from None
+        late = {r for v in self.late for r in free_vars(resolve(v, self.subst))}
         for call, callee_sig in self.calls:
             for var, fv in call.dims:
                 value = resolve(fv, self.subst)
-                if any(not v.rigid for v in free_vars(value)):
+                if any(not v.rigid and v not in late for v in free_vars(value)):
                     name = call.callee.name
                     raise _err("shape", f"nothing fixes the dimension {var.name} of "
                                f"{name}: {callee_sig}", call.span,
@@ -155,6 +159,8 @@ class _DefChecker:
             return self._matmul(self.expr(e.func), self.expr(e.arg), e)
         if isinstance(e, ast.Call):
             return self.call(e.func, e.func_span, e.args, e.kwargs, e)
+        if isinstance(e, ast.Index):
+            return index(self, e)
         if isinstance(e, ast.String):
             raise _err("type", "a string is not a value a module can compute with", e.span)
         raise _err("syntax", "unexpected expression", getattr(e, "span", None))
@@ -231,7 +237,7 @@ class _DefChecker:
         if name in self.g.abstracts:
             raise _err("type", f"{name} is abstract: pass an implementation of it", span)
         if name in self.g.sigs:
-            return T.GlobalMod(name, self._bind_config(name, kwargs, span))
+            return T.GlobalMod(name, *self._bind_config(name, kwargs, span))
         known = set(self.config) | set(self.g.sigs) | set(BUILTINS)
         raise _err("name", f"unknown module '{name}'", span, *_suggest(name, known))
 
@@ -246,8 +252,10 @@ class _DefChecker:
         params = self._config_params(name)
         dims = {v.name for v in self.g.sigs[name].dims} | set(self.g.sizes.get(name, {}))
         bound = []
+        sizes = []
         for kw in kwargs:
             if kw.name in dims:
+                sizes.append((kw.name, self.dim_value(name, kw)))
                 continue
             if kw.name not in params:
                 raise _err("name", f"{name} has no argument '{kw.name}'", kw.span,
@@ -261,7 +269,7 @@ class _DefChecker:
             if pname not in given and h.default is None:
                 raise _err("arity", f"{name} needs its configuration argument '{pname}'",
                            span, f"e.g. {name}(...; {pname} = ...)")
-        return tuple(bound)
+        return tuple(bound), tuple(sizes)
 
     def _check_binding(self, owner: str, h: ast.HeaderItem, ref: T.ModRef, span) -> None:
         want = h.sig
@@ -280,13 +288,13 @@ class _DefChecker:
                            f"{want.name} is {self.g.abstracts[want.name]}")
         else:
             need = _TypeBuilder({}, True, True).sig(want)
-            if not sig_matches(got, need):
+            if not sig_unifies(got, need):
                 raise _err("type", f"{owner} needs '{h.name}' to be {need}, but "
                            f"{ref.name} is {got}", span)
 
     def _ref_sig(self, ref: T.ModRef) -> ModSig:
         if isinstance(ref, T.BuiltinMod):
-            return _ELEMENTWISE_SIG
+            return SEQUENCE_SIGS.get(ref.name, _ELEMENTWISE_SIG)
         if isinstance(ref, T.GlobalMod):
             return self.g.sigs[ref.name]
         c = self.config[ref.name]
@@ -307,7 +315,14 @@ class _DefChecker:
                        f"({name}: {sig}), but {len(positional)} "
                        f"{'was' if len(positional) == 1 else 'were'} given", e.span)
         targs = tuple(self.expr(a) for a in positional)
+        return self.apply(ref, name, sig, targs, positional, kwargs, e)
+
+    def apply(self, ref: T.ModRef, name: str, sig: ModSig, targs, positional, kwargs,
+              e) -> T.TCall:
+        """One call site of a module on typed arguments (`positional` name them in messages)."""
         inst, mapping = instantiate(sig)
+        if isinstance(ref, T.ConfigMod):
+            self.late |= set(mapping.values())
         sizes = self.g.sizes.get(name, {}) if isinstance(ref, T.GlobalMod) else {}
         for n, a in sizes.items():
             mapping.setdefault(a.var, fresh(n))
@@ -390,6 +405,8 @@ class _DefChecker:
     def _builtin(self, name: str, args, kwargs, e) -> T.TExpr:
         if name in VOLUME:
             return volume_builtin(self, name, args, kwargs, e)
+        if name in SEQUENCE:
+            return sequence_builtin(self, name, args, kwargs, e)
         if len(args) != 1 or kwargs:
             raise _err("arity", f"{name} takes 1 argument, but {len(args) + len(kwargs)} "
                        f"{'was' if len(args) + len(kwargs) == 1 else 'were'} given", e.span)

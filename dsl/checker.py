@@ -23,7 +23,9 @@ LAST_AXIS = ("softmax", "log_softmax")
 REDUCTIONS = ("sum", "mean", "max")
 # builtins on volumes, with the size arguments each accepts (check_volumes.py has their rules)
 VOLUME = {"conv2d": ("stride", "padding"), "maxpool2d": ("size", "stride"), "flatten": ()}
-BUILTINS = ELEMENTWISE + LAST_AXIS + REDUCTIONS + tuple(VOLUME)
+# builtins on sequences (check_sequences.py): map and scan take a module first
+SEQUENCE = ("map", "scan", "token", "seq_mean", "seq_max", "seq_first", "seq_last")
+BUILTINS = ELEMENTWISE + LAST_AXIS + REDUCTIONS + tuple(VOLUME) + SEQUENCE
 INITIALIZERS = {"glorot": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1, "fan_in": 0}
 
 
@@ -100,6 +102,22 @@ def sig_matches(impl: ModSig, abstract: ModSig) -> bool:
         return False
     images = [resolve(v, s) for v in mapping.values()]
     return all(isinstance(i, DimVar) for i in images) and len(set(images)) == len(images)
+
+
+def sig_unifies(a: ModSig, b: ModSig) -> bool:
+    """True when the two signatures have a common instance: a module passed for an argument
+    typed `(R^d)^n -> (R^e)^n` may keep the width; lowering checks the sizes it is used at."""
+    if len(a.args) != len(b.args):
+        return False
+    ia, _ = instantiate(a)
+    ib, _ = instantiate(b)
+    s: dict = {}
+    try:
+        for x, y in zip(ia.args + (ia.result,), ib.args + (ib.result,), strict=True):
+            s = unify_tensors(x, y, s)
+    except Mismatch:
+        return False
+    return True
 
 
 # --- the program ------------------------------------------------------------------------------

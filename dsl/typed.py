@@ -22,6 +22,7 @@ class GlobalMod:
 
     name: str
     config: tuple[tuple[str, "ModRef"], ...] = ()
+    dims: tuple[tuple[str, object], ...] = ()  # sizes given with it: `SequenceRNN(; h = 128)`
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,23 @@ class TCall:
     elementwise: bool = False
 
 
-TExpr = Union[TConst, TLocal, TParam, TPrim, TCall]
+@dataclass(frozen=True, slots=True)
+class TMap:
+    """`map(M, xs)`: one call of M (one set of parameters) applied to every element of xs.
+
+    The call's argument is the placeholder TLocal `ELEMENT`; `scan` is the same with the
+    running state as the first argument (TLocal `STATE`), starting from zeros."""
+
+    kind: str  # "map" | "scan"
+    call: TCall
+    seq: "TExpr"
+    type: Tensor
+    span: Span
+
+
+ELEMENT, STATE = "<element>", "<state>"
+
+TExpr = Union[TConst, TLocal, TParam, TPrim, TCall, TMap]
 
 
 # --- definitions ------------------------------------------------------------------------------
@@ -127,6 +144,7 @@ class TDef:
     site_counts: dict
     implements: str | None
     span: Span
+    sizes: tuple = ()  # (name, DimVar, default) of its size arguments
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dp.dsl import typed as T
-from dp.dsl.dims import Mismatch, resolve
+from dp.dsl.dims import DimVar, Mismatch, resolve
 from dp.dsl.errors import DpError, Span, where
 
 from .plan import Atom, Const, ParamSpec, Plan, Var
@@ -41,25 +41,29 @@ class _Frame:
 
 
 def concrete_sig(tprog: T.TProgram, name: str, span: Span | None):
-    """The argument and result shapes of a module whose signature has no open dimensions."""
+    """The argument and result array shapes of a module with no open dimensions.
+
+    Tokens are ids as arguments (`Token[V]^n`: n integers) and scores as results (n by V)."""
     sig = tprog.signatures[name]
     shapes = []
     for t in sig.args + (sig.result,):
-        if not all(isinstance(d, int) for d in t.shape):
+        dims = t.shape + ((t.vocab,) if t.vocab is not None and t is sig.result else ())
+        if not all(isinstance(d, int) for d in dims):
             raise DpError("shape", f"{name}: {sig} has open dimensions; a model to train or "
                           "run needs concrete sizes", span,
                           (f"write a module with a concrete signature that uses {name}",))
-        shapes.append(tuple(t.shape))
+        shapes.append(tuple(dims))
     return shapes[:-1], shapes[-1], sig
 
 
 def lower(tprog: T.TProgram, name: str, batch: int, span: Span | None = None) -> Plan:
     """The forward plan of module `name` on a batch of `batch` examples."""
-    arg_shapes, _, _ = concrete_sig(tprog, name, span)
+    arg_shapes, _, sig = concrete_sig(tprog, name, span)
     plan = Plan()
-    args = [plan.new_var((batch,) + s, True) for s in arg_shapes]
+    args = [plan.new_var((batch,) + s, True, "int64" if t.vocab is not None else "float32")
+            for s, t in zip(arg_shapes, sig.args, strict=True)]
     plan.inputs.extend(args)
-    out = _inline(plan, tprog, T.GlobalMod(name), {}, {}, name, args)
+    out = _inline(plan, tprog, T.GlobalMod(name), {}, name, args)
     if isinstance(out, Const):
         out = plan.add("add", (args[0], out), args[0].shape, True, span)
     plan.outputs.append(out)
@@ -82,20 +86,14 @@ def _prod(shape) -> int:
     return n
 
 
-def _inline(plan: Plan, tprog: T.TProgram, ref: T.ModRef, config_env: dict, dims_env: dict,
-            prefix: str, args: list[Atom], call: T.TCall | None = None) -> Atom:
-    if isinstance(ref, T.ConfigMod):
-        ref = config_env[ref.name]
+def _inline(plan: Plan, tprog: T.TProgram, ref: T.ModRef, dims_env: dict, prefix: str,
+            args: list[Atom], call: T.TCall | None = None) -> Atom:
+    """Module `ref` (resolved: no configuration names left in it) on `args`."""
     if isinstance(ref, T.BuiltinMod):
-        return _unary(plan, ref.name, args[0], call.span if call else None)
-    tdef = tprog.defs.get(ref.name)
-    if tdef is None:
-        raise DpError("name", f"{ref.name} has a signature but no definition",
-                      call.span if call else None)
-    config = {c.name: c.default for c in tdef.config if c.default is not None}
-    config.update({k: (config_env[v.name] if isinstance(v, T.ConfigMod) else v)
-                   for k, v in ref.config})
-    frame = _Frame(tdef, dims_env, config, prefix, dict(zip(tdef.inputs, args, strict=True)))
+        return _builtin(plan, ref.name, args[0], call.span if call else None)
+    frame = _frame(tprog, ref, dims_env, prefix, call)
+    frame.values.update(zip(frame.tdef.inputs, args, strict=True))
+    tdef = frame.tdef
     try:
         return _body(plan, tprog, frame)
     except DpError as err:
@@ -106,15 +104,62 @@ def _inline(plan: Plan, tprog: T.TProgram, ref: T.ModRef, config_env: dict, dims
             f"inside {tdef.name}, at {where(err.span)}",)) from None
 
 
-def _body(plan: Plan, tprog: T.TProgram, frame: _Frame) -> Atom:
-    tdef, prefix = frame.tdef, frame.prefix
-    for p in tdef.params:
+def _frame(tprog: T.TProgram, ref: T.GlobalMod, dims_env: dict, prefix: str, call) -> _Frame:
+    tdef = tprog.defs.get(ref.name)
+    if tdef is None:
+        raise DpError("name", f"{ref.name} has a signature but no definition",
+                      call.span if call else None)
+    config = {c.name: c.default for c in tdef.config if c.default is not None}
+    config.update(dict(ref.config))
+    return _Frame(tdef, dims_env, config, prefix, {})
+
+
+def _params(plan: Plan, frame: _Frame) -> None:
+    for p in frame.tdef.params:
         shape = tuple(frame.size(d) for d in p.type.shape)
-        path = f"{prefix}.{p.name}"
+        path = f"{frame.prefix}.{p.name}"
         var = plan.new_var(shape, False)
         plan.params[path] = var
         plan.specs[path] = ParamSpec(path, shape, p.init, p.init_args, p.span)
         frame.values[p.name] = var
+
+
+def _resolve(ref: T.ModRef, f: _Frame) -> T.ModRef:
+    """A module reference with its configuration names and sizes replaced by what they are."""
+    if isinstance(ref, T.ConfigMod):
+        return f.config[ref.name]
+    if isinstance(ref, T.BuiltinMod):
+        return ref
+    return T.GlobalMod(ref.name, tuple((k, _resolve(v, f)) for k, v in ref.config),
+                       tuple((n, f.size(d)) for n, d in ref.dims))
+
+
+def _bind_dims(tprog: T.TProgram, ref: T.GlobalMod, shapes, span) -> dict:
+    """The sizes of a module passed as an argument: the ones given with it, its defaults, and
+    what its arguments' concrete shapes fix (one example each: no batch axis)."""
+    tdef = tprog.defs.get(ref.name)
+    if tdef is None:
+        return {}
+    byname = {v.name: v for v in tdef.sig.dims}
+    dims = {}
+    for n, var, default in tdef.sizes:
+        byname[n] = var
+        if default is not None:
+            dims[var] = default
+    dims.update({byname[n]: v for n, v in ref.dims if n in byname})
+    for t, shape in zip(tdef.sig.args, shapes, strict=True):
+        if len(t.shape) != len(shape):
+            raise DpError("shape", f"{ref.name}: {tdef.sig} cannot take a value of shape "
+                          f"{list(shape)}", span)
+        for d, size in zip(t.shape, shape, strict=True):
+            if isinstance(d, DimVar) and d not in dims:
+                dims[d] = size
+    return dims
+
+
+def _body(plan: Plan, tprog: T.TProgram, frame: _Frame) -> Atom:
+    tdef = frame.tdef
+    _params(plan, frame)
     for name, e in tdef.lets:
         frame.values[name] = _emit(plan, tprog, frame, e)
     return _emit(plan, tprog, frame, tdef.result)
@@ -126,11 +171,9 @@ def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
     if isinstance(e, (T.TLocal, T.TParam)):
         return f.values[e.name]
     if isinstance(e, T.TCall):
-        args = [_emit(plan, tprog, f, a) for a in e.args]
-        dims = {var: f.size(fv) for var, fv in e.dims}
-        count = f.tdef.site_counts.get(e.site, 1)
-        site = e.site if count == 1 else f"{e.site}{e.index}"
-        return _inline(plan, tprog, e.callee, f.config, dims, f"{f.prefix}.{site}", args, e)
+        return _call(plan, tprog, f, e, [_emit(plan, tprog, f, a) for a in e.args])
+    if isinstance(e, T.TMap):
+        return _map(plan, tprog, f, e)
     args = [_emit(plan, tprog, f, a) for a in e.args]
     if e.op == "matmul":
         return _matmul(plan, args[0], args[1], e.span)
@@ -146,7 +189,71 @@ def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
         return plan.add(e.op, (x,), shape, x.batched, e.span, axes=axes)
     if e.op in ("conv2d", "maxpool2d", "flatten"):
         return _volume(plan, f, e, args)
-    return _unary(plan, e.op, args[0], e.span)
+    if e.op == "embed":
+        ids, table = args
+        return plan.add("embed", (ids, table), ids.shape + table.shape[1:], True, e.span)
+    return _builtin(plan, e.op, args[0], e.span)
+
+
+def _site(f: _Frame, call: T.TCall) -> str:
+    count = f.tdef.site_counts.get(call.site, 1)
+    return f"{f.prefix}.{call.site if count == 1 else f'{call.site}{call.index}'}"
+
+
+def _call(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TCall, args: list[Atom]) -> Atom:
+    if not isinstance(e.callee, T.ConfigMod):
+        dims = {var: f.size(fv) for var, fv in e.dims}
+        return _inline(plan, tprog, _resolve(e.callee, f), dims, _site(f, e), args, e)
+    # a module argument: its sizes come from its arguments; its result's fix the rest here
+    ref = f.config[e.callee.name]
+    dims = ({} if isinstance(ref, T.BuiltinMod) or e.elementwise else
+            _bind_dims(tprog, ref, [a.shape[1:] for a in args], e.span))
+    out = _inline(plan, tprog, ref, dims, _site(f, e), args, e)
+    for d, size in zip(e.type.shape, out.shape[1:]):
+        r = resolve(d, f.tdef.subst)
+        if isinstance(r, DimVar) and r not in f.dims:
+            f.dims[r] = size
+    return out
+
+
+def _map(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TMap) -> Atom:
+    """map: the sequence axis joins the batch axis, the call runs once, and they part again."""
+    xs = _emit(plan, tprog, f, e.seq)
+    if e.kind == "scan":
+        return _scan(plan, tprog, f, e, xs)
+    b, n = xs.shape[0], xs.shape[1]
+    flat = plan.add("reshape", (xs,), (b * n,) + xs.shape[2:], True, e.span,
+                    shape=(b * n,) + xs.shape[2:])
+    out = _call(plan, tprog, f, e.call, [flat])
+    shape = (b, n) + out.shape[1:]
+    return plan.add("reshape", (out,), shape, True, e.span, shape=shape)
+
+
+def _scan(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TMap, xs: Var) -> Atom:
+    """A standard cell along the sequence, as one fused primitive (the language definition
+    of the cell is its specification; tests hold the kernel to it)."""
+    ref = _resolve(e.call.callee, f)
+    h = f.size(e.type.shape[-1])
+    if not isinstance(ref, T.GlobalMod) or ref.name not in SCAN_KERNELS:
+        raise DpError("type", f"scan runs the standard cells ({', '.join(SCAN_KERNELS)}); "
+                      f"{getattr(ref, 'name', ref)} has no fused kernel yet", e.span)
+    dims = _bind_dims(tprog, ref, [(h,), xs.shape[2:]], e.span)
+    frame = _frame(tprog, ref, dims, _site(f, e.call), e.call)
+    act = frame.config.get("act")
+    if act is not None and act != T.BuiltinMod("tanh"):
+        raise DpError("type", f"scan runs {ref.name} with tanh only, not "
+                      f"{getattr(act, 'name', act)}", e.span)
+    _params(plan, frame)
+    v = frame.values
+    b, n = xs.shape[0], xs.shape[1]
+    width = v["b"].shape[0]
+    xp = plan.add("linear", (xs, v["V"]), (b, n, width), True, e.span)
+    xp = plan.add("add", (xp, v["b"]), (b, n, width), True, e.span)
+    return plan.add(SCAN_KERNELS[ref.name], (xp, v["U"]), (b, n, h), True, e.span)
+
+
+# the cells of stdlib/sequences.dp that scan runs as one kernel along the whole sequence
+SCAN_KERNELS = {"SimpleRNN": "rnn_scan", "LSTM": "lstm_scan"}
 
 
 def _volume(plan: Plan, f: _Frame, e: T.TPrim, args: list[Atom]) -> Var:
@@ -167,9 +274,18 @@ def _volume(plan: Plan, f: _Frame, e: T.TPrim, args: list[Atom]) -> Var:
     return plan.add(e.op, tuple(args), shape, True, e.span, **attrs)
 
 
-def _unary(plan: Plan, op: str, x: Atom, span) -> Atom:
+def _builtin(plan: Plan, op: str, x: Atom, span) -> Atom:
+    """A one-argument builtin: elementwise, the last-axis ones, token, and the reductions
+    of a sequence to one element."""
     if isinstance(x, Const):
         raise DpError("type", f"{op} of a constant: write the number instead", span)
+    if op == "token":  # scores stand for the distribution over tokens
+        return x
+    if op in ("seq_mean", "seq_max"):
+        return plan.add(op[4:], (x,), x.shape[:1] + x.shape[2:], True, span, axes=(1,))
+    if op in ("seq_first", "seq_last"):
+        i = 0 if op == "seq_first" else x.shape[1] - 1
+        return plan.add("take", (x,), x.shape[:1] + x.shape[2:], True, span, axis=1, index=i)
     return plan.add(op, (x,), x.shape, x.batched, span)
 
 

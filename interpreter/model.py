@@ -12,7 +12,7 @@ from dp.dsl import typed as T
 from dp.dsl.errors import DpError, Span
 
 from .execute import Executable
-from .lower import concrete_sig, lower
+from .lower import _prod, concrete_sig, lower
 from .params import allocate, count, initialize
 
 LOSSES = ("cross_entropy", "squared_error")
@@ -74,13 +74,18 @@ class Model:
 def _add_loss(plan, loss: str, span) -> None:
     """Append `batch_mean(loss(output, target))` to a forward plan; the target is an input."""
     out = plan.outputs[0]
-    batch = out.shape[0]
     if loss == "cross_entropy":
         target = plan.new_var(out.shape[:-1], True, "int64")
     else:
         target = plan.new_var(out.shape, True)
     plan.inputs.append(target)
-    per_example = plan.add(loss, (out, target), (batch,), True, span)
+    scores, labels = out, target
+    if loss == "cross_entropy" and len(out.shape) > 2:  # a token at every position
+        rows = _prod(out.shape[:-1])
+        scores = plan.add("reshape", (out,), (rows, out.shape[-1]), True, span,
+                          shape=(rows, out.shape[-1]))
+        labels = plan.add("reshape", (target,), (rows,), True, span, shape=(rows,))
+    per_example = plan.add(loss, (scores, labels), scores.shape[:1], True, span)
     mean = plan.add("batch_mean", (per_example,), (), False, span)
     plan.outputs[:] = [mean, out]
 
@@ -88,6 +93,7 @@ def _add_loss(plan, loss: str, span) -> None:
 def check_loss(loss: str, model: Model, span) -> None:
     if loss not in LOSSES:
         raise DpError("name", f"unknown loss '{loss}'; known: {', '.join(LOSSES)}", span)
-    if loss == "cross_entropy" and len(model.out_shape) != 1:
+    tokens = model.sig.result.vocab is not None
+    if loss == "cross_entropy" and len(model.out_shape) != 1 and not tokens:
         raise DpError("shape", f"cross_entropy needs scores R^k, but {model.name} gives "
                       f"{model.sig.result}", span)

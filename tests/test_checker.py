@@ -8,10 +8,8 @@ from dp.dsl import DpError, load_text, parse
 from dp.dsl import ast
 from dp.dsl.dims import resolve
 
+# SequenceModel: (R^d)^n -> (R^d)^n and RNN: (R^h, R^d) -> R^h come from stdlib/sequences.dp
 SEQUENCES = """
-abstract SequenceModel: (R^d)^n -> (R^d)^n
-abstract RNN: (R^d, R^e) -> R^d
-
 # two implementations of one abstract module
 Shift: (R^d)^n -> (R^d)^n implements SequenceModel
 Shift(xs) = xs + 1
@@ -48,7 +46,7 @@ def test_feedforward_program_parses_to_the_expected_tree():
 def test_types_read_like_the_lecture():
     tprog = load_text(SEQUENCES)
     assert str(tprog.abstracts["SequenceModel"]) == "(R^d)^n -> (R^d)^n"
-    assert str(tprog.abstracts["RNN"]) == "(R^d, R^e) -> R^d"
+    assert str(tprog.abstracts["RNN"]) == "(R^h, R^d) -> R^h"
     assert str(tprog.signatures["Cell"]) == "(R^h, R^d) -> R^h"
     text = "Pool: R^(c, h, w) -> R^(c, h / 2, w / 2)\nTok: Token[V]^n -> (R^(2 * d))^n\n"
     tprog = load_text(text)
