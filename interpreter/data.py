@@ -40,6 +40,11 @@ class Dataset:
     x: np.ndarray
     y: np.ndarray | None
     name: str
+    corpus: object = None  # the text.Corpus that token data were cut from
+
+    @property
+    def vocab(self):
+        return self.corpus.vocab if self.corpus is not None else None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])

@@ -27,6 +27,7 @@ class Model:
         self.flat, self.params = allocate(self.specs, self.dtype)
         self.grad_flat, self.grads = allocate(self.specs, self.dtype)
         self._plans: dict = {}
+        self.vocab = None  # a text.Vocab, for a model of tokens trained on text
 
     @property
     def num_params(self) -> int:

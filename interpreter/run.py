@@ -17,9 +17,13 @@ from dp.dsl import ast
 from dp.dsl.errors import DpError
 
 from .model import Model, check_loss
-from .sources import dataset, fit_data, fit_inputs, literal
+from . import text
+from .generate import generate_report
+from .sources import Windows, dataset, fit_data, fit_inputs, literal
 
-REPORTS = {"accuracy": 2, "loss": 2, "predict": 3, "params": 1, "time": 2}
+REPORTS = {"accuracy": 2, "loss": 2, "predict": 3, "params": 1, "time": 2, "baseline": 2,
+           "generate": 3}
+GENERATE = ("temperature", "top_k", "seed")
 
 
 def source_text(span, sources: dict[str, str]) -> str:
@@ -50,7 +54,8 @@ def _value(e: ast.Expr, models, loss: str, base_dir: str, sources) -> str:
         return e.text
     if not isinstance(e, ast.Call) or e.func not in REPORTS:
         raise DpError("name", "print shows text, accuracy(M, data), loss(M, data), "
-                      "predict(M, data, n), params(M) or time(M, data)", e.span)
+                      "predict(M, data, n), params(M), time(M, data), baseline(M, text) or "
+                      "generate(M, \"prompt\", n)", e.span)
     label = source_text(e.span, sources)
     nargs = REPORTS[e.func]
     if len(e.args) != nargs:
@@ -59,7 +64,14 @@ def _value(e: ast.Expr, models, loss: str, base_dir: str, sources) -> str:
     model = _model(e.args[0], models)
     if e.func == "params":
         return f"{label} = {model.num_params:,}"
-    ds = dataset(e.args[1], base_dir, model.arg_shapes[0])
+    if e.func == "generate":
+        return generate_report(model, e)
+    ds = dataset(e.args[1], base_dir, model.arg_shapes[0], model.vocab)
+    if isinstance(ds, Windows):
+        raise DpError("value", f"{e.func} reads the held-out text: text(...; split = test)",
+                      e.args[1].span)
+    if e.func == "baseline":
+        return f"{label} = {_baseline(ds, model, e.args[1]):.4f}"
     if e.func == "time":
         return f"{label} = {_timing(model, fit_inputs(ds, model, e.args[1].span).x)}"
     ds = fit_data(ds, model, "cross_entropy" if e.func == "accuracy" else loss,
@@ -91,3 +103,12 @@ def _timing(model: Model, x: np.ndarray) -> str:
     ms = 1000 * float(np.median(times))
     return (f"output {list(out.shape)} ({model.sig.result} each), {ms:.1f} ms for {len(x)} "
             f"examples, {ms / len(x):.2f} ms per example")
+
+
+def _baseline(ds, model: Model, e: ast.Expr) -> float:
+    """Held-out nats per character of the unigram model of the training text: what a model
+    that ignores context gets, for comparison with loss(M, ...)."""
+    if ds.corpus is None:
+        raise DpError("value", "baseline compares with the character frequencies of a text: "
+                      "give text(...; split = test)", e.span)
+    return text.unigram_loss(ds.corpus.train_ids, ds.y, ds.vocab.size)

@@ -6,16 +6,38 @@ File names are relative to the program's folder. Every mistake points at the exp
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
 from dp.dsl import ast
-from dp.dsl.errors import DpError
+from dp.dsl.errors import DpError, Span
 from dp.dsl.types import Tensor
 
-from . import data
+from . import data, text
 
-SOURCES = {"digits": ("split",), "npz": ("x", "y"), "csv": ("label",), "random": ("n", "seed")}
+SOURCES = {"digits": ("split",), "npz": ("x", "y"), "csv": ("label",), "random": ("n", "seed"),
+           "text": ("split",)}
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Training text for a language model: random windows of the model's length, drawn as
+    the reference draws them (one RandomState(seed) stream of starts per step)."""
+
+    corpus: text.Corpus
+    seq: int
+    span: Span
+
+    @property
+    def vocab(self) -> text.Vocab:
+        return self.corpus.vocab
+
+    def __len__(self) -> int:
+        return len(self.corpus.train_ids)
+
+    def batches(self, batch: int, seed: int):
+        return text.lm_batches(self.corpus.train_ids, batch, self.seq, seed, self.span)
 
 
 def literal(e: ast.Expr, what: str):
@@ -29,8 +51,11 @@ def literal(e: ast.Expr, what: str):
     raise DpError("type", f"{what} must be a number, a string or a word", e.span)
 
 
-def dataset(e: ast.Expr, base_dir: str, shape: tuple[int, ...] = ()) -> data.Dataset:
-    """The data `e` names; `random(n = 8)` draws n standard-normal inputs of `shape`."""
+def dataset(e: ast.Expr, base_dir: str, shape: tuple[int, ...] = (),
+            vocab: text.Vocab | None = None) -> data.Dataset | Windows:
+    """The data `e` names, for a model whose input has `shape`: `random(n = 8)` draws n
+    standard-normal inputs; `text(...)` is training windows or the held-out windows
+    (`split = test`), encoded with `vocab` when the model was trained with one."""
     if not isinstance(e, ast.Call) or e.func not in SOURCES:
         raise DpError("name", "expected a data source: digits(split = train), "
                       "npz(\"file.npz\"), csv(\"file.csv\") or random(n = 8)", e.span)
@@ -48,6 +73,8 @@ def dataset(e: ast.Expr, base_dir: str, shape: tuple[int, ...] = ()) -> data.Dat
                           "seed: random(n = 8, seed = 0)", e.span)
         x = np.random.default_rng(seed).standard_normal((n,) + tuple(shape), np.float32)
         return data.Dataset(x, None, "random")
+    if e.func == "text":
+        return _text(e, base_dir, shape, vocab, str(kwargs.get("split", "train")))
     if e.func == "digits":
         if e.args:
             raise DpError("arity", "digits takes no positional arguments; use "
@@ -63,6 +90,39 @@ def dataset(e: ast.Expr, base_dir: str, shape: tuple[int, ...] = ()) -> data.Dat
     return data.load_csv(path, None if label == "none" else label, e.span)
 
 
+def _text(e: ast.Call, base_dir: str, shape, vocab, split: str):
+    if len(e.args) != 1 or not isinstance(e.args[0], (ast.String, ast.Name)):
+        raise DpError("arity", "text takes a file name, text(\"book.txt\"), or the text that "
+                      "comes with Python, text(pydoc_topics)", e.span)
+    what = e.args[0]
+    if isinstance(what, ast.Name):
+        if what.name != "pydoc_topics":
+            raise DpError("name", f"unknown text '{what.name}'; give a file name as a string, "
+                          "or pydoc_topics", what.span)
+        source, name = text.pydoc_topics(), "pydoc_topics"
+    else:
+        source, name = text.read_text(os.path.join(base_dir, what.value), what.span), what.value
+    if split not in ("train", "test"):
+        raise DpError("value", f"text has the splits train and test, not '{split}'", e.span)
+    if len(shape) != 1:
+        raise DpError("data", "text feeds a model of token sequences, Token[V]^n", e.span)
+    corpus = text.Corpus.of(source, vocab, name, e.span)
+    if split == "train":
+        return Windows(corpus, shape[0], e.span)
+    x, y = text.heldout_windows(corpus.val_ids, shape[0], span=e.span)
+    return data.Dataset(x, y, f"{name} (held out)", corpus)
+
+
+def check_vocab(ds, model, span) -> None:
+    """A token model's vocabulary size must be the data's."""
+    vocab = getattr(ds, "vocab", None)
+    want = model.sig.result.vocab
+    if vocab is not None and want is not None and vocab.size != want:
+        raise DpError("data", f"{model.name} predicts tokens of a vocabulary of {want}, but "
+                      f"the text has {vocab.size} distinct characters", span,
+                      (f"write Token[{vocab.size}] in {model.name}'s signature",))
+
+
 def fit_inputs(ds: data.Dataset, model, span) -> data.Dataset:
     """The data in the model's input shape.
 
@@ -76,12 +136,13 @@ def fit_inputs(ds: data.Dataset, model, span) -> data.Dataset:
             values = f" ({size} values)" if len(want) > 1 else ""
             raise DpError("data", f"{model.name} expects inputs of shape {_fmt(want)}{values}, "
                           f"but the data has examples of shape {_fmt(ds.x.shape[1:])}", span)
-        ds = data.Dataset(ds.x.reshape((len(ds),) + tuple(want)), ds.y, ds.name)
+        ds = data.Dataset(ds.x.reshape((len(ds),) + tuple(want)), ds.y, ds.name, ds.corpus)
     return ds
 
 
 def fit_data(ds: data.Dataset, model, loss: str, span) -> data.Dataset:
     """The data in the model's input shape, with targets that fit the loss."""
+    check_vocab(ds, model, span)
     ds = fit_inputs(ds, model, span)
     if ds.y is None:
         raise DpError("data", "training needs targets, but the data has no labels", span)

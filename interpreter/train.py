@@ -19,11 +19,11 @@ import numpy as np
 from dp.dsl import ast
 from dp.dsl.errors import DpError, Span
 
-from . import checkpoint, data
+from . import checkpoint, data, text
 from .model import Model, check_loss
 from .optim import Optimizer, make_optimizer
 from .progress import Progress
-from .sources import dataset, fit_data, literal
+from .sources import Windows, check_vocab, dataset, fit_data, literal
 
 SETTINGS = ("loss", "optimizer", "batch", "epochs", "steps", "seed", "checkpoint")
 VERSION = "0.1.0"
@@ -106,22 +106,38 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
           ckpt_path: str, source_hash: str, out=sys.stdout) -> dict:
     """Train `model` in place as the block says; save a checkpoint; return a summary."""
     check_loss(config.loss, model, block.span)
-    ds = dataset(block.data, base_dir)
-    ds = fit_data(ds, model, config.loss, block.data.span)
-    print(f"training {model.name}: {model.sig} ({model.num_params:,} parameters) on "
-          f"{len(ds):,} examples with {config.optimizer.name}, batch {config.batch}",
-          file=out, flush=True)
+    ds = dataset(block.data, base_dir, model.arg_shapes[0])
+    if isinstance(ds, Windows):
+        check_vocab(ds, model, block.data.span)
+        if config.steps is None:
+            raise DpError("value", "training on text needs a number of steps: it draws "
+                          "random windows, so there are no epochs", block.span,
+                          ("e.g. steps 300",))
+        model.vocab = ds.vocab
+        what = f"random windows of {ds.seq} characters of {ds.corpus.name}"
+    else:
+        ds = fit_data(ds, model, config.loss, block.data.span)
+        model.vocab = ds.vocab
+        what = f"{len(ds):,} examples"
+    print(f"training {model.name}: {model.sig} ({model.num_params:,} parameters) on {what} "
+          f"with {config.optimizer.name}, batch {config.batch}", file=out, flush=True)
     model.init(config.seed)
     state = config.optimizer.init_state(model.flat.size, model.dtype)
-    order = np.random.RandomState(config.seed + 1)
-    per_epoch = data.num_batches(len(ds), config.batch)
-    total = config.steps or per_epoch * config.epochs
+    if isinstance(ds, Windows):
+        total = per_epoch = config.steps
+        batches = ds.batches(config.batch, config.seed)
+        epoch_batches = lambda: (next(batches) for _ in range(per_epoch))  # noqa: E731
+    else:
+        order = np.random.RandomState(config.seed + 1)
+        per_epoch = data.num_batches(len(ds), config.batch)
+        total = config.steps or per_epoch * config.epochs
+        epoch_batches = lambda: data.batches(ds, config.batch, order)  # noqa: E731
     epochs = math.ceil(total / per_epoch)
     progress = Progress(total, epochs, config.batch, out)
     step, last_losses, started = 0, [], time.perf_counter()
     for epoch in range(1, epochs + 1):
         epoch_losses = []
-        for xb, yb in data.batches(ds, config.batch, order):
+        for xb, yb in epoch_batches():
             loss = model.loss_and_grad(config.loss, xb, yb)
             step += 1
             if not math.isfinite(loss):
@@ -158,6 +174,8 @@ def _save(model: Model, config: TrainConfig, state: dict, step: int, epoch: int,
     meta = {"dp_version": VERSION, "model": model.name, "program_sha256": source_hash,
             "step": str(step), "epoch": str(epoch), "optimizer": config.optimizer.name,
             "loss": config.loss}
+    if model.vocab is not None:  # so that text after loading maps to the same ids
+        meta["vocab"] = model.vocab.to_json()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     checkpoint.save_checkpoint(path, tensors, meta)
 
@@ -169,4 +187,6 @@ def load_trained(model: Model, path: str, span: Span | None = None) -> dict:
     expected = {p: tuple(v.shape) for p, v in model.params.items()}
     checkpoint.check_against(params, expected, path, span)
     model.load(params)
+    if "vocab" in meta:
+        model.vocab = text.Vocab.from_json(meta["vocab"], path, span)
     return meta

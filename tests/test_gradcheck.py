@@ -64,6 +64,9 @@ CASES += [
     Case("reshape", (_u(3, 4),), {"shape": (12,)}),
     Case("reshape", (_u(1,),), {"shape": (1, 1)}),
     Case("reshape", (_u(2, 6),), {"shape": (2, -1, 3)}),
+    Case("take", (_u(3, 4, 5),), {"axis": 1, "index": 0}),
+    Case("take", (_u(1, 1),), {"axis": 1, "index": 0}),
+    Case("take", (_u(2, 3, 4),), {"axis": 1, "index": 2}),
 ]
 for _name in ["sum", "mean", "max"]:
     CASES += [

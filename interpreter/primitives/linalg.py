@@ -138,3 +138,28 @@ def reshape_backward(g, out, inputs, wants, *, shape):
 
 register("reshape", shape=reshape_shape, forward=reshape_forward, backward=reshape_backward,
          smooth=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# take(x, *, axis, index): one slice of an axis (the first or last element of a sequence)
+
+
+def take_shape(x: tuple, *, axis: int, index: int) -> tuple:
+    if not 0 <= axis < len(x) or not 0 <= index < x[axis]:
+        raise ValueError(f"take: no element {index} on axis {axis} of {list(x)}")
+    return tuple(x[:axis]) + tuple(x[axis + 1:])
+
+
+def take_forward(x: np.ndarray, *, axis: int, index: int) -> np.ndarray:
+    return np.take(x, index, axis=axis)
+
+
+def take_backward(g, out, inputs, wants, *, axis, index):
+    if not wants[0]:
+        return (None,)
+    dx = np.zeros(inputs[0].shape, dtype=g.dtype)
+    np.moveaxis(dx, axis, 0)[index] = g
+    return (dx,)
+
+
+register("take", shape=take_shape, forward=take_forward, backward=take_backward, smooth=True)
