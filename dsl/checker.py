@@ -246,7 +246,8 @@ def _no_duplicate(name: str, span: Span, g: _Globals) -> None:
 def _abstract(name: str, span: Span, g: _Globals) -> ModSig:
     if name not in g.abstracts:
         raise _err("name", f"unknown abstract module '{name}'", span,
-                   *_suggest(name, g.abstracts))
+                   *(_suggest(name, g.abstracts)
+                     or ("the abstract modules: " + ", ".join(sorted(g.abstracts)),)))
     return g.abstracts[name]
 
 

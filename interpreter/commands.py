@@ -21,6 +21,10 @@ from .train import train as train_model
 
 def _calls(e, out: list) -> None:
     """Call sites in the order they run (arguments first)."""
+    if isinstance(e, T.TMap):
+        _calls(e.seq, out)
+        out.append(e.call)
+        return
     for a in getattr(e, "args", ()):
         _calls(a, out)
     if isinstance(e, T.TCall):
