@@ -28,6 +28,7 @@ class Model:
         self.grad_flat, self.grads = allocate(self.specs, self.dtype)
         self._plans: dict = {}
         self.vocab = None  # a text.Vocab, for a model of tokens trained on text
+        self.input_dtype = np.int64 if self.sig.args[0].vocab is not None else self.dtype
 
     @property
     def num_params(self) -> int:
@@ -55,7 +56,7 @@ class Model:
         """Outputs for every example of x (forward only), in chunks to bound memory."""
         outs = []
         for start in range(0, len(x), chunk):
-            xb = np.ascontiguousarray(x[start:start + chunk], dtype=self.dtype)
+            xb = np.ascontiguousarray(x[start:start + chunk], dtype=self.input_dtype)
             ex = self._executable(len(xb), None)
             outs.append(ex.outputs(ex.forward(xb))[0])
         return np.concatenate(outs) if outs else np.zeros((0,) + self.out_shape, self.dtype)
