@@ -109,6 +109,18 @@ CASES += [
     Case("maxpool2d", (_u(1, 2, 5, 5),), {"size": 2, "stride": 1}),
     Case("maxpool2d", (_u(1, 1, 3, 3),), {"size": 1, "stride": 1}),
 ]
+# embed: repeated ids accumulate (15 draws of 4 ids), one id and one row, ids of rank 3.
+CASES += [
+    Case("embed", (Arg((3, 5), "int", 4), _u(4, 3))),
+    Case("embed", (Arg((1,), "int", 1), _u(1, 1))),
+    Case("embed", (Arg((2, 3, 2), "int", 5), _u(5, 2))),
+]
+# rnn_scan(xp [B, n, h], U [h, h]) and lstm_scan(xp [B, n, 4h], U [4h, h]): backpropagation
+# through the whole sequence; n = 1 (no recurrence), B = 1, h = 1.
+for _b, _n, _h in [(2, 5, 3), (1, 1, 1), (3, 1, 4), (1, 7, 2), (4, 6, 1)]:
+    CASES.append(Case("rnn_scan", (_u(_b, _n, _h), _u(_h, _h))))
+for _b, _n, _h in [(2, 5, 2), (1, 1, 1), (3, 1, 3), (1, 6, 1), (2, 4, 3)]:
+    CASES.append(Case("lstm_scan", (_u(_b, _n, 4 * _h), _u(4 * _h, _h))))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

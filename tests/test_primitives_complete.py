@@ -16,6 +16,7 @@ EXPECTED = {
     "sum", "mean", "max", "softmax", "log_softmax", "logsumexp",
     "cross_entropy", "squared_error", "batch_mean",
     "conv2d", "maxpool2d",
+    "embed", "rnn_scan", "lstm_scan",
 }
 
 

@@ -1,8 +1,8 @@
 """The primitive table (stage: run time): shape rule, forward and backward of every batched op.
 
 Each primitive is one `Primitive` record, registered by its family module (`elementwise`,
-`linalg`, `reduce`, `losses`, `conv`) with the three rules side by side. The calling
-convention, which the lowered plan relies on:
+`linalg`, `reduce`, `losses`, `conv`, `sequence`) with the three rules side by side. The
+calling convention, which the lowered plan relies on:
 
 - `shape(*in_shapes, **params) -> out_shape`; raises ValueError for incompatible shapes.
 - `forward(*inputs, **params) -> ndarray`, with the input dtype (float32 at run time, float64 in
@@ -14,10 +14,11 @@ convention, which the lowered plan relies on:
   accumulate gradients must do so out of place.
 - Saved residuals: a primitive registered with `saves=True` keeps something from its forward
   that its backward needs and would otherwise recompute (maxpool2d's argmax, conv2d's im2col
-  columns). Its `forward` returns `(out, saved)` and its `backward` takes it as the keyword
-  `saved=` (which may be None: conv2d saves only small columns and rebuilds large ones); the
-  executor holds `saved` in a slot of its own between the two passes. Callers that do not know
-  which kind they hold use `apply_forward` and `apply_backward`.
+  columns, lstm_scan's gates and cells). Its `forward` returns `(out, saved)` and its
+  `backward` takes it as the keyword `saved=` (which may be None: conv2d saves only small
+  columns and rebuilds large ones); the executor holds `saved` in a slot of its own between the
+  two passes. Callers that do not know which kind they hold use `apply_forward` and
+  `apply_backward`.
 
 `kinks` lists predicates `(inputs, params, tol) -> bool` saying whether a sample lies within
 `tol` of a point where the primitive is not differentiable; the gradient-check sampler draws
@@ -151,4 +152,4 @@ def near_group_tie(inputs: tuple, params: dict, tol: float) -> bool:
 
 
 # Importing the families fills PRIMITIVES (they use the helpers above).
-from . import conv, elementwise, linalg, losses, reduce  # noqa: E402,F401
+from . import conv, elementwise, linalg, losses, reduce, sequence  # noqa: E402,F401

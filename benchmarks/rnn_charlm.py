@@ -1,0 +1,80 @@
+"""Benchmark W3 `rnn_charlm`: median ms per training step of dp and PyTorch, and the held-out
+loss each reaches.
+
+As /work/shared/bench/README.md defines it (characters of CPython's pydoc_data.topics, the
+last tenth held out; embed 64, SimpleRNN hidden 128, linear 128 -> vocab; Adam lr 3e-3; seq
+64, batch 32, 300 steps; windows from one RandomState(0) stream): a step = take the batch +
+zero grads + forward + loss + backward + optimizer step + loss as a float; median after 10
+warm-up steps. dp trains programs/charlm_rnn.dp through its Python API as `dp train` does.
+torch_ref.py --only rnn_charlm runs both of its versions (a hand-written cell loop and
+nn.RNN) in a subprocess with --torch-python. Not used by the tests or CI.
+
+    .venv/bin/python benchmarks/rnn_charlm.py --torch-python /work/torchvenv/bin/python
+"""
+import argparse, importlib.util, itertools, json, statistics, subprocess, sys  # noqa: E401
+from pathlib import Path
+from time import perf_counter
+
+from dp.dsl.loader import load_programs
+from dp.interpreter import text
+from dp.interpreter.model import Model
+from dp.interpreter.sources import dataset
+from dp.interpreter.train import train_config
+
+ROOT = Path(__file__).resolve().parent.parent
+WARMUP, STEPS = 10, 300
+
+
+def run_dp():  # -> (median s per step, held-out nats/char, final train loss)
+    tprog, _ = load_programs([str(ROOT / "programs" / "charlm_rnn.dp")])
+    block = tprog.trains[0]
+    config = train_config(block)
+    assert (config.batch, config.steps, config.seed) == (32, STEPS, 0)
+    model = Model(tprog, block.model.name)
+    windows = dataset(block.data, str(ROOT / "programs"), model.arg_shapes[0])
+    model.init(config.seed)
+    state = config.optimizer.init_state(model.flat.size, model.dtype)
+    batches, steps, times, losses = windows.batches(32, config.seed), itertools.count(1), [], []
+    for _ in range(STEPS):
+        t0 = perf_counter()
+        xb, yb = next(batches)
+        loss = model.loss_and_grad(config.loss, xb, yb)
+        config.optimizer.update(model.flat, model.grad_flat, state, next(steps))
+        times.append(perf_counter() - t0)
+        losses.append(loss)
+    xv, yv = text.heldout_windows(windows.corpus.val_ids, windows.seq)
+    heldout = model.loss(config.loss, xv, yv)
+    return statistics.median(times[WARMUP:]), heldout, statistics.mean(losses[-20:])
+
+
+def run_torch(python, ref):  # -> {impl: (median s per step, held-out, final train loss)}
+    out = subprocess.check_output([python, ref, "--only", "rnn_charlm"], text=True)
+    recs = [r for r in map(json.loads, out.splitlines()) if r["workload"].startswith("rnn")]
+    return {r["workload"].replace("rnn_charlm_", "torch_"): (
+        r["median_step_ms"] / 1e3, r["heldout_loss_nats"], r["final_train_loss"]) for r in recs}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=1, help="runs per impl; the best median wins")
+    ap.add_argument("--torch-python", help="a Python with torch (default: this one, if it has)")
+    ap.add_argument("--torch-ref", default=str(ROOT.parent / "shared" / "bench" / "torch_ref.py"))
+    args = ap.parse_args()
+    res = {"dp": min(run_dp() for _ in range(args.repeat))}
+    py = args.torch_python or (sys.executable if importlib.util.find_spec("torch") else None)
+    if py is None or not Path(args.torch_ref).is_file():
+        print("torch: SKIPPED (pass --torch-python PATH and --torch-ref PATH)")
+    else:
+        for _ in range(args.repeat):
+            for k, v in run_torch(py, args.torch_ref).items():
+                res[k] = min(res.get(k, v), v)
+    print(f"W3 rnn_charlm, best of {args.repeat} run(s); dp/impl <= 1: dp is at least as fast")
+    print(f"{'impl':<12} {'ms/step':>8} {'tokens/s':>10} {'held-out':>9} {'train':>7} "
+          f"{'dp/impl':>8}")
+    for name, (med, heldout, final) in res.items():
+        print(f"{name:<12} {1e3 * med:8.3f} {32 * 64 / med:10,.0f} {heldout:9.4f} {final:7.4f} "
+              f"{res['dp'][0] / med:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

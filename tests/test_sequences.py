@@ -1,0 +1,175 @@
+"""Sequences and tokens from source text: map, scan, embeddings, the language model, text
+data, generation, and the digits read row by row (issue 4)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_dp
+from dp.dsl import load_text
+from dp.interpreter.execute import Executable
+from dp.interpreter.lower import lower
+from dp.interpreter.model import Model
+from dp.interpreter.plan import typecheck_plan
+
+TINY_LM = """
+Tiny: Token[7]^5 -> Token[7]^5
+Tiny(ts) = LanguageModel(ts; body = SequenceRNN(; cell = SimpleRNN, h = 6), d = 4)
+"""
+
+
+def _numeric_grad(model: Model, loss: str, x, y) -> np.ndarray:
+    out = np.zeros_like(model.flat)
+    for i in range(model.flat.size):
+        keep = model.flat[i]
+        model.flat[i] = keep + 1e-6
+        up = model.loss(loss, x, y)
+        model.flat[i] = keep - 1e-6
+        down = model.loss(loss, x, y)
+        model.flat[i] = keep
+        out[i] = (up - down) / 2e-6
+    return out
+
+
+def test_language_model_gradient_matches_central_differences():
+    """Embedding gather, the fused SimpleRNN scan and the per-position scores, end to end."""
+    model = Model(load_text(TINY_LM), "Tiny", dtype=np.float64)
+    model.init(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 7, (3, 5)), rng.integers(0, 7, (3, 5))
+    model.loss_and_grad("cross_entropy", x, y)
+    np.testing.assert_allclose(model.grad_flat, _numeric_grad(model, "cross_entropy", x, y),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_the_fused_scan_is_the_cell_written_in_the_language():
+    """DESIGN 7: the kernel substitutes for SimpleRNN; the definition stays the specification."""
+    tprog = load_text("""
+Seq: (R^4)^5 -> (R^6)^5
+Seq(xs) = SequenceRNN(xs; cell = SimpleRNN)
+
+Step: (R^6, R^4) -> R^6
+Step(h, x) = SimpleRNN(h, x)
+""")
+    seq = Model(tprog, "Seq", dtype=np.float64)
+    seq.init(3)
+    step = Executable(lower(tprog, "Step", 2), np.float64)
+    step.bind({f"Step.simplernn.{k}": seq.params[f"Seq.sequencernn.cell.{k}"]
+               for k in "UVb"})
+    xs = np.random.default_rng(1).normal(size=(2, 5, 4))
+    h, want = np.zeros((2, 6)), []
+    for t in range(5):
+        h = step.outputs(step.forward(h, xs[:, t]))[0]
+        want.append(h)
+    np.testing.assert_allclose(seq.predict(xs), np.stack(want, axis=1), rtol=1e-12, atol=1e-14)
+
+
+def test_map_shares_one_set_of_parameters_and_folds_into_the_batch():
+    tprog = load_text(TINY_LM)
+    plan = lower(tprog, "Tiny", 3)
+    typecheck_plan(plan)
+    assert list(plan.params) == [
+        "Tiny.languagemodel.embedtoken.E", "Tiny.languagemodel.body.cell.U",
+        "Tiny.languagemodel.body.cell.V", "Tiny.languagemodel.body.cell.b",
+        "Tiny.languagemodel.generatetoken.W", "Tiny.languagemodel.generatetoken.b"]
+    embed = next(e for e in plan.eqns if e.prim == "embed")
+    assert embed.out.shape == (15, 4)  # 3 examples x 5 positions, one lookup
+    assert plan.outputs[0].shape == (3, 5, 7)
+
+
+@pytest.mark.parametrize("over", ["seq_mean", "seq_max", "seq_first", "seq_last"])
+def test_collapse_reduces_the_sequence_as_asked(over):
+    tprog = load_text(f"""
+Net: (R^3)^4 -> R^3
+Net(xs) = Collapse(xs; over = {over})
+""")
+    xs = np.random.default_rng(2).normal(size=(2, 4, 3))
+    want = {"seq_mean": xs.mean(1), "seq_max": xs.max(1), "seq_first": xs[:, 0],
+            "seq_last": xs[:, -1]}[over]
+    np.testing.assert_allclose(Model(tprog, "Net", dtype=np.float64).predict(xs), want)
+
+
+def test_check_shows_the_char_lm_layout():
+    code, out, err = run_dp("check", "programs/charlm_rnn.dp", cwd=ROOT)
+    assert code == 0, err
+    assert ("languagemodel = LanguageModel: Token[103]^64 -> Token[103]^64; d = 64, "
+            "body = SequenceRNN") in out
+    assert "CharRNN.languagemodel.body.cell.U      R^(128, 128)         16,384" in out
+    assert re.search(r"total +44,583\n", out)
+
+
+def _book(tmp_path, repeats=60) -> str:
+    (tmp_path / "book.txt").write_text("the cat sat on the mat. " * repeats)
+    return str(tmp_path / "book.txt")
+
+
+LM_PROGRAM = """
+Book: Token[{v}]^16 -> Token[{v}]^16
+Book(ts) = LanguageModel(ts; body = SequenceRNN(; cell = SimpleRNN, h = 32), d = 16)
+
+train Book on text("book.txt"):
+  loss cross_entropy; optimizer adam(lr = 0.01); batch 16; steps {steps}
+
+run:
+  print loss(Book, text("book.txt", split = test))
+  print baseline(Book, text("book.txt", split = test))
+  print generate(Book, "the ", 40; temperature = 0.5, top_k = 3, seed = 7)
+"""
+
+
+def test_a_char_lm_trains_beats_the_unigram_baseline_and_writes_text(tmp_path):
+    _book(tmp_path)
+    program = tmp_path / "book.dp"
+    program.write_text(LM_PROGRAM.format(v=11, steps=150))
+    code, out, err = run_dp("train", str(program))
+    assert code == 0, err
+    loss = float(re.search(r"loss\(Book, .*\) = ([0-9.]+)", out)[1])
+    base = float(re.search(r"baseline\(Book, .*\) = ([0-9.]+)", out)[1])
+    assert loss < 0.5 * base  # the sentence repeats: context predicts it well
+    written = out.rstrip("\n").splitlines()[-1]
+    assert written.startswith("the ") and len(written) == 44
+    assert set(written) <= set("the cat sat on the mat. ")
+    # after loading, the same vocabulary and seed give the same text
+    code, again, err = run_dp("run", str(program))
+    assert code == 0, err
+    assert again.rstrip("\n").splitlines()[-1] == written
+
+
+def test_a_vocabulary_that_does_not_match_the_model_is_a_data_error(tmp_path):
+    _book(tmp_path)
+    program = tmp_path / "book.dp"
+    program.write_text(LM_PROGRAM.format(v=12, steps=5))
+    code, out, err = run_dp("train", str(program))
+    assert code == 1
+    assert err.startswith("error[data]: Book predicts tokens of a vocabulary of 12, but the "
+                          "text has 11 distinct characters\n")
+    assert "= note: write Token[11] in Book's signature" in err
+
+
+def test_generation_refuses_a_character_the_model_never_saw(tmp_path):
+    _book(tmp_path)
+    program = tmp_path / "book.dp"
+    program.write_text(LM_PROGRAM.format(v=11, steps=2).replace('"the ", 40', '"the Z", 4'))
+    code, out, err = run_dp("train", str(program))
+    assert code == 1
+    assert err.startswith("error[data]: the prompt has a character that is not in the "
+                          "vocabulary: 'Z' (U+005A) at index 4")
+
+
+def test_digits_read_row_by_row_learn(tmp_path):
+    code, out, err = run_dp("train", "programs/digits_rows_rnn.dp", "--epochs", "3",
+                            "--checkpoint", str(tmp_path / "rows.safetensors"), cwd=ROOT)
+    assert code == 0, err
+    acc = float(re.search(r"accuracy\(DigitsRNN, .*\) = ([0-9.]+)", out)[1])
+    assert acc >= 0.6
+
+
+@pytest.mark.slow
+def test_digits_rows_rnn_reaches_ninety_percent(tmp_path):
+    code, out, err = run_dp("train", "programs/digits_rows_rnn.dp", "--checkpoint",
+                            str(tmp_path / "rows.safetensors"), cwd=ROOT)
+    assert code == 0, err
+    assert float(re.search(r"accuracy\(DigitsRNN, .*\) = ([0-9.]+)", out)[1]) >= 0.90
