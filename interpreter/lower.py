@@ -7,6 +7,8 @@ here (DESIGN 3.1), so kernels always see whole batches.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 from dp.dsl import typed as T
@@ -72,18 +74,11 @@ def lower(tprog: T.TProgram, name: str, batch: int, span: Span | None = None) ->
 
 
 def _check_memory(plan: Plan, span) -> None:
-    total = sum(4 * _prod(v.shape) for v in plan.params.values())
-    total += sum(4 * _prod(e.out.shape) for e in plan.eqns)
+    total = sum(4 * math.prod(v.shape) for v in plan.params.values())
+    total += sum(4 * math.prod(e.out.shape) for e in plan.eqns)
     if total > BYTES_LIMIT:
         raise DpError("resource", f"the model needs {total / 2**30:.1f} GiB of buffers, more "
                       f"than the limit of {BYTES_LIMIT / 2**30:.0f} GiB", span)
-
-
-def _prod(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
 
 
 def _inline(plan: Plan, tprog: T.TProgram, ref: T.ModRef, dims_env: dict, prefix: str,
@@ -253,7 +248,8 @@ def _scan(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TMap, xs: Var) -> Atom:
 
 
 # the cells of stdlib/sequences.dp that scan runs as one kernel along the whole sequence
-SCAN_KERNELS = {"SimpleRNN": "rnn_scan", "LSTM": "lstm_scan"}
+# (lstm_scan waits for an LSTM in the language; _scan reads SimpleRNN's parameters U, V, b)
+SCAN_KERNELS = {"SimpleRNN": "rnn_scan"}
 
 
 def _volume(plan: Plan, f: _Frame, e: T.TPrim, args: list[Atom]) -> Var:

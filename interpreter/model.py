@@ -6,13 +6,15 @@ every step after that only executes.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from dp.dsl import typed as T
 from dp.dsl.errors import DpError, Span
 
 from .execute import Executable
-from .lower import _prod, concrete_sig, lower
+from .lower import concrete_sig, lower
 from .params import allocate, count, initialize
 
 LOSSES = ("cross_entropy", "squared_error")
@@ -83,7 +85,7 @@ def _add_loss(plan, loss: str, span) -> None:
     plan.inputs.append(target)
     scores, labels = out, target
     if loss == "cross_entropy" and len(out.shape) > 2:  # a token at every position
-        rows = _prod(out.shape[:-1])
+        rows = math.prod(out.shape[:-1])
         scores = plan.add("reshape", (out,), (rows, out.shape[-1]), True, span,
                           shape=(rows, out.shape[-1]))
         labels = plan.add("reshape", (target,), (rows,), True, span, shape=(rows,))

@@ -16,9 +16,9 @@ import numpy as np
 from dp.dsl import ast
 from dp.dsl.errors import DpError
 
-from .model import Model, check_loss
 from . import text
 from .generate import generate_report
+from .model import Model, check_loss
 from .sources import Windows, dataset, fit_data, fit_inputs, literal
 
 REPORTS = {"accuracy": 2, "loss": 2, "predict": 3, "params": 1, "time": 2, "baseline": 2,

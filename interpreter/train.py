@@ -8,6 +8,7 @@ one permutation per epoch, as the PyTorch reference draws them).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 import sys
@@ -123,15 +124,7 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
           f"with {config.optimizer.name}, batch {config.batch}", file=out, flush=True)
     model.init(config.seed)
     state = config.optimizer.init_state(model.flat.size, model.dtype)
-    if isinstance(ds, Windows):
-        total = per_epoch = config.steps
-        batches = ds.batches(config.batch, config.seed)
-        epoch_batches = lambda: (next(batches) for _ in range(per_epoch))  # noqa: E731
-    else:
-        order = np.random.RandomState(config.seed + 1)
-        per_epoch = data.num_batches(len(ds), config.batch)
-        total = config.steps or per_epoch * config.epochs
-        epoch_batches = lambda: data.batches(ds, config.batch, order)  # noqa: E731
+    total, per_epoch, epoch_batches = _schedule(ds, config)
     epochs = math.ceil(total / per_epoch)
     progress = Progress(total, epochs, config.batch, out)
     step, last_losses, started = 0, [], time.perf_counter()
@@ -157,6 +150,18 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
     _save(model, config, state, step, epoch, ckpt_path, source_hash)
     return {"steps": step, "epochs": epoch, "seconds": seconds,
             "final_loss": float(np.mean(last_losses))}
+
+
+def _schedule(ds, config: TrainConfig):
+    """(steps in all, steps per epoch, a function giving one epoch's batches). Text is one
+    epoch of `steps` random windows; examples are shuffled once per epoch."""
+    if isinstance(ds, Windows):
+        draws = ds.batches(config.batch, config.seed)
+        return config.steps, config.steps, lambda: itertools.islice(draws, config.steps)
+    order = np.random.RandomState(config.seed + 1)
+    per_epoch = data.num_batches(len(ds), config.batch)
+    return (config.steps or per_epoch * config.epochs, per_epoch,
+            lambda: data.batches(ds, config.batch, order))
 
 
 def _numeric(loss: float, step: int, block: ast.TrainBlock) -> DpError:

@@ -173,3 +173,13 @@ def test_digits_rows_rnn_reaches_ninety_percent(tmp_path):
                             str(tmp_path / "rows.safetensors"), cwd=ROOT)
     assert code == 0, err
     assert float(re.search(r"accuracy\(DigitsRNN, .*\) = ([0-9.]+)", out)[1]) >= 0.90
+
+
+def test_a_generate_setting_it_does_not_have_is_an_error(tmp_path):
+    _book(tmp_path)
+    program = tmp_path / "book.dp"
+    program.write_text(LM_PROGRAM.format(v=11, steps=2).replace("top_k = 3", "top_p = 3"))
+    code, out, err = run_dp("train", str(program))
+    assert code == 1
+    assert err.startswith("error[name]: generate has no setting 'top_p'; it has temperature, "
+                          f"top_k, seed\n  --> {program}:11:")
