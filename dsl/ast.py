@@ -206,10 +206,14 @@ class ParamDecl:
 
 @dataclass(frozen=True, slots=True)
 class Let:
+    """`x = e`, or `carry c: T = e`: c is then the value of the previous step of a scan (zero
+    at the first) until this line, and the new value after it."""
+
     name: str
     type: TypeAst | None
     value: Expr
     span: Span = _sp()
+    carry: bool = False
 
 
 @dataclass(frozen=True, slots=True)

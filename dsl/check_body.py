@@ -49,6 +49,7 @@ class _DefChecker:
         for stmt in d.body:
             if isinstance(stmt, ast.ParamDecl):
                 self._param(stmt)
+        carries = [self._carry(s) for s in d.body if isinstance(s, ast.Let) and s.carry]
         lets, results = [], [s for s in d.body if isinstance(s, ast.Result)]
         if len(results) != 1:
             span = results[1].span if results else d.span
@@ -64,7 +65,8 @@ class _DefChecker:
         return T.TDef(d.name, self.sig, tuple(h.name for h in inputs),
                       tuple(self.config.values()), tuple(self.params.values()), tuple(lets),
                       result, self.subst, dict(self.site_counts), self.g.implements.get(d.name),
-                      d.span, tuple((n, a.var, a.default) for n, a in self.sizes.items()))
+                      d.span, tuple((n, a.var, a.default) for n, a in self.sizes.items()),
+                      tuple(carries))
 
     def _config(self, d: ast.Definition) -> None:
         items = list(self.g.config.get(d.name, ())) + [h for h in d.header if h.config]
@@ -104,14 +106,23 @@ class _DefChecker:
                        f"{_plural(INITIALIZERS[name], 'number')}", e.span)
         return name, tuple(a.value for a in args)
 
-    def _let(self, stmt: ast.Let) -> T.TExpr:
+    def _carry(self, stmt: ast.Let) -> tuple[str, Tensor]:
+        """A carried value is known from the first line: there it is the previous step's."""
         if stmt.name in self.locals or stmt.name in self.params:
+            raise _err("name", f"'{stmt.name}' is already defined in {self.d.name}", stmt.span)
+        t = _TypeBuilder(self.dim_scope, False, True).tensor(stmt.type)
+        self.locals[stmt.name] = t
+        return stmt.name, t
+
+    def _let(self, stmt: ast.Let) -> T.TExpr:
+        if not stmt.carry and (stmt.name in self.locals or stmt.name in self.params):
             raise _err("name", f"'{stmt.name}' is already defined in {self.d.name}", stmt.span)
         value = self.expr(stmt.value)
         if stmt.type is not None:
             want = _TypeBuilder(self.dim_scope, False, True).tensor(stmt.type)
             self._expect(value, want, stmt.value, f"{stmt.name} is declared {want}")
-        self.locals[stmt.name] = value.type
+        if not stmt.carry:
+            self.locals[stmt.name] = value.type
         return value
 
     def _close(self) -> None:

@@ -127,6 +127,10 @@ class _ToAst(Transformer):
         return ast.Let(str(c[0]), c[1], c[2], self._s(meta))
 
     @v_args(meta=True)
+    def carry(self, meta, c):
+        return ast.Let(str(c[0]), c[1], c[2], self._s(meta), carry=True)
+
+    @v_args(meta=True)
     def result(self, meta, c):
         return ast.Result(c[0], self._s(meta))
 

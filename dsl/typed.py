@@ -145,6 +145,7 @@ class TDef:
     implements: str | None
     span: Span
     sizes: tuple = ()  # (name, DimVar, default) of its size arguments
+    carries: tuple = ()  # (name, Tensor): what it carries from one step of a scan to the next
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,15 +82,21 @@ def _check_memory(plan: Plan, span) -> None:
 
 
 def _inline(plan: Plan, tprog: T.TProgram, ref: T.ModRef, dims_env: dict, prefix: str,
-            args: list[Atom], call: T.TCall | None = None) -> Atom:
-    """Module `ref` (resolved: no configuration names left in it) on `args`."""
+            args: list[Atom], call: T.TCall | None = None, carry: dict | None = None) -> Atom:
+    """Module `ref` (resolved: no configuration names left in it) on `args`. A cell that
+    carries values takes the previous step's from `carry` and leaves its new ones there."""
     if isinstance(ref, T.BuiltinMod):
         return _builtin(plan, ref.name, args[0], call.span if call else None)
     frame = _frame(tprog, ref, dims_env, prefix, call)
     frame.values.update(zip(frame.tdef.inputs, args, strict=True))
     tdef = frame.tdef
     try:
-        return _body(plan, tprog, frame)
+        if tdef.carries:
+            _carry_in(plan, frame, args[0].shape[0], carry, call)
+        out = _body(plan, tprog, frame)
+        if tdef.carries:
+            carry.update({name: frame.values[name] for name, _ in tdef.carries})
+        return out
     except DpError as err:
         if call is None or err.span is None or err.span.file == call.span.file:
             raise
@@ -109,10 +115,28 @@ def _frame(tprog: T.TProgram, ref: T.GlobalMod, dims_env: dict, prefix: str, cal
     return _Frame(tdef, dims_env, config, prefix, {})
 
 
+def _carry_in(plan: Plan, frame: _Frame, batch: int, carry: dict | None, call) -> None:
+    tdef = frame.tdef
+    if carry is None:
+        names = " and ".join(name for name, _ in tdef.carries)
+        raise DpError("type", f"{tdef.name} carries {names} from one step to the next, so it "
+                      f"runs along a sequence: scan({tdef.name}, xs)", call.span if call else
+                      tdef.span)
+    for name, t in tdef.carries:
+        if name not in carry:
+            shape = (batch,) + tuple(frame.size(d) for d in t.shape)
+            carry[name] = plan.add("fill", (Const(0.0),), shape, True, tdef.span, shape=shape)
+        frame.values[name] = carry[name]
+
+
 def _params(plan: Plan, frame: _Frame) -> None:
+    """A parameter is its path: the steps of an unrolled scan share the cell's."""
     for p in frame.tdef.params:
         shape = tuple(frame.size(d) for d in p.type.shape)
         path = f"{frame.prefix}.{p.name}"
+        if path in plan.params:
+            frame.values[p.name] = plan.params[path]
+            continue
         var = plan.new_var(shape, False)
         plan.params[path] = var
         plan.specs[path] = ParamSpec(path, shape, p.init, p.init_args, p.span)
@@ -195,15 +219,16 @@ def _site(f: _Frame, call: T.TCall) -> str:
     return f"{f.prefix}.{call.site if count == 1 else f'{call.site}{call.index}'}"
 
 
-def _call(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TCall, args: list[Atom]) -> Atom:
+def _call(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TCall, args: list[Atom],
+          carry: dict | None = None) -> Atom:
     if not isinstance(e.callee, T.ConfigMod):
         dims = {var: f.size(fv) for var, fv in e.dims}
-        return _inline(plan, tprog, _resolve(e.callee, f), dims, _site(f, e), args, e)
+        return _inline(plan, tprog, _resolve(e.callee, f), dims, _site(f, e), args, e, carry)
     # a module argument: its sizes come from its arguments; its result's fix the rest here
     ref = f.config[e.callee.name]
     dims = ({} if isinstance(ref, T.BuiltinMod) or e.elementwise else
             _bind_dims(tprog, ref, [a.shape[1:] for a in args], e.span))
-    out = _inline(plan, tprog, ref, dims, _site(f, e), args, e)
+    out = _inline(plan, tprog, ref, dims, _site(f, e), args, e, carry)
     for d, size in zip(e.type.shape, out.shape[1:]):
         r = resolve(d, f.tdef.subst)
         if isinstance(r, DimVar) and r not in f.dims:
@@ -225,31 +250,75 @@ def _map(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TMap) -> Atom:
 
 
 def _scan(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TMap, xs: Var) -> Atom:
-    """A standard cell along the sequence, as one fused primitive (the language definition
-    of the cell is its specification; tests hold the kernel to it)."""
+    """A cell along the sequence from a zero state. The standard cells run as one fused kernel
+    (their language definition is its specification; tests hold the kernel to it); any other
+    cell is unrolled, one inlined step per element, with parameters shared by path."""
     ref = _resolve(e.call.callee, f)
-    h = f.size(e.type.shape[-1])
-    if not isinstance(ref, T.GlobalMod) or ref.name not in SCAN_KERNELS:
-        raise DpError("type", f"scan runs the standard cells ({', '.join(SCAN_KERNELS)}); "
-                      f"{getattr(ref, 'name', ref)} has no fused kernel yet", e.span)
-    dims = _bind_dims(tprog, ref, [(h,), xs.shape[2:]], e.span)
-    frame = _frame(tprog, ref, dims, _site(f, e.call), e.call)
-    act = frame.config.get("act")
-    if act is not None and act != T.BuiltinMod("tanh"):
-        raise DpError("type", f"scan runs {ref.name} with tanh only, not "
-                      f"{getattr(act, 'name', act)}", e.span)
-    _params(plan, frame)
-    v = frame.values
+    state = tuple(f.size(d) for d in e.type.shape[1:])
+    if isinstance(ref, T.GlobalMod) and ref.name in SCAN_KERNELS:
+        dims = _bind_dims(tprog, ref, [state, xs.shape[2:]], e.span)
+        frame = _frame(tprog, ref, dims, _site(f, e.call), e.call)
+        gates = _gates(plan, tprog, frame, SCAN_KERNELS[ref.name][1])
+        if gates is not None:
+            return _fused_scan(plan, SCAN_KERNELS[ref.name][0], gates, xs, state, e.span)
     b, n = xs.shape[0], xs.shape[1]
-    width = v["b"].shape[0]
-    xp = plan.add("linear", (xs, v["V"]), (b, n, width), True, e.span)
-    xp = plan.add("add", (xp, v["b"]), (b, n, width), True, e.span)
-    return plan.add(SCAN_KERNELS[ref.name], (xp, v["U"]), (b, n, h), True, e.span)
+    h = plan.add("fill", (Const(0.0),), (b,) + state, True, e.span, shape=(b,) + state)
+    carry: dict = {}
+    steps = []
+    for t in range(n):
+        x = plan.add("take", (xs,), (b,) + xs.shape[2:], True, e.span, axis=1, index=t)
+        h = _call(plan, tprog, f, e.call, [h, x], carry)
+        steps.append(h)
+    return plan.add("stack", tuple(steps), (b, n) + state, True, e.span, axis=1)
 
 
-# the cells of stdlib/sequences.dp that scan runs as one kernel along the whole sequence
-# (lstm_scan waits for an LSTM in the language; _scan reads SimpleRNN's parameters U, V, b)
-SCAN_KERNELS = {"SimpleRNN": "rnn_scan"}
+def _gates(plan: Plan, tprog: T.TProgram, frame: _Frame, acts: tuple) -> list | None:
+    """The frames of a standard cell's gates, each act(U h + V x + b), if the cell is written
+    as the kernel computes it: SimpleRNN with tanh is its own one gate; LSTM's gates are the
+    SimpleRNN steps of its first lets (i, f, g, o, torch's order). None: unroll it instead."""
+    if len(acts) == 1:
+        return [frame] if frame.config.get("act", T.BuiltinMod("tanh")) == T.BuiltinMod(
+            acts[0]) else None
+    calls = [e for _, e in frame.tdef.lets[:len(acts)]]
+    if not all(isinstance(c, T.TCall) and _resolve(c.callee, frame).name == "SimpleRNN"
+               for c in calls):
+        return None
+    gates = []
+    for call, act in zip(calls, acts, strict=True):
+        ref = _resolve(call.callee, frame)
+        dims = {var: frame.size(fv) for var, fv in call.dims}
+        gate = _frame(tprog, ref, dims, _site(frame, call), call)
+        if gate.config.get("act", T.BuiltinMod("tanh")) != T.BuiltinMod(act):
+            return None
+        gates.append(gate)
+    return gates
+
+
+def _fused_scan(plan: Plan, kernel: str, gates: list, xs: Var, state: tuple, span) -> Var:
+    """xp = xs V^T + b for every step at once (one GEMM), then the kernel along the sequence;
+    the gates' parameters are joined in the kernel's order."""
+    for gate in gates:
+        _params(plan, gate)
+    b, n = xs.shape[0], xs.shape[1]
+
+    def joined(name: str) -> Var:
+        parts = tuple(g.values[name] for g in gates)
+        if len(parts) == 1:
+            return parts[0]
+        shape = (sum(p.shape[0] for p in parts),) + parts[0].shape[1:]
+        return plan.add("concat", parts, shape, False, span, axis=0)
+
+    U, V, bias = joined("U"), joined("V"), joined("b")
+    width = bias.shape[0]
+    xp = plan.add("linear", (xs, V), (b, n, width), True, span)
+    xp = plan.add("add", (xp, bias), (b, n, width), True, span)
+    return plan.add(kernel, (xp, U), (b, n) + state, True, span)
+
+
+# the cells of stdlib/sequences.dp that scan runs as one kernel along the whole sequence, with
+# the activations of their gates
+SCAN_KERNELS = {"SimpleRNN": ("rnn_scan", ("tanh",)),
+                "LSTM": ("lstm_scan", ("sigmoid", "sigmoid", "tanh", "sigmoid"))}
 
 
 def _volume(plan: Plan, f: _Frame, e: T.TPrim, args: list[Atom]) -> Var:

@@ -67,6 +67,15 @@ CASES += [
     Case("take", (_u(3, 4, 5),), {"axis": 1, "index": 0}),
     Case("take", (_u(1, 1),), {"axis": 1, "index": 0}),
     Case("take", (_u(2, 3, 4),), {"axis": 1, "index": 2}),
+    Case("fill", (_u(),), {"shape": (3, 4)}),
+    Case("fill", (_u(),), {"shape": (1,)}),
+    Case("fill", (_u(),), {"shape": (2, 3, 1)}),
+    Case("stack", (_u(3, 4), _u(3, 4), _u(3, 4)), {"axis": 1}),
+    Case("stack", (_u(1,),), {"axis": 0}),
+    Case("stack", (_u(2, 3), _u(2, 3)), {"axis": 2}),
+    Case("concat", (_u(3, 4), _u(2, 4)), {"axis": 0}),
+    Case("concat", (_u(1, 1),), {"axis": 1}),
+    Case("concat", (_u(2, 3, 1), _u(2, 3, 4), _u(2, 3, 2)), {"axis": 2}),
 ]
 for _name in ["sum", "mean", "max"]:
     CASES += [

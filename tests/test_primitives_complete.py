@@ -12,7 +12,7 @@ from test_gradcheck import CASES
 EXPECTED = {
     "neg", "relu", "tanh", "sigmoid", "exp", "log", "sqrt", "abs", "square", "gelu", "identity",
     "add", "sub", "mul", "div", "maximum", "minimum",
-    "linear", "matmul", "transpose", "reshape", "take",
+    "linear", "matmul", "transpose", "reshape", "take", "fill", "stack", "concat",
     "sum", "mean", "max", "softmax", "log_softmax", "logsumexp",
     "cross_entropy", "squared_error", "batch_mean",
     "conv2d", "maxpool2d",

@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, run_dp
 from dp.dsl import load_text
 from dp.interpreter.execute import Executable
+from dp.interpreter import lower as lower_module
 from dp.interpreter.lower import lower
 from dp.interpreter.model import Model
 from dp.interpreter.plan import typecheck_plan
@@ -18,6 +19,15 @@ from dp.interpreter.plan import typecheck_plan
 TINY_LM = """
 Tiny: Token[7]^5 -> Token[7]^5
 Tiny(ts) = LanguageModel(ts; body = SequenceRNN(; cell = SimpleRNN, h = 6), d = 4)
+"""
+
+# a cell of the user's: scan unrolls it, one inlined step per element
+MY_CELL = """
+MyCell: (R^h, R^d) -> R^h implements RNN
+MyCell(h, x) = tanh(U h + V x + m)
+  param U: R^(h, h) ~ fan_in
+  param V: R^(h, d) ~ glorot
+  carry m: R^h = 0.5 * m + 0.5 * tanh(V x)
 """
 
 
@@ -34,9 +44,12 @@ def _numeric_grad(model: Model, loss: str, x, y) -> np.ndarray:
     return out
 
 
-def test_language_model_gradient_matches_central_differences():
-    """Embedding gather, the fused SimpleRNN scan and the per-position scores, end to end."""
-    model = Model(load_text(TINY_LM), "Tiny", dtype=np.float64)
+@pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "MyCell"])
+def test_language_model_gradient_matches_central_differences(cell):
+    """Embedding gather, the scan (fused or unrolled) and the per-position scores, end to end,
+    through the whole sequence."""
+    model = Model(load_text(TINY_LM.replace("SimpleRNN", cell) + MY_CELL), "Tiny",
+                  dtype=np.float64)
     model.init(0)
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 7, (3, 5)), rng.integers(0, 7, (3, 5))
@@ -65,6 +78,39 @@ Step(h, x) = SimpleRNN(h, x)
         h = step.outputs(step.forward(h, xs[:, t]))[0]
         want.append(h)
     np.testing.assert_allclose(seq.predict(xs), np.stack(want, axis=1), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM"])
+def test_the_fused_kernels_compute_what_the_unrolled_cells_do(cell, monkeypatch):
+    """The same parameters give the same outputs and gradients with the kernel and without it
+    (scan then unrolls the cell's language definition, LSTM's carried memory included)."""
+    tprog = load_text(f"""
+Seq: (R^4)^5 -> R^6
+Seq(xs) = seq_mean(SequenceRNN(xs; cell = {cell}, h = 6))
+""")
+    xs = np.random.default_rng(4).normal(size=(3, 5, 4))
+    y = np.random.default_rng(5).normal(size=(3, 6))
+    runs = []
+    for kernels in (lower_module.SCAN_KERNELS, {}):
+        monkeypatch.setattr(lower_module, "SCAN_KERNELS", kernels)
+        model = Model(tprog, "Seq", dtype=np.float64)
+        model.init(2)
+        out = model.predict(xs)
+        model.loss_and_grad("squared_error", xs, y)
+        runs.append((out, model.grad_flat, {e.prim for e in model._executable(3, None).plan.eqns}))
+    (fused, dfused, fprims), (unrolled, dunrolled, uprims) = runs
+    assert fprims - uprims == ({"rnn_scan"} if cell == "SimpleRNN" else {"lstm_scan", "concat"})
+    np.testing.assert_allclose(fused, unrolled, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dfused, dunrolled, rtol=1e-10, atol=1e-13)
+
+
+def test_a_cell_that_carries_runs_only_along_a_sequence(tmp_path):
+    program = tmp_path / "step.dp"
+    program.write_text("Step: (R^6, R^4) -> R^6\nStep(h, x) = LSTM(h, x)\n")
+    code, out, err = run_dp("check", str(program))
+    assert code == 1
+    assert err.startswith("error[type]: LSTM carries c from one step to the next, so it runs "
+                          "along a sequence: scan(LSTM, xs)\n")
 
 
 def test_map_shares_one_set_of_parameters_and_folds_into_the_batch():
@@ -159,12 +205,31 @@ def test_generation_refuses_a_character_the_model_never_saw(tmp_path):
                           "vocabulary: 'Z' (U+005A) at index 4")
 
 
-def test_digits_read_row_by_row_learn(tmp_path):
-    code, out, err = run_dp("train", "programs/digits_rows_rnn.dp", "--epochs", "3",
-                            "--checkpoint", str(tmp_path / "rows.safetensors"), cwd=ROOT)
+@pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "MyCell"])
+def test_digits_read_row_by_row_learn_with_each_cell(tmp_path, cell):
+    """SequenceRNN with each cell (fused, fused with a carried memory, unrolled), Collapse."""
+    text = (ROOT / "programs/digits_rows_rnn.dp").read_text()
+    program = tmp_path / "rows.dp"
+    program.write_text(text.replace("cell = SimpleRNN", f"cell = {cell}") + MY_CELL)
+    code, out, err = run_dp("train", str(program), "--epochs", "3")
     assert code == 0, err
     acc = float(re.search(r"accuracy\(DigitsRNN, .*\) = ([0-9.]+)", out)[1])
     assert acc >= 0.6
+
+
+def test_the_char_lm_takes_an_lstm_by_changing_one_word(tmp_path):
+    """The reference program with `cell = LSTM`: EmbedToken, GenerateToken and LanguageModel
+    train around the gated cell, and it beats the unigram baseline within 40 steps."""
+    text = (ROOT / "programs/charlm_rnn.dp").read_text()
+    assert text.count("cell = SimpleRNN") == 1
+    program = tmp_path / "charlm_lstm.dp"
+    program.write_text(text.replace("cell = SimpleRNN", "cell = LSTM").replace(", 300;", ", 30;"))
+    code, out, err = run_dp("train", str(program), "--steps", "40")
+    assert code == 0, err
+    assert "(118,695 parameters)" in out
+    loss = float(re.search(r"loss\(CharRNN, .*\) = ([0-9.]+)", out)[1])
+    base = float(re.search(r"baseline\(CharRNN, .*\) = ([0-9.]+)", out)[1])
+    assert loss < 0.95 * base
 
 
 @pytest.mark.slow

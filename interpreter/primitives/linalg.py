@@ -1,4 +1,5 @@
-"""Linear-algebra and layout primitives: linear, matmul, transpose, reshape.
+"""Linear-algebra and layout primitives: linear, matmul, transpose, reshape, take, fill, stack,
+concat.
 
 Matrix products go to BLAS through NumPy. `linear` is the hot path of every FeedForward: its
 batched input is folded to one 2-D matrix (a view when contiguous) so each product is a single
@@ -163,3 +164,69 @@ def take_backward(g, out, inputs, wants, *, axis, index):
 
 
 register("take", shape=take_shape, forward=take_forward, backward=take_backward, smooth=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# fill(x, *, shape): a scalar spread over an array of `shape` (a recurrent cell's zero state)
+
+
+def fill_shape(x: tuple, *, shape: tuple) -> tuple:
+    if x != ():
+        raise ValueError(f"fill: expects a scalar, got {list(x)}")
+    return tuple(shape)
+
+
+def fill_forward(x: np.ndarray, *, shape: tuple) -> np.ndarray:
+    return np.full(shape, x, dtype=np.asarray(x).dtype)
+
+
+def fill_backward(g, out, inputs, wants, *, shape):
+    return (np.asarray(g.sum(), dtype=g.dtype) if wants[0] else None,)
+
+
+register("fill", shape=fill_shape, forward=fill_forward, backward=fill_backward, smooth=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# stack(*xs, *, axis): same-shape arrays along a new axis (the steps of a scan, in order);
+# concat(*xs, *, axis): arrays joined along an existing axis (the gates of an LSTM)
+
+
+def stack_shape(*xs: tuple, axis: int) -> tuple:
+    if not xs or any(x != xs[0] for x in xs) or not 0 <= axis <= len(xs[0]):
+        raise ValueError(f"stack: expects arrays of one shape, got {[list(x) for x in xs]}")
+    return tuple(xs[0][:axis]) + (len(xs),) + tuple(xs[0][axis:])
+
+
+def stack_forward(*xs: np.ndarray, axis: int) -> np.ndarray:
+    return np.stack(xs, axis=axis)
+
+
+def stack_backward(g, out, inputs, wants, *, axis):
+    return tuple(np.take(g, i, axis=axis) if w else None for i, w in enumerate(wants))
+
+
+register("stack", shape=stack_shape, forward=stack_forward, backward=stack_backward, smooth=True)
+
+
+def concat_shape(*xs: tuple, axis: int) -> tuple:
+    rest = {x[:axis] + x[axis + 1:] for x in xs}
+    if not xs or len(rest) != 1 or not all(0 <= axis < len(x) for x in xs):
+        raise ValueError(f"concat: expects arrays that differ only on axis {axis}, got "
+                         f"{[list(x) for x in xs]}")
+    x = xs[0]
+    return tuple(x[:axis]) + (sum(x[axis] for x in xs),) + tuple(x[axis + 1:])
+
+
+def concat_forward(*xs: np.ndarray, axis: int) -> np.ndarray:
+    return np.concatenate(xs, axis=axis)
+
+
+def concat_backward(g, out, inputs, wants, *, axis):
+    ends = np.cumsum([x.shape[axis] for x in inputs])
+    parts = np.split(g, ends[:-1], axis=axis)
+    return tuple(p if w else None for p, w in zip(parts, wants, strict=True))
+
+
+register("concat", shape=concat_shape, forward=concat_forward, backward=concat_backward,
+         smooth=True)
