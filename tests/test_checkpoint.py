@@ -1,4 +1,5 @@
-"""Checkpoints: round trips, `.previous`, atomic writes, matching a program (RELIABILITY 1, 19, 20)."""
+"""Checkpoints: round trips, `.previous`, atomic writes, matching a program
+(RELIABILITY 1, 19, 20)."""
 
 import os
 

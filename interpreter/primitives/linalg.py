@@ -86,7 +86,8 @@ def matmul_forward(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(np.matmul(a, b))  # vector @ vector gives a NumPy scalar: make it 0-d
 
 
-register("matmul", shape=matmul_shape, forward=matmul_forward, backward=matmul_backward, smooth=True)
+register("matmul", shape=matmul_shape, forward=matmul_forward, backward=matmul_backward,
+         smooth=True)
 
 
 # ---------------------------------------------------------------------------------------------
