@@ -9,13 +9,16 @@ warm-up steps. dp trains programs/charlm_rnn.dp through its Python API as `dp tr
 torch_ref.py --only rnn_charlm runs both of its versions (a hand-written cell loop and
 nn.RNN) in a subprocess with --torch-python. Not used by the tests or CI.
 
+With --cell LSTM, the same program with `cell = LSTM` against nn.LSTM (lstm_torch.py).
+
     .venv/bin/python benchmarks/rnn_charlm.py --torch-python /work/torchvenv/bin/python
+    .venv/bin/python benchmarks/rnn_charlm.py --cell LSTM --torch-python ...
 """
 import argparse, importlib.util, itertools, json, statistics, subprocess, sys  # noqa: E401
 from pathlib import Path
 from time import perf_counter
 
-from dp.dsl.loader import load_programs
+from dp.dsl.loader import load_text as load_text_program
 from dp.interpreter import text
 from dp.interpreter.model import Model
 from dp.interpreter.sources import dataset
@@ -25,8 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 WARMUP, STEPS = 10, 300
 
 
-def run_dp():  # -> (median s per step, held-out nats/char, final train loss)
-    tprog, _ = load_programs([str(ROOT / "programs" / "charlm_rnn.dp")])
+def run_dp(cell):  # -> (median s per step, held-out nats/char, final train loss)
+    source = (ROOT / "programs" / "charlm_rnn.dp").read_text()
+    tprog = load_text_program(source.replace("cell = SimpleRNN", f"cell = {cell}"))
     block = tprog.trains[0]
     config = train_config(block)
     assert (config.batch, config.steps, config.seed) == (32, STEPS, 0)
@@ -47,8 +51,10 @@ def run_dp():  # -> (median s per step, held-out nats/char, final train loss)
     return statistics.median(times[WARMUP:]), heldout, statistics.mean(losses[-20:])
 
 
-def run_torch(python, ref):  # -> {impl: (median s per step, held-out, final train loss)}
-    out = subprocess.check_output([python, ref, "--only", "rnn_charlm"], text=True)
+def run_torch(python, ref, cell):  # -> {impl: (median s per step, held-out, final train loss)}
+    command = ([python, ref, "--only", "rnn_charlm"] if cell == "SimpleRNN" else
+               [python, str(Path(__file__).with_name("lstm_torch.py")), str(Path(ref).parent)])
+    out = subprocess.check_output(command, text=True)
     recs = [r for r in map(json.loads, out.splitlines()) if r["workload"].startswith("rnn")]
     return {r["workload"].replace("rnn_charlm_", "torch_"): (
         r["median_step_ms"] / 1e3, r["heldout_loss_nats"], r["final_train_loss"]) for r in recs}
@@ -59,16 +65,17 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="runs per impl; the best median wins")
     ap.add_argument("--torch-python", help="a Python with torch (default: this one, if it has)")
     ap.add_argument("--torch-ref", default=str(ROOT.parent / "shared" / "bench" / "torch_ref.py"))
+    ap.add_argument("--cell", choices=["SimpleRNN", "LSTM"], default="SimpleRNN")
     args = ap.parse_args()
-    res = {"dp": min(run_dp() for _ in range(args.repeat))}
+    res = {"dp": min(run_dp(args.cell) for _ in range(args.repeat))}
     py = args.torch_python or (sys.executable if importlib.util.find_spec("torch") else None)
     if py is None or not Path(args.torch_ref).is_file():
         print("torch: SKIPPED (pass --torch-python PATH and --torch-ref PATH)")
     else:
         for _ in range(args.repeat):
-            for k, v in run_torch(py, args.torch_ref).items():
+            for k, v in run_torch(py, args.torch_ref, args.cell).items():
                 res[k] = min(res.get(k, v), v)
-    print(f"W3 rnn_charlm, best of {args.repeat} run(s); dp/impl <= 1: dp is at least as fast")
+    print(f"W3 rnn_charlm ({args.cell}), best of {args.repeat} run(s); dp/impl <= 1: dp is at least as fast")
     print(f"{'impl':<12} {'ms/step':>8} {'tokens/s':>10} {'held-out':>9} {'train':>7} "
           f"{'dp/impl':>8}")
     for name, (med, heldout, final) in res.items():
