@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from . import ast
 from . import typed as T
+from .check_attention import attention_builtin
 from .check_sequences import SEQUENCE_SIGS, index, sequence_builtin
 from .check_volumes import describe, volume_builtin
-from .checker import (BUILTINS, ELEMENTWISE, INITIALIZERS, LAST_AXIS, REDUCTIONS, SEQUENCE,
+from .checker import (ATTENTION, BUILTINS, ELEMENTWISE, INITIALIZERS, LAST_AXIS, REDUCTIONS, SEQUENCE,
                       VOLUME, _err, _Globals, _plural, _suggest, _TypeBuilder, instantiate,
                       sig_matches, sig_unifies)
 from .dims import Mismatch, free_vars, fresh, resolve, unify
@@ -181,6 +182,8 @@ class _DefChecker:
             return T.TLocal(e.name, self.locals[e.name], e.span)
         if e.name in self.params:
             return T.TParam(e.name, self.params[e.name].type, e.span)
+        if e.name in self.dim_scope:  # a dimension as a number: `sqrt(e)`
+            return T.TPrim("dim", (), scalar(), e.span, (("value", self.dim_scope[e.name]),))
         if self._is_module(e.name):
             raise _err("type", f"{e.name} is a module; apply it to a value: {e.name}(x)",
                        e.span)
@@ -215,19 +218,29 @@ class _DefChecker:
         return T.TPrim(name, (a, b), a.type, e.span)
 
     def _matmul(self, a: T.TExpr, b: T.TExpr, e) -> T.TExpr:
-        ta, tb = a.type, b.type
-        if ta.rank == 0 or tb.rank == 0 or ta.rank > 2 or tb.rank > 2:
-            raise _err("shape", f"matmul needs vectors or matrices, but got {ta} @ {tb}",
-                       e.span)
-        inner_a, inner_b = ta.shape[-1], tb.shape[0]
+        """Vectors and matrices, and stacks of matrices with the same leading axes (heads)."""
+        ta, tb = apply_subst(a.type, self.subst), apply_subst(b.type, self.subst)
+        if ta.rank == 0 or tb.rank == 0 or (max(ta.rank, tb.rank) > 2 and ta.rank != tb.rank):
+            raise _err("shape", f"matmul needs vectors, matrices or stacks of matrices of "
+                       f"one rank, but got {ta} @ {tb}", e.span)
+        inner_a, inner_b = ta.shape[-1], tb.shape[0 if tb.rank == 1 else -2]
+        try:
+            for x, y in zip(ta.shape[:-2], tb.shape[:-2], strict=True):
+                self.subst = unify(x, y, self.subst, self.deferred)
+        except Mismatch:
+            raise _err("shape", f"matmul: the stacks differ: {describe(_left(e))} is {ta}, "
+                       f"{describe(_right(e))} is {tb}", e.span) from None
         try:
             self.subst = unify(inner_a, inner_b, self.subst, self.deferred)
         except Mismatch:
             ta, tb = apply_subst(ta, self.subst), apply_subst(tb, self.subst)
             raise _err("shape", f"matmul: inner dimensions differ: {describe(_left(e))} is "
-                       f"{ta}, {describe(_right(e))} is {tb} ({ta.shape[-1]} != "
-                       f"{tb.shape[0]})", e.span) from None
-        shape = ta.shape[:-1] + tb.shape[1:]
+                       f"{ta}, {describe(_right(e))} is {tb} ({inner_a} != "
+                       f"{inner_b})", e.span) from None
+        if ta.rank <= 2 and tb.rank <= 2:
+            shape = ta.shape[:-1] + tb.shape[1:]
+        else:
+            shape = ta.shape[:-1] + tb.shape[-1:]
         return T.TPrim("matmul", (a, b), Tensor(shape), e.span)
 
     # --- calls
@@ -418,6 +431,8 @@ class _DefChecker:
             return volume_builtin(self, name, args, kwargs, e)
         if name in SEQUENCE:
             return sequence_builtin(self, name, args, kwargs, e)
+        if name in ATTENTION:
+            return attention_builtin(self, name, args, kwargs, e)
         if len(args) != 1 or kwargs:
             raise _err("arity", f"{name} takes 1 argument, but {len(args) + len(kwargs)} "
                        f"{'was' if len(args) + len(kwargs) == 1 else 'were'} given", e.span)

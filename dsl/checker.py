@@ -25,7 +25,9 @@ REDUCTIONS = ("sum", "mean", "max")
 VOLUME = {"conv2d": ("stride", "padding"), "maxpool2d": ("size", "stride"), "flatten": ()}
 # builtins on sequences (check_sequences.py): map and scan take a module first
 SEQUENCE = ("map", "scan", "token", "seq_mean", "seq_max", "seq_first", "seq_last")
-BUILTINS = ELEMENTWISE + LAST_AXIS + REDUCTIONS + tuple(VOLUME) + SEQUENCE
+# builtins of attention and transformers (check_attention.py)
+ATTENTION = ("split_heads", "join_heads", "transpose", "causal", "normalize", "repeat")
+BUILTINS = ELEMENTWISE + LAST_AXIS + REDUCTIONS + tuple(VOLUME) + SEQUENCE + ATTENTION
 INITIALIZERS = {"glorot": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1, "fan_in": 0}
 
 

@@ -14,7 +14,7 @@ from .errors import DpError, Span
 from .parser import parse
 from .typed import TProgram
 
-STDLIB_ORDER = ("prelude.dp", "feedforward.dp", "vision.dp", "sequences.dp")
+STDLIB_ORDER = ("prelude.dp", "feedforward.dp", "vision.dp", "sequences.dp", "attention.dp")
 
 
 def stdlib_dir() -> Path:

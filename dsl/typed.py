@@ -101,11 +101,12 @@ class TMap:
     The call's argument is the placeholder TLocal `ELEMENT`; `scan` is the same with the
     running state as the first argument (TLocal `STATE`), starting from zeros."""
 
-    kind: str  # "map" | "scan"
+    kind: str  # "map" | "scan" | "repeat" (then seq is the value and count the L)
     call: TCall
     seq: "TExpr"
     type: Tensor
     span: Span
+    count: object = None
 
 
 ELEMENT, STATE = "<element>", "<state>"

@@ -15,6 +15,7 @@ from dp.dsl import typed as T
 from dp.dsl.dims import DimVar, Mismatch, resolve
 from dp.dsl.errors import DpError, Span, where
 
+from .fuse import fuse
 from .plan import Atom, Const, ParamSpec, Plan, Var
 
 BYTES_LIMIT = 8 * 2**30
@@ -69,6 +70,7 @@ def lower(tprog: T.TProgram, name: str, batch: int, span: Span | None = None) ->
     if isinstance(out, Const):
         out = plan.add("add", (args[0], out), args[0].shape, True, span)
     plan.outputs.append(out)
+    fuse(plan)
     _check_memory(plan, span)
     return plan
 
@@ -192,7 +194,7 @@ def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
     if isinstance(e, T.TCall):
         return _call(plan, tprog, f, e, [_emit(plan, tprog, f, a) for a in e.args])
     if isinstance(e, T.TMap):
-        return _map(plan, tprog, f, e)
+        return _repeat(plan, tprog, f, e) if e.kind == "repeat" else _map(plan, tprog, f, e)
     args = [_emit(plan, tprog, f, a) for a in e.args]
     if e.op == "matmul":
         return _matmul(plan, args[0], args[1], e.span)
@@ -206,12 +208,47 @@ def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
             return x
         shape = x.shape[:start]
         return plan.add(e.op, (x,), shape, x.batched, e.span, axes=axes)
+    if e.op == "dim":
+        return Const(float(f.size(dict(e.attrs)["value"])))
     if e.op in ("conv2d", "maxpool2d", "flatten"):
         return _volume(plan, f, e, args)
+    if e.op in ("split_heads", "join_heads", "transpose"):
+        return _heads(plan, f, e, args[0])
     if e.op == "embed":
         ids, table = args
         return plan.add("embed", (ids, table), ids.shape + table.shape[1:], True, e.span)
     return _builtin(plan, e.op, args[0], e.span)
+
+
+def _repeat(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TMap) -> Atom:
+    """L instances one after the other: `block1`, `block2`... each with its own parameters."""
+    x = _emit(plan, tprog, f, e.seq)
+    for i in range(1, f.size(e.count) + 1):
+        x = _call(plan, tprog, f, e.call, [x], site=f"{_site(f, e.call)}{i}")
+    return x
+
+
+def _heads(plan: Plan, f: _Frame, e: T.TPrim, x: Var) -> Var:
+    """split_heads: [B, n, d] -> [B, h, n, d / h]; join_heads the way back; transpose swaps
+    the last two axes."""
+    b = x.shape[0]
+    if e.op == "transpose":
+        axes = tuple(range(len(x.shape) - 2)) + (len(x.shape) - 1, len(x.shape) - 2)
+        return plan.add("transpose", (x,), tuple(x.shape[a] for a in axes), True, e.span,
+                        axes=axes)
+    if e.op == "split_heads":
+        n, d = x.shape[1:]
+        h = f.size(dict(e.attrs)["h"])
+        if d % h:
+            raise DpError("shape", f"{h} heads do not divide the width {d}", e.span,
+                          ("the number of heads must divide d",))
+        parts = plan.add("reshape", (x,), (b, n, h, d // h), True, e.span,
+                         shape=(b, n, h, d // h))
+        return plan.add("transpose", (parts,), (b, h, n, d // h), True, e.span,
+                        axes=(0, 2, 1, 3))
+    h, n, k = x.shape[1:]
+    back = plan.add("transpose", (x,), (b, n, h, k), True, e.span, axes=(0, 2, 1, 3))
+    return plan.add("reshape", (back,), (b, n, h * k), True, e.span, shape=(b, n, h * k))
 
 
 def _site(f: _Frame, call: T.TCall) -> str:
@@ -220,15 +257,16 @@ def _site(f: _Frame, call: T.TCall) -> str:
 
 
 def _call(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TCall, args: list[Atom],
-          carry: dict | None = None) -> Atom:
+          carry: dict | None = None, site: str | None = None) -> Atom:
+    site = site or _site(f, e)
     if not isinstance(e.callee, T.ConfigMod):
         dims = {var: f.size(fv) for var, fv in e.dims}
-        return _inline(plan, tprog, _resolve(e.callee, f), dims, _site(f, e), args, e, carry)
+        return _inline(plan, tprog, _resolve(e.callee, f), dims, site, args, e, carry)
     # a module argument: its sizes come from its arguments; its result's fix the rest here
     ref = f.config[e.callee.name]
     dims = ({} if isinstance(ref, T.BuiltinMod) or e.elementwise else
             _bind_dims(tprog, ref, [a.shape[1:] for a in args], e.span))
-    out = _inline(plan, tprog, ref, dims, _site(f, e), args, e, carry)
+    out = _inline(plan, tprog, ref, dims, site, args, e, carry)
     for d, size in zip(e.type.shape, out.shape[1:]):
         r = resolve(d, f.tdef.subst)
         if isinstance(r, DimVar) and r not in f.dims:
@@ -342,16 +380,27 @@ def _volume(plan: Plan, f: _Frame, e: T.TPrim, args: list[Atom]) -> Var:
 def _builtin(plan: Plan, op: str, x: Atom, span) -> Atom:
     """A one-argument builtin: elementwise, the last-axis ones, token, and the reductions
     of a sequence to one element."""
-    if isinstance(x, Const):
-        raise DpError("type", f"{op} of a constant: write the number instead", span)
+    if isinstance(x, Const):  # `sqrt(e)` of a dimension: a number
+        value = _FOLD.get(op)
+        if value is None:
+            raise DpError("type", f"{op} of a constant: write the number instead", span)
+        return Const(float(value(x.value)))
     if op == "token":  # scores stand for the distribution over tokens
         return x
+    if op == "normalize":
+        return plan.add("layernorm", (x,), x.shape, x.batched, span)
+    if op == "causal":  # not a primitive: fuse.py folds it into the softmax that takes it
+        return plan.add("causal_mask", (x,), x.shape, x.batched, span)
     if op in ("seq_mean", "seq_max"):
         return plan.add(op[4:], (x,), x.shape[:1] + x.shape[2:], True, span, axes=(1,))
     if op in ("seq_first", "seq_last"):
         i = 0 if op == "seq_first" else x.shape[1] - 1
         return plan.add("take", (x,), x.shape[:1] + x.shape[2:], True, span, axis=1, index=i)
     return plan.add(op, (x,), x.shape, x.batched, span)
+
+
+_FOLD = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs,
+         "square": lambda v: v * v}
 
 
 def _example_rank(a: Atom) -> int:

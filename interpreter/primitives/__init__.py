@@ -152,4 +152,4 @@ def near_group_tie(inputs: tuple, params: dict, tol: float) -> bool:
 
 
 # Importing the families fills PRIMITIVES (they use the helpers above).
-from . import conv, elementwise, linalg, losses, reduce, sequence  # noqa: E402,F401
+from . import attention, conv, elementwise, linalg, losses, reduce, sequence  # noqa: E402,F401

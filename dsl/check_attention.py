@@ -1,0 +1,97 @@
+"""Stage 2, the builtins of attention and transformers: the heads of a sequence, matrix
+transpose, the causal mask, layer normalisation, and `repeat(L, Block, x)`.
+
+Attention is written in the language with them, in the matrix form of the lecture:
+`softmax(causal(q @ transpose(k) / sqrt(e))) @ v` over `split_heads(...)`; the lowering
+fuses what pays (interpreter/fuse.py).
+"""
+
+from __future__ import annotations
+
+from . import ast
+from . import typed as T
+from .check_volumes import describe
+from .checker import ATTENTION, _err, _plural
+from .dims import Mismatch, dim_from, unify
+from .types import Tensor, apply_subst, unify_tensors
+
+
+def attention_builtin(c, name: str, args, kwargs, e) -> T.TExpr:
+    if name == "repeat":
+        return _repeat(c, args, kwargs, e)
+    allowed = ("h",) if name == "split_heads" else ()
+    for kw in kwargs:
+        if kw.name not in allowed:
+            raise _err("name", f"{name} has no argument '{kw.name}'"
+                       + (f"; it has {', '.join(allowed)}" if allowed else ""), kw.span)
+    if len(args) != 1:
+        raise _err("arity", f"{name} takes 1 argument, but {len(args)} "
+                   f"{'was' if len(args) == 1 else 'were'} given", e.span)
+    x = c.expr(args[0])
+    t = apply_subst(x.type, c.subst)
+    if t.vocab is not None:
+        raise _err("type", f"{name} needs real values, but {describe(args[0])} is {t}", e.span)
+    if name == "normalize":
+        if t.rank == 0:
+            raise _err("shape", f"normalize needs a vector, but {describe(args[0])} is {t}",
+                       e.span)
+        return T.TPrim(name, (x,), x.type, e.span)
+    if name == "split_heads":
+        if not kwargs:
+            raise _err("arity", "split_heads needs the number of heads: split_heads(xs; h = 4)",
+                       e.span)
+        return _split_heads(c, x, t, c.dim_value(name, kwargs[0]), args[0], e)
+    if t.rank < 2 or (name == "join_heads" and t.rank != 3):
+        want = {"join_heads": "heads R^(h, n, e)", "transpose": "a matrix",
+                "causal": "square scores R^(n, n)"}[name]
+        raise _err("shape", f"{name} needs {want}, but {describe(args[0])} is {t}", e.span)
+    if name == "transpose":
+        shape = t.shape[:-2] + (t.shape[-1], t.shape[-2])
+        return T.TPrim(name, (x,), Tensor(shape), e.span)
+    if name == "join_heads":
+        h, n, k = t.shape
+        return T.TPrim(name, (x,), Tensor((n, dim_from("*", h, k)), None, (1, 1)), e.span)
+    try:  # causal
+        c.subst = unify(t.shape[-1], t.shape[-2], c.subst, c.deferred)
+    except Mismatch:
+        raise _err("shape", f"causal masks square scores (a query and a key per position), "
+                   f"but {describe(args[0])} is {t}", e.span) from None
+    return T.TPrim(name, (x,), x.type, e.span)
+
+
+def _split_heads(c, x: T.TExpr, t: Tensor, h, a, e) -> T.TPrim:
+    """(R^d)^n -> R^(h, n, d / h): each vector cut into h parts, the heads first."""
+    if t.rank != 2:
+        raise _err("shape", f"split_heads needs a sequence of vectors (R^d)^n, but "
+                   f"{describe(a)} is {t}", e.span)
+    n, d = t.shape
+    try:
+        part = dim_from("/", d, h)
+    except Mismatch:
+        raise _err("shape", f"{h} heads do not divide the width {d} of {describe(a)}",
+                   e.span, "the number of heads must divide d") from None
+    return T.TPrim("split_heads", (x,), Tensor((h, n, part)), e.span, (("h", h),))
+
+
+def _repeat(c, args, kwargs, e) -> T.TMap:
+    """`repeat(L, Block, x)`: L instances of Block one after the other, each with its own
+    parameters; Block must give back the type it takes."""
+    if len(args) != 3 or kwargs:
+        raise _err("arity", "repeat takes a count, a module and a value: repeat(L, Block, x)",
+                   e.span)
+    count_ast, mod, x_ast = args
+    count = c.dim_value("repeat", ast.KwArg("L", count_ast, count_ast.span))
+    ref = c.module_ref(mod)
+    sig = c._ref_sig(ref)
+    if len(sig.args) != 1:
+        raise _err("arity", f"repeat needs a module of one argument, but {ref.name} takes "
+                   f"{_plural(len(sig.args), 'argument')} ({ref.name}: {sig})", mod.span)
+    x = c.expr(x_ast)
+    kw = mod.kwargs if isinstance(mod, ast.Call) else ()
+    call = c.apply(ref, ref.name, sig, (x,), [x_ast], kw, e)
+    try:
+        c.subst = unify_tensors(x.type, call.type, c.subst, c.deferred)
+    except Mismatch:
+        raise _err("shape", f"repeat needs a module that gives back what it takes, but "
+                   f"{ref.name} is {sig}", mod.span) from None
+    return T.TMap("repeat", call, x, apply_subst(x.type, c.subst), e.span, count)

@@ -1,0 +1,125 @@
+"""Transformer primitives: layernorm, causal_softmax and fused scaled dot-product attention.
+
+`layernorm(x, eps)` normalises the last axis (no gain or bias: the language applies those);
+`causal_softmax(x)` is softmax(causal(x)) over [..., n, n]; `attention(q, k, v, scale, causal)`
+is softmax(causal?(q @ k^T * scale)) @ v in one primitive. The row work runs in the Numba
+kernels of kernels/attention.py (float64 sums, see there why); products go to BLAS through
+np.matmul on the stacked matrices.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import attention as K
+from . import register
+
+
+def rows(x: np.ndarray) -> np.ndarray:
+    """x folded to C-contiguous [N, K] (a view when x is already contiguous)."""
+    return np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+
+
+def _t(x: np.ndarray) -> np.ndarray:
+    return np.swapaxes(x, -1, -2)
+
+
+# ---------------------------------------------------------------------------------------------
+# layernorm(x, eps): [..., d] -> (x - mean) / sqrt(var + eps) over the last axis.
+# Saves rstd = 1 / sqrt(var + eps) per row [...]; backward: rstd (g - mean(g) - y mean(g y)).
+
+
+def layernorm_shape(x: tuple, *, eps: float = 1e-5) -> tuple:
+    if len(x) < 1 or x[-1] == 0:
+        raise ValueError(f"layernorm: needs a non-empty last axis, got {list(x)}")
+    return tuple(x)
+
+
+def layernorm_forward(x: np.ndarray, *, eps: float = 1e-5):
+    out, rstd = K.layernorm_rows(rows(x), float(eps))
+    return out.reshape(x.shape), rstd.reshape(x.shape[:-1])
+
+
+def layernorm_backward(g, out, inputs, wants, *, saved, eps=1e-5):
+    if not wants[0]:
+        return (None,)
+    if saved is None:
+        out, saved = layernorm_forward(inputs[0], eps=eps)
+    dx = K.layernorm_rows_vjp(rows(g), rows(out), np.ascontiguousarray(saved).reshape(-1))
+    return (dx.reshape(out.shape),)
+
+
+register("layernorm", shape=layernorm_shape, forward=layernorm_forward,
+         backward=layernorm_backward, smooth=True, saves=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# causal_softmax(x): [..., n, n] -> softmax over the last axis of x with (i, j > i) masked out
+
+
+def causal_softmax_shape(x: tuple) -> tuple:
+    if len(x) < 2 or x[-1] != x[-2] or x[-1] == 0:
+        raise ValueError(f"causal_softmax: needs [..., n, n] with n >= 1, got {list(x)}")
+    return tuple(x)
+
+
+def causal_softmax_forward(x: np.ndarray) -> np.ndarray:
+    return K.softmax_rows_masked(rows(x), 1.0, True).reshape(x.shape)
+
+
+def causal_softmax_backward(g, out, inputs, wants):
+    if not wants[0]:
+        return (None,)
+    return (K.softmax_rows_masked_vjp(rows(g), rows(out), 1.0, True).reshape(out.shape),)
+
+
+register("causal_softmax", shape=causal_softmax_shape, forward=causal_softmax_forward,
+         backward=causal_softmax_backward, smooth=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# attention(q, k, v, scale, causal): q [..., n, e], k [..., m, e], v [..., m, f] -> [..., n, f]
+# P = softmax rows of S = q k^T scale (causal: j > i masked), out = P v; saves P.
+# Backward: dv = P^T g; dS = scale P (g v^T - rowsum(g v^T P)) (one kernel, the scale folded
+# in); dq = dS k, dk = dS^T q.
+
+
+def attention_shape(q: tuple, k: tuple, v: tuple, *, scale: float, causal: bool) -> tuple:
+    q, k, v = tuple(q), tuple(k), tuple(v)
+    if (len(q) < 2 or len(k) != len(q) or len(v) != len(q) or q[:-2] != k[:-2]
+            or q[:-2] != v[:-2] or q[-1] != k[-1] or k[-2] != v[-2] or k[-2] == 0):
+        raise ValueError(f"attention: expects q [..., n, e], k [..., m, e], v [..., m, f] with "
+                         f"the same leading axes and m >= 1, got q {list(q)}, k {list(k)}, "
+                         f"v {list(v)}")
+    if causal and q[-2] != k[-2]:
+        raise ValueError(f"attention: causal needs as many queries as keys (n == m), got "
+                         f"q {list(q)} and k {list(k)}")
+    return q[:-1] + v[-1:]
+
+
+def _probs(q, k, scale, causal):
+    s = np.matmul(q, _t(k))
+    return K.softmax_rows_masked(rows(s), float(scale), bool(causal)).reshape(s.shape)
+
+
+def attention_forward(q, k, v, *, scale: float, causal: bool):
+    p = _probs(q, k, scale, causal)
+    return np.matmul(p, v), p
+
+
+def attention_backward(g, out, inputs, wants, *, saved, scale, causal):
+    q, k, v = inputs
+    p = _probs(q, k, scale, causal) if saved is None else saved
+    dv = np.matmul(_t(p), g) if wants[2] else None
+    dq = dk = None
+    if wants[0] or wants[1]:
+        dp = np.matmul(g, _t(v))
+        ds = K.softmax_rows_masked_vjp(rows(dp), rows(p), float(scale), bool(causal))
+        ds = ds.reshape(p.shape)
+        dq = np.matmul(ds, k) if wants[0] else None
+        dk = np.matmul(_t(ds), q) if wants[1] else None
+    return dq, dk, dv
+
+
+register("attention", shape=attention_shape, forward=attention_forward,
+         backward=attention_backward, smooth=True, saves=True)
