@@ -30,7 +30,11 @@ WARMUP, STEPS = 10, 300
 
 def run_dp(cell):  # -> (median s per step, held-out nats/char, final train loss)
     source = (ROOT / "programs" / "charlm_rnn.dp").read_text()
-    tprog = load_text_program(source.replace("cell = SimpleRNN", f"cell = {cell}"))
+    return train_dp(source.replace("cell = SimpleRNN", f"cell = {cell}"))
+
+
+def train_dp(source):  # a char LM program's text -> (median s/step, held-out, final loss)
+    tprog = load_text_program(source)
     block = tprog.trains[0]
     config = train_config(block)
     assert (config.batch, config.steps, config.seed) == (32, STEPS, 0)
@@ -54,9 +58,13 @@ def run_dp(cell):  # -> (median s per step, held-out nats/char, final train loss
 def run_torch(python, ref, cell):  # -> {impl: (median s per step, held-out, final train loss)}
     command = ([python, ref, "--only", "rnn_charlm"] if cell == "SimpleRNN" else
                [python, str(Path(__file__).with_name("lstm_torch.py")), str(Path(ref).parent)])
+    return torch_records(command, "rnn_charlm")
+
+
+def torch_records(command, workload):  # torch_ref.py's JSON lines of one workload
     out = subprocess.check_output(command, text=True)
-    recs = [r for r in map(json.loads, out.splitlines()) if r["workload"].startswith("rnn")]
-    return {r["workload"].replace("rnn_charlm_", "torch_"): (
+    recs = [r for r in map(json.loads, out.splitlines()) if r["workload"].startswith(workload)]
+    return {r["workload"].replace(workload, "torch"): (
         r["median_step_ms"] / 1e3, r["heldout_loss_nats"], r["final_train_loss"]) for r in recs}
 
 
@@ -75,7 +83,8 @@ def main():
         for _ in range(args.repeat):
             for k, v in run_torch(py, args.torch_ref, args.cell).items():
                 res[k] = min(res.get(k, v), v)
-    print(f"W3 rnn_charlm ({args.cell}), best of {args.repeat} run(s); dp/impl <= 1: dp is at least as fast")
+    print(f"W3 rnn_charlm ({args.cell}), best of {args.repeat} run(s); dp/impl <= 1: dp is at "
+          "least as fast")
     print(f"{'impl':<12} {'ms/step':>8} {'tokens/s':>10} {'held-out':>9} {'train':>7} "
           f"{'dp/impl':>8}")
     for name, (med, heldout, final) in res.items():

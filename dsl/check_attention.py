@@ -11,7 +11,7 @@ from __future__ import annotations
 from . import ast
 from . import typed as T
 from .check_volumes import describe
-from .checker import ATTENTION, _err, _plural
+from .checker import _err, _plural
 from .dims import Mismatch, dim_from, unify
 from .types import Tensor, apply_subst, unify_tensors
 

@@ -3,6 +3,12 @@
 - `softmax(causal_mask(s))` -> `causal_softmax(s)`. The causal mask exists only here: it is
   not a primitive of its own (masked scores are -inf, which no later op but softmax takes
   well), so a `causal(...)` that does not go straight into softmax is an error.
+- `add(linear(x, W), b)` with b a parameter vector -> `linear(x, W, b)` (`W x + b`).
+- Attention as the language writes it, `softmax(causal?(q @ transpose(k) / c)) @ v`, ->
+  `attention(q, k, v; scale = 1 / c, causal)`: one primitive that keeps only the weights for
+  its backward, instead of five that keep every intermediate.
+
+A chain is fused only when each of its intermediate values has no other use.
 """
 
 from __future__ import annotations
@@ -11,23 +17,76 @@ from collections import Counter
 
 from dp.dsl.errors import DpError
 
-from .plan import Eqn, Plan, Var
+from .plan import Const, Eqn, Plan, Var
 
 
 def fuse(plan: Plan) -> None:
-    uses = Counter(a.id for e in plan.eqns for a in e.inputs if isinstance(a, Var))
-    uses.update(v.id for v in plan.outputs)
-    made = {e.out.id: e for e in plan.eqns}
-    dropped = set()
-    for i, e in enumerate(plan.eqns):
-        x = e.inputs[0] if e.inputs else None
-        source = made.get(x.id) if isinstance(x, Var) else None
-        if (e.prim == "softmax" and source is not None and source.prim == "causal_mask"
-                and uses[x.id] == 1):
-            plan.eqns[i] = Eqn("causal_softmax", source.inputs, (), e.out, e.span)
-            dropped.add(id(source))
-    plan.eqns[:] = [e for e in plan.eqns if id(e) not in dropped]
+    _Fuser(plan).run()
     for e in plan.eqns:
         if e.prim == "causal_mask":
             raise DpError("type", "causal(...) masks scores for a softmax: write "
                           "softmax(causal(scores))", e.span)
+
+
+class _Fuser:
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.uses = Counter(a.id for e in plan.eqns for a in e.inputs if isinstance(a, Var))
+        self.uses.update(v.id for v in plan.outputs)
+        self.made = {e.out.id: e for e in plan.eqns}
+        self.dropped: set[int] = set()
+
+    def run(self) -> None:
+        eqns = self.plan.eqns
+        for i, e in enumerate(eqns):
+            if e.prim == "softmax":
+                mask = self._only(e.inputs[0], "causal_mask")
+                if mask is not None:
+                    eqns[i] = self.made[e.out.id] = Eqn("causal_softmax", mask.inputs, (),
+                                                         e.out, e.span)
+                    self.dropped.add(id(mask))
+        for i, e in enumerate(eqns):
+            if e.prim == "add" and len(e.inputs[0].shape) >= 2:
+                lin, b = self._only(e.inputs[0], "linear"), e.inputs[1]
+                if (lin is not None and len(lin.inputs) == 2 and isinstance(b, Var)
+                        and not b.batched and b.shape == lin.out.shape[-1:]):
+                    eqns[i] = Eqn("linear", lin.inputs + (b,), (), e.out, e.span)
+                    self.dropped.add(id(lin))
+        for i, e in enumerate(eqns):
+            if e.prim == "matmul":
+                fused = self._attention(e)
+                if fused is not None:
+                    eqns[i] = fused
+        eqns[:] = [e for e in eqns if id(e) not in self.dropped]
+
+    def _only(self, x, prim: str) -> Eqn | None:
+        """The equation that made x, if it is a `prim` and x has no other use."""
+        e = self.made.get(x.id) if isinstance(x, Var) else None
+        return e if e is not None and e.prim == prim and self.uses[x.id] == 1 else None
+
+    def _attention(self, e: Eqn) -> Eqn | None:
+        weights, v = e.inputs
+        soft = self._only(weights, "softmax") or self._only(weights, "causal_softmax")
+        if soft is None or not isinstance(v, Var) or len(v.shape) < 3:
+            return None
+        scaled = soft.inputs[0]
+        scale = 1.0
+        div = self._only(scaled, "div") or self._only(scaled, "mul")
+        if div is not None and isinstance(div.inputs[1], Const):
+            c = div.inputs[1].value
+            scale, scaled = (1.0 / c if div.prim == "div" else c), div.inputs[0]
+        else:
+            div = None
+        product = self._only(scaled, "matmul")
+        if product is None:
+            return None
+        q, kt = product.inputs
+        tr = self._only(kt, "transpose")
+        n = len(v.shape)
+        swap = tuple(range(n - 2)) + (n - 1, n - 2)
+        if (tr is None or dict(tr.params)["axes"] != swap or not isinstance(q, Var)
+                or q.shape[:-2] != v.shape[:-2] or tr.inputs[0].shape[:-1] != v.shape[:-1]):
+            return None
+        self.dropped.update(id(x) for x in (soft, div, product, tr) if x is not None)
+        return Eqn("attention", (q, tr.inputs[0], v),
+                   (("causal", soft.prim == "causal_softmax"), ("scale", scale)), e.out, e.span)

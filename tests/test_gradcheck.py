@@ -51,6 +51,8 @@ CASES += [
     Case("linear", (_u(5, 7), _u(3, 7))),
     Case("linear", (_u(1, 1), _u(1, 1))),
     Case("linear", (_u(2, 3, 4), _u(5, 4))),          # W broadcast over two leading axes
+    Case("linear", (_u(5, 7), _u(3, 7), _u(3))),      # with the bias fuse.py folds in
+    Case("linear", (_u(2, 3, 4), _u(5, 4), _u(5))),
     Case("matmul", (_u(3, 4), _u(4, 5))),
     Case("matmul", (_u(1, 1), _u(1, 1))),
     Case("matmul", (_u(2, 3, 4), _u(4, 5))),
@@ -130,6 +132,20 @@ for _b, _n, _h in [(2, 5, 3), (1, 1, 1), (3, 1, 4), (1, 7, 2), (4, 6, 1)]:
     CASES.append(Case("rnn_scan", (_u(_b, _n, _h), _u(_h, _h))))
 for _b, _n, _h in [(2, 5, 2), (1, 1, 1), (3, 1, 3), (1, 6, 1), (2, 4, 3)]:
     CASES.append(Case("lstm_scan", (_u(_b, _n, 4 * _h), _u(4 * _h, _h))))
+# layernorm over the last axis (d = 1 normalises to 0); causal_softmax over [..., n, n];
+# attention(q [..., n, e], k [..., m, e], v [..., m, f]), causal only where n == m.
+CASES += [Case("layernorm", (_u(*s),)) for s in [(4, 5), (1, 1), (2, 3, 4), (7,)]]
+CASES += [Case("layernorm", (_u(3, 2),), {"eps": 0.1})]
+CASES += [Case("causal_softmax", (_u(*s),)) for s in [(4, 4), (1, 1), (2, 3, 3), (2, 1, 5, 5)]]
+for _q, _k, _v, _causal in [
+    ((4, 3), (4, 3), (4, 2), True),
+    ((1, 1), (1, 1), (1, 1), True),
+    ((1, 1), (1, 1), (1, 1), False),
+    ((2, 3, 2), (2, 5, 2), (2, 5, 4), False),
+    ((2, 2, 4, 3), (2, 2, 4, 3), (2, 2, 4, 3), True),
+]:
+    CASES.append(Case("attention", (_u(*_q), _u(*_k), _u(*_v)),
+                      {"scale": 0.7, "causal": _causal}))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

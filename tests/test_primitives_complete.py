@@ -17,6 +17,7 @@ EXPECTED = {
     "cross_entropy", "squared_error", "batch_mean",
     "conv2d", "maxpool2d",
     "embed", "rnn_scan", "lstm_scan",
+    "layernorm", "causal_softmax", "attention",
 }
 
 

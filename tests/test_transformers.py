@@ -135,7 +135,8 @@ def test_the_transformer_charlm_has_the_reference_layout():
 
 LM = """
 Book: Token[11]^16 -> Token[11]^16
-Book(ts) = LanguageModel(ts; body = Transformer(; layers = 1, heads = 2, ff = 32, mask = causal), d = 16)
+Book(ts) = LanguageModel(ts; d = 16,
+                         body = Transformer(; layers = 1, heads = 2, ff = 32, mask = causal))
 
 train Book on text("book.txt"):
   loss cross_entropy; optimizer adamw(lr = 0.01); batch 16; steps 150
@@ -167,7 +168,9 @@ def test_post_norm_blocks_learn_digit_rows(tmp_path):
     program = tmp_path / "rows.dp"
     program.write_text("""
 Rows: (R^8)^8 -> R^10
-Rows(rows) = FeedForward(Collapse(repeat(2, TransformerBlock(; heads = 2, ff = 32), Positions(rows))); act = identity)
+Rows(rows) =
+  blocks = repeat(2, TransformerBlock(; heads = 2, ff = 32), Positions(rows))
+  FeedForward(Collapse(blocks); act = identity)
 
 train Rows on digits(split = train):
   loss cross_entropy; optimizer adam(lr = 0.003); batch 32; epochs 8

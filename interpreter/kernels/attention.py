@@ -1,13 +1,19 @@
-"""Transformer kernels: layer normalisation and the (causal, scaled) softmax over rows [N, K].
+"""Transformer kernels: layer normalisation, and the row work of a masked, scaled softmax.
 
-Both accumulate in float64 whatever the input dtype: a float32 row of 1e4 + 1e-2 noise has
-its mean at 1e4 and its spread at 1e-2, and float32 sums would keep about one digit of the
-spread. LayerNorm also takes its mean as x0 + mean(x - x0) (x0 the row's first entry), so a
-constant row centres to exact zeros and normalises to 0, not to rounding noise times
-1 / sqrt(eps); the variance is that of the centred values (two passes, no E[x^2] - E[x]^2).
+Rows of C-contiguous [N, K] arrays, float32 or float64, sums in float64 whatever the dtype: a
+float32 row of 1e4 + 1e-2 noise has its mean at 1e4 and its spread at 1e-2, and float32 sums
+would keep about one digit of the spread. LayerNorm also takes the mean as x0 + mean(x - x0)
+(x0 the row's first entry), so a constant row centres to exact zeros and normalises to 0, not
+to rounding noise times 1 / sqrt(eps); the variance is that of the centred values (two passes,
+not E[x^2] - E[x]^2, which cancels). Measured (float32, forward + backward) against the same
+formula as a NumPy chain: 0.39 against 0.51 ms on [32, 64, 64], 4.4 against 21 us on [32, 10].
 
-The softmax shifts each row by its maximum over the unmasked entries, as kernels/softmax.py
-does (an infinite maximum is not shifted); masked entries get exactly 0.
+The softmax is split around NumPy's exp (see primitives/attention.py for why): `masked_shift`
+shifts each row by its maximum over the unmasked entries, as kernels/softmax.py does (an
+infinite maximum is not shifted), and writes -inf at the masked ones, whose exp is exactly 0;
+`masked_normalise` divides by the float64 row sums. The loops that write whole rows select
+per entry instead of stopping at the mask: a loop over all K vectorises without a scalar
+remainder (the VJP took 0.38 instead of 0.42 ms on [8192, 64]).
 """
 
 from __future__ import annotations
@@ -62,36 +68,44 @@ def layernorm_rows_vjp(g, y, rstd):
 
 
 @njit(cache=True, error_model="numpy")
-def softmax_rows_masked(x, scale, causal):
-    """out[r] = softmax(scale * x[r]) over the row's first k entries and 0 after them: k = K,
-    or r % K + 1 when causal (x is then [K, K] blocks stacked, row i of a block covers j <= i)."""
+def masked_shift(x, scale, causal):
+    """z[r, j] = scale * x[r, j] - m_r for the row's first k entries and -inf after them
+    (exp(-inf) = 0 exactly): k = K, or r % K + 1 when causal (x is then [K, K] blocks stacked,
+    row i of a block covers j <= i). m_r is the maximum of scale * x[r, :k], or 0 if infinite."""
     nr, kk = x.shape
-    out = np.empty_like(x)
-    e = np.empty(kk)
+    z = np.empty_like(x)
     for r in range(nr):
         k = r % kk + 1 if causal else kk
-        xr, o = x[r], out[r]
+        xr, zr = x[r], z[r]
         m = -np.inf
         for j in range(k):
             v = scale * float(xr[j])
-            if v > m:
+            if v > m:  # noqa: PLR1730 (an if, not max(): NaN is skipped here)
                 m = v
         if math.isinf(m):
             m = 0.0
-        s = 0.0
-        for j in range(k):
-            e[j] = math.exp(scale * float(xr[j]) - m)
-            s += e[j]
-        inv = 1.0 / s
-        for j in range(k):
-            o[j] = e[j] * inv
-        for j in range(k, kk):
-            o[j] = 0.0
-    return out
+        for j in range(kk):
+            zr[j] = scale * float(xr[j]) - m if j < k else -np.inf
+    return z
 
 
 @njit(cache=True, error_model="numpy")
-def softmax_rows_masked_vjp(g, y, scale, causal):
+def masked_normalise(e, causal):
+    """e[r, :k] /= sum(e[r, :k]) in place (k as above; the masked entries are already 0)."""
+    nr, kk = e.shape
+    for r in range(nr):
+        k = r % kk + 1 if causal else kk
+        er = e[r]
+        s = 0.0
+        for j in range(k):
+            s += float(er[j])
+        inv = 1.0 / s
+        for j in range(kk):
+            er[j] = er[j] * inv if j < k else 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def masked_softmax_vjp(g, y, scale, causal):
     """dx = scale * y * (g - sum_j g_j y_j) over each row's first k entries (as above), 0 after
     them; y the softmax output."""
     nr, kk = y.shape
@@ -102,8 +116,6 @@ def softmax_rows_masked_vjp(g, y, scale, causal):
         dot = 0.0
         for j in range(k):
             dot += float(gr[j]) * float(yr[j])
-        for j in range(k):
-            d[j] = scale * float(yr[j]) * (float(gr[j]) - dot)
-        for j in range(k, kk):
-            d[j] = 0.0
+        for j in range(kk):
+            d[j] = scale * float(yr[j]) * (float(gr[j]) - dot) if j < k else 0.0
     return dx

@@ -13,32 +13,40 @@ import numpy as np
 from . import broadcast_shape, register, unbroadcast
 
 # ---------------------------------------------------------------------------------------------
-# linear(x, W): x [..., n], W [m, n] -> [..., m] = x @ W.T
+# linear(x, W) or linear(x, W, b): x [..., n], W [m, n], b [m] -> [..., m] = x @ W.T (+ b).
+# The bias form is what fuse.py makes of `W x + b`: the add happens in place on the product,
+# and db is one sum over the folded rows instead of a broadcast add and its unbroadcast.
 
 
-def linear_shape(x: tuple, w: tuple) -> tuple:
+def linear_shape(x: tuple, w: tuple, *b: tuple) -> tuple:
     if len(x) < 1 or len(w) != 2:
         raise ValueError(f"linear: expects x [..., n] and W [m, n], got {list(x)} and {list(w)}")
     if x[-1] != w[1]:
         raise ValueError(f"linear: inner dimensions differ: x {list(x)} @ W.T for W {list(w)} "
                          f"({x[-1]} != {w[1]})")
+    if b and tuple(b[0]) != (w[0],) or len(b) > 1:
+        raise ValueError(f"linear: the bias must be [{w[0]}] for W {list(w)}, got "
+                         f"{[list(s) for s in b]}")
     return tuple(x[:-1]) + (w[0],)
 
 
-def linear_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    if x.ndim == 2:
-        return x @ w.T
-    return (x.reshape(-1, x.shape[-1]) @ w.T).reshape(x.shape[:-1] + (w.shape[0],))
+def linear_forward(x: np.ndarray, w: np.ndarray, *b: np.ndarray) -> np.ndarray:
+    out = x.reshape(-1, x.shape[-1]) @ w.T
+    if b:
+        out += b[0]
+    return out.reshape(x.shape[:-1] + (w.shape[0],))
 
 
 def linear_backward(g, out, inputs, wants):
-    x, w = inputs
+    x, w = inputs[:2]
     g2 = g.reshape(-1, w.shape[0])
     # dx = g @ W is skipped when not wanted (the first layer's input): one GEMM saved.
     dx = (g2 @ w).reshape(x.shape) if wants[0] else None
     # dW = sum over the leading axes of g^T x, done as one GEMM over the folded axes.
     dw = g2.T @ x.reshape(-1, x.shape[-1]) if wants[1] else None
-    return dx, dw
+    if len(inputs) == 2:
+        return dx, dw
+    return dx, dw, (g2.sum(axis=0) if wants[2] else None)
 
 
 register("linear", shape=linear_shape, forward=linear_forward, backward=linear_backward,
