@@ -4,6 +4,8 @@
   not a primitive of its own (masked scores are -inf, which no later op but softmax takes
   well), so a `causal(...)` that does not go straight into softmax is an error.
 - `add(linear(x, W), b)` with b a parameter vector -> `linear(x, W, b)` (`W x + b`).
+- `add(mul(layernorm(x), g), b)` with g, b parameter vectors -> `layernorm(x, g, b)`
+  (LayerNorm's `g * normalize(x) + b`).
 - Attention as the language writes it, `softmax(causal?(q @ transpose(k) / c)) @ v`, ->
   `attention(q, k, v; scale = 1 / c, causal)`: one primitive that keeps only the weights for
   its backward, instead of five that keep every intermediate.
@@ -47,11 +49,7 @@ class _Fuser:
                     self.dropped.add(id(mask))
         for i, e in enumerate(eqns):
             if e.prim == "add" and len(e.inputs[0].shape) >= 2:
-                lin, b = self._only(e.inputs[0], "linear"), e.inputs[1]
-                if (lin is not None and len(lin.inputs) == 2 and isinstance(b, Var)
-                        and not b.batched and b.shape == lin.out.shape[-1:]):
-                    eqns[i] = Eqn("linear", lin.inputs + (b,), (), e.out, e.span)
-                    self.dropped.add(id(lin))
+                eqns[i] = self._bias(e) or e
         for i, e in enumerate(eqns):
             if e.prim == "matmul":
                 fused = self._attention(e)
@@ -63,6 +61,26 @@ class _Fuser:
         """The equation that made x, if it is a `prim` and x has no other use."""
         e = self.made.get(x.id) if isinstance(x, Var) else None
         return e if e is not None and e.prim == prim and self.uses[x.id] == 1 else None
+
+    def _bias(self, e: Eqn) -> Eqn | None:
+        x, b = e.inputs
+        if not (isinstance(b, Var) and not b.batched and b.shape == x.shape[-1:]):
+            return None
+        lin = self._only(x, "linear")
+        if lin is not None and len(lin.inputs) == 2:
+            self.dropped.add(id(lin))
+            return Eqn("linear", lin.inputs + (b,), (), e.out, e.span)
+        mul = self._only(x, "mul")
+        norm = g = None
+        for a, other in ((0, 1), (1, 0)) if mul is not None else ():
+            norm, g = self._only(mul.inputs[a], "layernorm"), mul.inputs[other]
+            if norm is not None:
+                break
+        if (norm is not None and len(norm.inputs) == 1 and isinstance(g, Var)
+                and not g.batched and g.shape == b.shape):
+            self.dropped.update((id(mul), id(norm)))
+            return Eqn("layernorm", norm.inputs + (g, b), norm.params, e.out, e.span)
+        return None
 
     def _attention(self, e: Eqn) -> Eqn | None:
         weights, v = e.inputs

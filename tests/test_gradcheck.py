@@ -136,6 +136,7 @@ for _b, _n, _h in [(2, 5, 2), (1, 1, 1), (3, 1, 3), (1, 6, 1), (2, 4, 3)]:
 # attention(q [..., n, e], k [..., m, e], v [..., m, f]), causal only where n == m.
 CASES += [Case("layernorm", (_u(*s),)) for s in [(4, 5), (1, 1), (2, 3, 4), (7,)]]
 CASES += [Case("layernorm", (_u(3, 2),), {"eps": 0.1})]
+CASES += [Case("layernorm", (_u(*s), _u(s[-1]), _u(s[-1]))) for s in [(4, 5), (1, 1), (2, 3, 4)]]
 CASES += [Case("causal_softmax", (_u(*s),)) for s in [(4, 4), (1, 1), (2, 3, 3), (2, 1, 5, 5)]]
 for _q, _k, _v, _causal in [
     ((4, 3), (4, 3), (4, 2), True),

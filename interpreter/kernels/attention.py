@@ -68,6 +68,43 @@ def layernorm_rows_vjp(g, y, rstd):
 
 
 @njit(cache=True, error_model="numpy")
+def layernorm_affine_rows(x, gain, bias, eps):
+    """(out, xhat, rstd): out[i] = xhat[i] * gain + bias, xhat and rstd as layernorm_rows."""
+    xhat, rstd = layernorm_rows(x, eps)
+    out = np.empty_like(x)
+    n, d = x.shape
+    for i in range(n):
+        for j in range(d):
+            out[i, j] = xhat[i, j] * gain[j] + bias[j]
+    return out, xhat, rstd
+
+
+@njit(cache=True, error_model="numpy")
+def layernorm_affine_rows_vjp(g, xhat, rstd, gain):
+    """(dx, dgain, dbias) of out = xhat * gain + bias, one pass over the rows; the sums over
+    rows in float64."""
+    n, d = xhat.shape
+    dx = np.empty_like(xhat)
+    dgain = np.zeros(d)
+    dbias = np.zeros(d)
+    for i in range(n):
+        sg = 0.0
+        sgy = 0.0
+        for j in range(d):
+            gj = float(g[i, j])
+            yj = float(xhat[i, j])
+            dgain[j] += gj * yj
+            dbias[j] += gj
+            gj *= float(gain[j])
+            sg += gj
+            sgy += gj * yj
+        mg, mgy, inv = sg / d, sgy / d, float(rstd[i])
+        for j in range(d):
+            dx[i, j] = inv * (float(g[i, j]) * float(gain[j]) - mg - float(xhat[i, j]) * mgy)
+    return dx, dgain.astype(xhat.dtype), dbias.astype(xhat.dtype)
+
+
+@njit(cache=True, error_model="numpy")
 def masked_shift(x, scale, causal):
     """z[r, j] = scale * x[r, j] - m_r for the row's first k entries and -inf after them
     (exp(-inf) = 0 exactly): k = K, or r % K + 1 when causal (x is then [K, K] blocks stacked,

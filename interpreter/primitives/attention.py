@@ -53,24 +53,37 @@ def masked_softmax(x: np.ndarray, scale: float, causal: bool) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # layernorm(x, eps): [..., d] -> (x - mean) / sqrt(var + eps) over the last axis.
 # Saves rstd = 1 / sqrt(var + eps) per row [...]; backward: rstd (g - mean(g) - y mean(g y)).
+# layernorm(x, gain, bias, eps) is what fuse.py makes of LayerNorm's `g * normalize(x) + b`:
+# one pass instead of three, saving (rstd, the normalised x).
 
 
-def layernorm_shape(x: tuple, *, eps: float = 1e-5) -> tuple:
+def layernorm_shape(x: tuple, *affine: tuple, eps: float = 1e-5) -> tuple:
     if len(x) < 1 or x[-1] == 0:
         raise ValueError(f"layernorm: needs a non-empty last axis, got {list(x)}")
+    if affine and (len(affine) != 2 or any(tuple(a) != (x[-1],) for a in affine)):
+        raise ValueError(f"layernorm: the gain and bias must be [{x[-1]}], got "
+                         f"{[list(a) for a in affine]}")
     return tuple(x)
 
 
-def layernorm_forward(x: np.ndarray, *, eps: float = 1e-5):
+def layernorm_forward(x: np.ndarray, *affine: np.ndarray, eps: float = 1e-5):
+    if affine:
+        out, xhat, rstd = K.layernorm_affine_rows(rows(x), affine[0], affine[1], float(eps))
+        return out.reshape(x.shape), (rstd, xhat)
     out, rstd = K.layernorm_rows(rows(x), float(eps))
     return out.reshape(x.shape), rstd.reshape(x.shape[:-1])
 
 
 def layernorm_backward(g, out, inputs, wants, *, saved, eps=1e-5):
-    if not wants[0]:
-        return (None,)
+    if not any(wants):
+        return (None,) * len(inputs)
     if saved is None:
-        out, saved = layernorm_forward(inputs[0], eps=eps)
+        out, saved = layernorm_forward(*inputs, eps=eps)
+    if len(inputs) == 3:
+        rstd, xhat = saved
+        dx, dgain, dbias = K.layernorm_affine_rows_vjp(rows(g), xhat, rstd, inputs[1])
+        return tuple(d if w else None for d, w in zip(
+            (dx.reshape(out.shape), dgain, dbias), wants, strict=True))
     dx = K.layernorm_rows_vjp(rows(g), rows(out), np.ascontiguousarray(saved).reshape(-1))
     return (dx.reshape(out.shape),)
 
