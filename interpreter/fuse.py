@@ -48,7 +48,7 @@ class _Fuser:
                                                          e.out, e.span)
                     self.dropped.add(id(mask))
         for i, e in enumerate(eqns):
-            if e.prim == "add" and len(e.inputs[0].shape) >= 2:
+            if e.prim == "add" and all(isinstance(a, Var) for a in e.inputs):
                 eqns[i] = self._bias(e) or e
         for i, e in enumerate(eqns):
             if e.prim == "matmul":
@@ -64,7 +64,7 @@ class _Fuser:
 
     def _bias(self, e: Eqn) -> Eqn | None:
         x, b = e.inputs
-        if not (isinstance(b, Var) and not b.batched and b.shape == x.shape[-1:]):
+        if not (x.batched and len(x.shape) >= 2 and not b.batched and b.shape == x.shape[-1:]):
             return None
         lin = self._only(x, "linear")
         if lin is not None and len(lin.inputs) == 2:
