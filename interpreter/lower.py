@@ -231,11 +231,14 @@ def _repeat(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TMap) -> Atom:
 def _heads(plan: Plan, f: _Frame, e: T.TPrim, x: Var) -> Var:
     """split_heads: [B, n, d] -> [B, h, n, d / h]; join_heads the way back; transpose swaps
     the last two axes."""
-    b = x.shape[0]
     if e.op == "transpose":
         axes = tuple(range(len(x.shape) - 2)) + (len(x.shape) - 1, len(x.shape) - 2)
-        return plan.add("transpose", (x,), tuple(x.shape[a] for a in axes), True, e.span,
+        return plan.add("transpose", (x,), tuple(x.shape[a] for a in axes), x.batched, e.span,
                         axes=axes)
+    if not x.batched:
+        raise DpError("type", f"{e.op} needs a batched value (a module's input or what it "
+                      "computed from it)", e.span)
+    b = x.shape[0]
     if e.op == "split_heads":
         n, d = x.shape[1:]
         h = f.size(dict(e.attrs)["h"])

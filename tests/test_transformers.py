@@ -181,3 +181,20 @@ run:
     code, out, err = run_dp("train", str(program))
     assert code == 0, err
     assert float(re.search(r"accuracy\(Rows, .*\) = ([0-9.]+)", out)[1]) >= 0.8
+
+
+def test_transpose_of_a_parameter_and_heads_of_a_parameter(tmp_path):
+    model = Model(load_text("""
+Net: R^4 -> R^3
+Net(x) = transpose(W) @ x
+  param W: R^(4, 3) ~ glorot
+"""), "Net", dtype=np.float64)
+    model.init(0)
+    x = np.random.default_rng(0).normal(size=(2, 4))
+    np.testing.assert_allclose(model.predict(x), x @ model.params["Net.W"], rtol=1e-12)
+    program = tmp_path / "heads.dp"
+    program.write_text("Net: R^4 -> (R^4)^2\nNet(x) = join_heads(split_heads(P; h = 2))\n"
+                       "  param P: (R^4)^2 ~ glorot\n")
+    code, out, err = run_dp("check", str(program))
+    assert code == 1
+    assert err.startswith("error[type]: split_heads needs a batched value")
