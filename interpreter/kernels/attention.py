@@ -23,8 +23,13 @@ import math
 import numpy as np
 from numba import njit
 
+# Reassociation lets LLVM vectorise the row sums (four partial sums instead of one chain);
+# NaN and inf keep their meaning (no nnan/ninf). LayerNorm's forward on [2048, 64] float32:
+# 227 -> 68 us; its affine backward 243 -> 141 us.
+_REASSOC = {"reassoc", "contract"}
 
-@njit(cache=True, error_model="numpy")
+
+@njit(cache=True, error_model="numpy", fastmath=_REASSOC)
 def layernorm_rows(x, eps):
     """(out, rstd): out[i] = (x[i] - mean) * rstd[i], rstd[i] = 1 / sqrt(var + eps), var the
     biased variance of row i."""
@@ -49,7 +54,7 @@ def layernorm_rows(x, eps):
     return out, rstd
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=_REASSOC)
 def layernorm_rows_vjp(g, y, rstd):
     """dx = rstd * (g - mean(g) - y * mean(g * y)), y the normalised output."""
     n, d = y.shape
@@ -67,7 +72,7 @@ def layernorm_rows_vjp(g, y, rstd):
     return dx
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=_REASSOC)
 def layernorm_affine_rows(x, gain, bias, eps):
     """(out, xhat, rstd): out[i] = xhat[i] * gain + bias, xhat and rstd as layernorm_rows."""
     xhat, rstd = layernorm_rows(x, eps)
@@ -79,7 +84,7 @@ def layernorm_affine_rows(x, gain, bias, eps):
     return out, xhat, rstd
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=_REASSOC)
 def layernorm_affine_rows_vjp(g, xhat, rstd, gain):
     """(dx, dgain, dbias) of out = xhat * gain + bias, one pass over the rows; the sums over
     rows in float64."""
@@ -104,7 +109,7 @@ def layernorm_affine_rows_vjp(g, xhat, rstd, gain):
     return dx, dgain.astype(xhat.dtype), dbias.astype(xhat.dtype)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=_REASSOC)
 def masked_shift(x, scale, causal):
     """z[r, j] = scale * x[r, j] - m_r for the row's first k entries and -inf after them
     (exp(-inf) = 0 exactly): k = K, or r % K + 1 when causal (x is then [K, K] blocks stacked,
@@ -126,7 +131,7 @@ def masked_shift(x, scale, causal):
     return z
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=_REASSOC)
 def masked_normalise(e, causal):
     """e[r, :k] /= sum(e[r, :k]) in place (k as above; the masked entries are already 0)."""
     nr, kk = e.shape
@@ -141,7 +146,7 @@ def masked_normalise(e, causal):
             er[j] = er[j] * inv if j < k else 0.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=_REASSOC)
 def masked_softmax_vjp(g, y, scale, causal):
     """dx = scale * y * (g - sum_j g_j y_j) over each row's first k entries (as above), 0 after
     them; y the softmax output."""
