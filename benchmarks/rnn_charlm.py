@@ -68,28 +68,39 @@ def torch_records(command, workload):  # torch_ref.py's JSON lines of one worklo
         r["median_step_ms"] / 1e3, r["heldout_loss_nats"], r["final_train_loss"]) for r in recs}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc, *extra):  # the options both char-LM benchmarks take
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=1, help="runs per impl; the best median wins")
     ap.add_argument("--torch-python", help="a Python with torch (default: this one, if it has)")
     ap.add_argument("--torch-ref", default=str(ROOT.parent / "shared" / "bench" / "torch_ref.py"))
-    ap.add_argument("--cell", choices=["SimpleRNN", "LSTM"], default="SimpleRNN")
-    args = ap.parse_args()
-    res = {"dp": min(run_dp(args.cell) for _ in range(args.repeat))}
+    for args, kwargs in extra:
+        ap.add_argument(*args, **kwargs)
+    return ap.parse_args()
+
+
+def compare(args, title, run_dp_once, run_torch_once):
+    """Best medians of dp and of each torch impl over --repeat runs, printed as ratios."""
+    res = {"dp": min(run_dp_once() for _ in range(args.repeat))}
     py = args.torch_python or (sys.executable if importlib.util.find_spec("torch") else None)
     if py is None or not Path(args.torch_ref).is_file():
         print("torch: SKIPPED (pass --torch-python PATH and --torch-ref PATH)")
     else:
         for _ in range(args.repeat):
-            for k, v in run_torch(py, args.torch_ref, args.cell).items():
+            for k, v in run_torch_once(py).items():
                 res[k] = min(res.get(k, v), v)
-    print(f"W3 rnn_charlm ({args.cell}), best of {args.repeat} run(s); dp/impl <= 1: dp is at "
-          "least as fast")
+    print(f"{title}, best of {args.repeat} run(s); dp/impl <= 1: dp is at least as fast")
     print(f"{'impl':<12} {'ms/step':>8} {'tokens/s':>10} {'held-out':>9} {'train':>7} "
           f"{'dp/impl':>8}")
     for name, (med, heldout, final) in res.items():
         print(f"{name:<12} {1e3 * med:8.3f} {32 * 64 / med:10,.0f} {heldout:9.4f} {final:7.4f} "
               f"{res['dp'][0] / med:8.2f}")
+
+
+def main():
+    args = arguments(__doc__, (("--cell",), {"choices": ["SimpleRNN", "LSTM"],
+                                             "default": "SimpleRNN"}))
+    compare(args, f"W3 rnn_charlm ({args.cell})", lambda: run_dp(args.cell),
+            lambda py: run_torch(py, args.torch_ref, args.cell))
 
 
 if __name__ == "__main__":

@@ -93,5 +93,6 @@ def _repeat(c, args, kwargs, e) -> T.TMap:
         c.subst = unify_tensors(x.type, call.type, c.subst, c.deferred)
     except Mismatch:
         raise _err("shape", f"repeat needs a module that gives back what it takes, but "
-                   f"{ref.name} is {sig}", mod.span) from None
+                   f"{ref.name} takes {apply_subst(x.type, c.subst)} here and gives "
+                   f"{apply_subst(call.type, c.subst)}", mod.span, f"{ref.name}: {sig}") from None
     return T.TMap("repeat", call, x, apply_subst(x.type, c.subst), e.span, count)

@@ -34,6 +34,23 @@ def force_path(monkeypatch, path: str) -> None:
     monkeypatch.setattr(reduce, "KERNEL_MAX_SIZE", 1 << 62 if path == "kernel" else -1)
 
 
+def plan_loss_and_vjp(plan, ex, *inputs) -> tuple[Callable, Callable, list[str]]:
+    """A plan's first output as a function of its parameters (in path order), and its
+    reverse-mode VJP through the executor, for check_grads."""
+    names = list(plan.params)
+
+    def loss(*ps):
+        ex.bind(dict(zip(names, ps, strict=True)))
+        return ex.outputs(ex.forward(*inputs))[0]
+
+    def vjp(c, out, ps):
+        ex.bind(dict(zip(names, ps, strict=True)))
+        grads = ex.backward(ex.forward(*inputs), seed=np.asarray(c))
+        return tuple(grads[plan.params[k].id] for k in names)
+
+    return loss, vjp, names
+
+
 def check_grads(fn: Callable[..., np.ndarray], inputs: Sequence[np.ndarray],
                 vjp: Callable[[np.ndarray, np.ndarray, tuple], Sequence], *,
                 wrt: Sequence[int] | None = None, eps: float = 1e-6, atol: float = 1e-5,

@@ -15,7 +15,7 @@ import pytest
 from dp.interpreter.execute import Executable
 from dp.interpreter.plan import ParamSpec, Plan, typecheck_plan
 from dp.interpreter.primitives import apply_backward, apply_forward, get
-from gradcheck import check_grads
+from gradcheck import check_grads, plan_loss_and_vjp
 
 
 def _run(name, inputs, g=None, wants=None, **params):
@@ -343,16 +343,7 @@ def test_executor_runs_an_attention_plan() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 4, 3))
     params = {k: rng.uniform(-1, 1, v.shape) for k, v in plan.params.items()}
-    names = list(params)
-
-    def loss(*ps):
-        ex.bind(dict(zip(names, ps, strict=True)))
-        return ex.outputs(ex.forward(x))[0]
-
-    def vjp(c, out, ps):
-        ex.bind(dict(zip(names, ps, strict=True)))
-        grads = ex.backward(ex.forward(x), seed=np.asarray(c))
-        return tuple(grads[plan.params[k].id] for k in names)
+    loss, vjp, names = plan_loss_and_vjp(plan, ex, x)
 
     h = ref_layernorm(x)
     q, k, v = (h @ params[w].T for w in names)

@@ -22,7 +22,7 @@ from dp.interpreter.execute import Executable
 from dp.interpreter.kernels.sequence import sigmoid_, tanh_
 from dp.interpreter.plan import ParamSpec, Plan, typecheck_plan
 from dp.interpreter.primitives import apply_backward, apply_forward, get
-from gradcheck import check_grads
+from gradcheck import check_grads, plan_loss_and_vjp
 
 # (B, n, h): batch 1, one step, width 1, odd sizes, and rnn_charlm's B=32, n=64, h=128.
 SIZES = [(3, 5, 4), (1, 7, 3), (2, 1, 5), (4, 9, 1), (5, 12, 7), (32, 64, 128)]
@@ -412,16 +412,7 @@ def test_executor_runs_an_lstm_plan() -> None:
     rng = np.random.default_rng(0)
     params = {k: rng.uniform(-1, 1, v.shape) for k, v in plan.params.items()}
     ids = np.array([[0, 3, 3, 5, 1], [2, 2, 0, 4, 3]])
-    names = list(params)
-
-    def loss(*ps):
-        ex.bind(dict(zip(names, ps, strict=True)))
-        return ex.outputs(ex.forward(ids))[0]
-
-    def vjp(c, out, ps):
-        ex.bind(dict(zip(names, ps, strict=True)))
-        grads = ex.backward(ex.forward(ids), seed=np.asarray(c))
-        return tuple(grads[plan.params[k].id] for k in names)
+    loss, vjp, names = plan_loss_and_vjp(plan, ex, ids)
 
     want = ref_lstm(params["E"][ids] @ params["V"].T + params["b"], params["U"])[0].sum()
     assert loss(*params.values()) == pytest.approx(want, rel=1e-12)

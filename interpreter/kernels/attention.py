@@ -54,24 +54,6 @@ def layernorm_rows(x, eps):
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def layernorm_rows_vjp(g, y, rstd):
-    """dx = rstd * (g - mean(g) - y * mean(g * y)), y the normalised output."""
-    n, d = y.shape
-    dx = np.empty_like(y)
-    for i in range(n):
-        sg = 0.0
-        sgy = 0.0
-        for j in range(d):
-            gj = float(g[i, j])
-            sg += gj
-            sgy += gj * float(y[i, j])
-        mg, mgy, inv = sg / d, sgy / d, float(rstd[i])
-        for j in range(d):
-            dx[i, j] = inv * (float(g[i, j]) - mg - float(y[i, j]) * mgy)
-    return dx
-
-
-@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def layernorm_affine_rows(x, gain, bias, eps):
     """(out, xhat, rstd): out[i] = xhat[i] * gain + bias, xhat and rstd as layernorm_rows."""
     xhat, rstd = layernorm_rows(x, eps)
@@ -84,9 +66,10 @@ def layernorm_affine_rows(x, gain, bias, eps):
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def layernorm_affine_rows_vjp(g, xhat, rstd, gain):
-    """(dx, dgain, dbias) of out = xhat * gain + bias, one pass over the rows; the sums over
-    rows in float64."""
+def layernorm_rows_vjp(g, xhat, rstd, gain):
+    """(dx, dgain, dbias) of out = xhat * gain + bias (gain of ones for a bare layernorm):
+    dx = rstd * (gain g - mean(gain g) - xhat * mean(gain g xhat)), one pass over the rows;
+    the sums over rows in float64."""
     n, d = xhat.shape
     dx = np.empty_like(xhat)
     dgain = np.zeros(d)

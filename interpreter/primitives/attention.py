@@ -80,12 +80,13 @@ def layernorm_backward(g, out, inputs, wants, *, saved, eps=1e-5):
     if saved is None:
         out, saved = layernorm_forward(*inputs, eps=eps)
     if len(inputs) == 3:
-        rstd, xhat = saved
-        dx, dgain, dbias = K.layernorm_affine_rows_vjp(rows(g), xhat, rstd, inputs[1])
-        return tuple(d if w else None for d, w in zip(
-            (dx.reshape(out.shape), dgain, dbias), wants, strict=True))
-    dx = K.layernorm_rows_vjp(rows(g), rows(out), np.ascontiguousarray(saved).reshape(-1))
-    return (dx.reshape(out.shape),)
+        (rstd, xhat), gain = saved, inputs[1]
+    else:
+        rstd, xhat = np.ascontiguousarray(saved).reshape(-1), rows(out)
+        gain = np.ones(out.shape[-1], dtype=out.dtype)
+    grads = K.layernorm_rows_vjp(rows(g), xhat, rstd, gain)
+    grads = (grads[0].reshape(out.shape),) + grads[1:len(inputs)]
+    return tuple(d if w else None for d, w in zip(grads, wants, strict=True))
 
 
 register("layernorm", shape=layernorm_shape, forward=layernorm_forward,
