@@ -74,25 +74,27 @@ def _split_heads(c, x: T.TExpr, t: Tensor, h, a, e) -> T.TPrim:
 
 
 def _repeat(c, args, kwargs, e) -> T.TMap:
-    """`repeat(L, Block, x)`: L instances of Block one after the other, each with its own
-    parameters; Block must give back the type it takes."""
-    if len(args) != 3 or kwargs:
-        raise _err("arity", "repeat takes a count, a module and a value: repeat(L, Block, x)",
-                   e.span)
-    count_ast, mod, x_ast = args
+    """`repeat(L, Block, x, ...)`: L instances of Block one after the other, each with its own
+    parameters; Block must give back the type of x. Further arguments (a decoder's memory) go
+    unchanged to every instance."""
+    if len(args) < 3 or kwargs:
+        raise _err("arity", "repeat takes a count, a module and a value: repeat(L, Block, x), "
+                   "or repeat(L, Block, x, memory) to give every block the memory too", e.span)
+    count_ast, mod, x_ast, *more = args
     count = c.dim_value("repeat", ast.KwArg("L", count_ast, count_ast.span))
     ref = c.module_ref(mod)
     sig = c._ref_sig(ref)
-    if len(sig.args) != 1:
-        raise _err("arity", f"repeat needs a module of one argument, but {ref.name} takes "
-                   f"{_plural(len(sig.args), 'argument')} ({ref.name}: {sig})", mod.span)
+    if len(sig.args) != 1 + len(more):
+        raise _err("arity", f"repeat passes {ref.name} {_plural(1 + len(more), 'argument')}, "
+                   f"but it takes {len(sig.args)} ({ref.name}: {sig})", mod.span)
     x = c.expr(x_ast)
+    extra = tuple(c.expr(a) for a in more)
     kw = mod.kwargs if isinstance(mod, ast.Call) else ()
-    call = c.apply(ref, ref.name, sig, (x,), [x_ast], kw, e)
+    call = c.apply(ref, ref.name, sig, (x,) + extra, [x_ast, *more], kw, e)
     try:
         c.subst = unify_tensors(x.type, call.type, c.subst, c.deferred)
     except Mismatch:
         raise _err("shape", f"repeat needs a module that gives back what it takes, but "
                    f"{ref.name} takes {apply_subst(x.type, c.subst)} here and gives "
                    f"{apply_subst(call.type, c.subst)}", mod.span, f"{ref.name}: {sig}") from None
-    return T.TMap("repeat", call, x, apply_subst(x.type, c.subst), e.span, count)
+    return T.TMap("repeat", call, x, apply_subst(x.type, c.subst), e.span, count, extra)

@@ -182,6 +182,8 @@ class _DefChecker:
             return T.TLocal(e.name, self.locals[e.name], e.span)
         if e.name in self.params:
             return T.TParam(e.name, self.params[e.name].type, e.span)
+        if e.name == "previous":
+            return self._previous(e)
         if e.name in self.dim_scope:  # a dimension as a number: `sqrt(e)`
             return T.TPrim("dim", (), scalar(), e.span, (("value", self.dim_scope[e.name]),))
         if self._is_module(e.name):
@@ -189,6 +191,16 @@ class _DefChecker:
                        e.span)
         known = set(self.locals) | set(self.params) | set(self.config) | set(self.g.defs)
         raise _err("name", f"unknown name '{e.name}'", e.span, *_suggest(e.name, known))
+
+    def _previous(self, e: ast.Name) -> T.TExpr:
+        """`previous`: the module's own output tokens, each one position later (a start token,
+        id 0, first): the true ones in training (teacher forcing), its own when it runs."""
+        out = self.sig.result
+        if out.vocab is None or out.rank != 1:
+            raise _err("type", f"previous is the output tokens before each position, so it "
+                       f"exists only in a module that gives a sequence of tokens, "
+                       f"Token[V]^n; {self.d.name} gives {out}", e.span)
+        return T.TPrim("previous", (), out, e.span)
 
     def _is_module(self, name: str) -> bool:
         return (name in self.config or name in self.g.sigs or name in BUILTINS

@@ -107,6 +107,7 @@ class TMap:
     type: Tensor
     span: Span
     count: object = None
+    extra: tuple = ()  # repeat's further arguments, the same for every block
 
 
 ELEMENT, STATE = "<element>", "<state>"

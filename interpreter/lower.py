@@ -70,6 +70,11 @@ def lower(tprog: T.TProgram, name: str, batch: int, span: Span | None = None) ->
     if isinstance(out, Const):
         out = plan.add("add", (args[0], out), args[0].shape, True, span)
     plan.outputs.append(out)
+    if plan.previous is not None and (sig.result.vocab is None or plan.previous.shape !=
+                                      out.shape[:-1] or plan.previous_vocab != out.shape[-1]):
+        raise DpError("type", f"previous is {name}'s own output tokens before each position, so "
+                      f"it must be in the module that gives {name}'s output ({sig.result})",
+                      plan.previous_span)
     fuse(plan)
     _check_memory(plan, span)
     return plan
@@ -214,6 +219,8 @@ def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
         return _volume(plan, f, e, args)
     if e.op in ("split_heads", "join_heads", "transpose"):
         return _heads(plan, f, e, args[0])
+    if e.op == "previous":
+        return _previous(plan, f, e)
     if e.op == "embed":
         ids, table = args
         return plan.add("embed", (ids, table), ids.shape + table.shape[1:], True, e.span)
@@ -223,9 +230,21 @@ def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
 def _repeat(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TMap) -> Atom:
     """L instances one after the other: `block1`, `block2`... each with its own parameters."""
     x = _emit(plan, tprog, f, e.seq)
+    extra = [_emit(plan, tprog, f, a) for a in e.extra]
     for i in range(1, f.size(e.count) + 1):
-        x = _call(plan, tprog, f, e.call, [x], site=f"{_site(f, e.call)}{i}")
+        x = _call(plan, tprog, f, e.call, [x] + extra, site=f"{_site(f, e.call)}{i}")
     return x
+
+
+def _previous(plan: Plan, f: _Frame, e: T.TPrim) -> Var:
+    """The model's output tokens one position later: one more input of the plan, which
+    training fills from the targets and generation from the model's own outputs."""
+    shape = (plan.inputs[0].shape[0],) + tuple(f.size(d) for d in e.type.shape)
+    if plan.previous is None:
+        plan.previous = plan.new_var(shape, True, "int64")
+        plan.previous_vocab, plan.previous_span = f.size(e.type.vocab), e.span
+        plan.inputs.append(plan.previous)
+    return plan.previous
 
 
 def _heads(plan: Plan, f: _Frame, e: T.TPrim, x: Var) -> Var:

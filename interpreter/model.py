@@ -25,7 +25,9 @@ class Model:
                  dtype=np.float32):
         self.tprog, self.name, self.span, self.dtype = tprog, name, span, np.dtype(dtype)
         self.arg_shapes, self.out_shape, self.sig = concrete_sig(tprog, name, span)
-        self.specs = lower(tprog, name, 1, span).specs
+        plan = lower(tprog, name, 1, span)
+        self.specs = plan.specs
+        self.feedback = plan.previous is not None  # it reads its own earlier output tokens
         self.flat, self.params = allocate(self.specs, self.dtype)
         self.grad_flat, self.grads = allocate(self.specs, self.dtype)
         self._plans: dict = {}
@@ -60,23 +62,43 @@ class Model:
         for start in range(0, len(x), chunk):
             xb = np.ascontiguousarray(x[start:start + chunk], dtype=self.input_dtype)
             ex = self._executable(len(xb), None)
-            outs.append(ex.outputs(ex.forward(xb))[0])
+            outs.append(self._greedy(ex, xb) if self.feedback else
+                        ex.outputs(ex.forward(xb))[0])
         return np.concatenate(outs) if outs else np.zeros((0,) + self.out_shape, self.dtype)
+
+    def _greedy(self, ex: Executable, x: np.ndarray) -> np.ndarray:
+        """A model that reads its own earlier outputs writes them one at a time: the most
+        likely token at position t becomes `previous` at t + 1. Returns the last scores."""
+        prev = np.zeros((len(x),) + self.out_shape[:-1], np.int64)
+        for t in range(prev.shape[1]):
+            scores = ex.outputs(ex.forward(x, prev))[0]
+            if t + 1 < prev.shape[1]:
+                prev[:, t + 1] = scores[:, t].argmax(axis=-1)
+        return scores
+
+    def _inputs(self, x: np.ndarray, y: np.ndarray) -> tuple:
+        """The plan's inputs for a loss: with `previous`, the targets one later (teacher
+        forcing), after the start token 0."""
+        if not self.feedback:
+            return x, y
+        prev = np.zeros(y.shape, np.int64)
+        prev[:, 1:] = np.maximum(y[:, :-1], 0)
+        return x, prev, y
 
     def loss(self, loss: str, x: np.ndarray, y: np.ndarray) -> float:
         ex = self._executable(len(x), loss)
-        return float(ex.outputs(ex.forward(x, y))[0])
+        return float(ex.outputs(ex.forward(*self._inputs(x, y)))[0])
 
     def loss_and_grad(self, loss: str, x: np.ndarray, y: np.ndarray) -> float:
         """Mean loss of the batch; the gradient lands in `self.grad_flat`."""
         ex = self._executable(len(x), loss)
-        vals = ex.forward(x, y)
+        vals = ex.forward(*self._inputs(x, y))
         ex.param_grads(ex.backward(vals), self.grads)
         return float(vals[ex.output_ids[0]])
 
 
 def _add_loss(plan, loss: str, span) -> None:
-    """Append `batch_mean(loss(output, target))` to a forward plan; the target is an input."""
+    """Append the batch's mean loss to a forward plan; the target is an input."""
     out = plan.outputs[0]
     if loss == "cross_entropy":
         target = plan.new_var(out.shape[:-1], True, "int64")
@@ -90,7 +112,10 @@ def _add_loss(plan, loss: str, span) -> None:
                           shape=(rows, out.shape[-1]))
         labels = plan.add("reshape", (target,), (rows,), True, span, shape=(rows,))
     per_example = plan.add(loss, (scores, labels), scores.shape[:1], True, span)
-    mean = plan.add("batch_mean", (per_example,), (), False, span)
+    if loss == "cross_entropy":  # the mean over the scored positions (label -1 is not)
+        mean = plan.add("scored_mean", (per_example, labels), (), False, span)
+    else:
+        mean = plan.add("batch_mean", (per_example,), (), False, span)
     plan.outputs[:] = [mean, out]
 
 

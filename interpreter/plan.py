@@ -62,6 +62,11 @@ class Plan:
     eqns: list[Eqn] = field(default_factory=list)
     outputs: list[Var] = field(default_factory=list)
     next_id: int = 0
+    # `previous` (a module's own output tokens, later by one) is one more input: its Var, the
+    # vocabulary size and where the program names it
+    previous: Var | None = None
+    previous_vocab: int = 0
+    previous_span: object = None
 
     def new_var(self, shape: tuple[int, ...], batched: bool, dtype: str = "float32") -> Var:
         v = Var(self.next_id, tuple(int(s) for s in shape), batched, dtype)

@@ -21,8 +21,8 @@ from .generate import generate_report
 from .model import Model, check_loss
 from .sources import Windows, dataset, fit_data, fit_inputs, literal
 
-REPORTS = {"accuracy": 2, "loss": 2, "predict": 3, "params": 1, "time": 2, "baseline": 2,
-           "generate": 3}
+REPORTS = {"accuracy": 2, "exact_match": 2, "loss": 2, "predict": 3, "params": 1, "time": 2,
+           "baseline": 2, "generate": 3}
 GENERATE = ("temperature", "top_k", "seed")
 
 
@@ -53,9 +53,9 @@ def _value(e: ast.Expr, models, loss: str, base_dir: str, sources) -> str:
     if isinstance(e, ast.Number):
         return e.text
     if not isinstance(e, ast.Call) or e.func not in REPORTS:
-        raise DpError("name", "print shows text, accuracy(M, data), loss(M, data), "
-                      "predict(M, data, n), params(M), time(M, data), baseline(M, text) or "
-                      "generate(M, \"prompt\", n)", e.span)
+        raise DpError("name", "print shows text, accuracy(M, data), exact_match(M, data), "
+                      "loss(M, data), predict(M, data, n), params(M), time(M, data), "
+                      "baseline(M, text) or generate(M, \"prompt\", n)", e.span)
     label = source_text(e.span, sources)
     nargs = REPORTS[e.func]
     if len(e.args) != nargs:
@@ -71,25 +71,44 @@ def _value(e: ast.Expr, models, loss: str, base_dir: str, sources) -> str:
         raise DpError("value", f"{e.func} reads the held-out text: text(...; split = test)",
                       e.args[1].span)
     if e.func == "baseline":
-        return f"{label} = {_baseline(ds, model, e.args[1]):.4f}"
+        return f"{label} = {_baseline(ds, e.args[1])}"
     if e.func == "time":
         return f"{label} = {_timing(model, fit_inputs(ds, model, e.args[1].span).x)}"
-    ds = fit_data(ds, model, "cross_entropy" if e.func == "accuracy" else loss,
-                  e.args[1].span)
+    scoring = e.func in ("accuracy", "exact_match", "predict")
+    ds = fit_data(ds, model, "cross_entropy" if scoring else loss, e.args[1].span)
     if e.func == "loss":
         check_loss(loss, model, e.span)
         return f"{label} = {model.loss(loss, ds.x, ds.y):.4f}"
     scores = model.predict(ds.x)
-    if e.func == "accuracy":
-        right = int(np.sum(scores.argmax(axis=-1) == ds.y))
-        return f"{label} = {right / len(ds):.4f} ({right}/{len(ds)})"
+    if e.func == "accuracy":  # of every scored label: each token of a token sequence
+        scored = ds.y >= 0
+        right = int(np.sum((scores.argmax(axis=-1) == ds.y) & scored))
+        total = int(np.sum(scored))
+        return f"{label} = {right / max(total, 1):.4f} ({right}/{total})"
+    if e.func == "exact_match":  # the examples with every scored token right
+        wrong = (scores.argmax(axis=-1) != ds.y) & (ds.y >= 0)
+        right = int(np.sum(~wrong.reshape(len(ds), -1).any(axis=1)))
+        return f"{label} = {right / max(len(ds), 1):.4f} ({right}/{len(ds)})"
     n = literal(e.args[2], "the number of examples")
     if not isinstance(n, int) or n <= 0:
         raise DpError("value", "the number of examples must be a positive whole number",
                       e.args[2].span)
     guesses = scores[:n].argmax(axis=-1)
+    if model.vocab is not None and guesses.ndim == 2:
+        return label + "".join(_text_prediction(model.vocab, x, g, t)
+                               for x, g, t in zip(ds.x, guesses, ds.y))
     shown = ", ".join(f"{int(g)} (true {int(t)})" for g, t in zip(guesses, ds.y[:n]))
     return f"{label} = {shown}"
+
+
+def _text_prediction(vocab, x, guess, target) -> str:
+    """One example of a token model: its input, its output and the true output. Of masked
+    text only the hidden characters are guessed; the others are shown as they were."""
+    scored = target >= 0
+    if x.shape == guess.shape and not scored.all():
+        guess, target = np.where(scored, guess, x), np.where(scored, target, x)
+    return (f"\n  {vocab.decode(x)!r}\n  -> {vocab.decode(guess)!r}"
+            f"\n  (true {vocab.decode(target)!r})")
 
 
 def _timing(model: Model, x: np.ndarray) -> str:
@@ -105,10 +124,17 @@ def _timing(model: Model, x: np.ndarray) -> str:
             f"examples, {ms / len(x):.2f} ms per example")
 
 
-def _baseline(ds, model: Model, e: ast.Expr) -> float:
-    """Held-out nats per character of the unigram model of the training text: what a model
-    that ignores context gets, for comparison with loss(M, ...)."""
+def _baseline(ds, e: ast.Expr) -> str:
+    """What a model that ignores context gets on the held-out targets, from the training
+    text's character frequencies: the unigram loss (to compare with loss(M, ...)) and the
+    accuracy of always guessing the most frequent character (with accuracy(M, ...))."""
     if ds.corpus is None:
         raise DpError("value", "baseline compares with the character frequencies of a text: "
                       "give text(...; split = test)", e.span)
-    return text.unigram_loss(ds.corpus.train_ids, ds.y, ds.vocab.size)
+    y = ds.y[ds.y >= 0]
+    train = ds.corpus.train_ids
+    loss = text.unigram_loss(train, y, ds.vocab.size)
+    top = int(np.bincount(train, minlength=ds.vocab.size).argmax())
+    right = int(np.sum(y == top))
+    return (f"{loss:.4f} nats/char; always {ds.vocab.chars[top]!r}: accuracy "
+            f"{right / max(len(y), 1):.4f} ({right}/{len(y)})")

@@ -14,10 +14,11 @@ from dp.dsl import ast
 from dp.dsl.errors import DpError, Span
 from dp.dsl.types import Tensor
 
-from . import data, text
+from . import data, tasks, text
 
 SOURCES = {"digits": ("split",), "npz": ("x", "y"), "csv": ("label",), "random": ("n", "seed"),
-           "text": ("split",)}
+           "text": ("split", "mask"), "reversal": ("split",)}
+HELD_OUT_MASKED = 100  # windows of held-out masked text: about 1,000 hidden characters at 0.15
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Windows:
     corpus: text.Corpus
     seq: int
     span: Span
+    mask: float = 0.0  # masked text: the share of characters hidden (BERT's task)
 
     @property
     def vocab(self) -> text.Vocab:
@@ -37,7 +39,11 @@ class Windows:
         return len(self.corpus.train_ids)
 
     def batches(self, batch: int, seed: int):
-        return text.lm_batches(self.corpus.train_ids, batch, self.seq, seed, self.span)
+        windows = text.lm_batches(self.corpus.train_ids, batch, self.seq, seed, self.span)
+        if not self.mask:
+            return windows
+        rng = np.random.RandomState(seed + 1)
+        return (text.mask_windows(x, self.mask, self.corpus.mask_id, rng) for x, _ in windows)
 
 
 def literal(e: ast.Expr, what: str):
@@ -58,7 +64,8 @@ def dataset(e: ast.Expr, base_dir: str, shape: tuple[int, ...] = (),
     (`split = test`), encoded with `vocab` when the model was trained with one."""
     if not isinstance(e, ast.Call) or e.func not in SOURCES:
         raise DpError("name", "expected a data source: digits(split = train), "
-                      "npz(\"file.npz\"), csv(\"file.csv\") or random(n = 8)", e.span)
+                      "npz(\"file.npz\"), csv(\"file.csv\"), text(pydoc_topics), "
+                      "reversal(split = train) or random(n = 8)", e.span)
     known = SOURCES[e.func]
     kwargs = {}
     for kw in e.kwargs:
@@ -74,7 +81,10 @@ def dataset(e: ast.Expr, base_dir: str, shape: tuple[int, ...] = (),
         x = np.random.default_rng(seed).standard_normal((n,) + tuple(shape), np.float32)
         return data.Dataset(x, None, "random")
     if e.func == "text":
-        return _text(e, base_dir, shape, vocab, str(kwargs.get("split", "train")))
+        return _text(e, base_dir, shape, vocab, str(kwargs.get("split", "train")),
+                     kwargs.get("mask", 0))
+    if e.func == "reversal":
+        return tasks.reversal(str(kwargs.get("split", "train")), shape, e.span)
     if e.func == "digits":
         if e.args:
             raise DpError("arity", "digits takes no positional arguments; use "
@@ -90,7 +100,9 @@ def dataset(e: ast.Expr, base_dir: str, shape: tuple[int, ...] = (),
     return data.load_csv(path, None if label == "none" else label, e.span)
 
 
-def _text(e: ast.Call, base_dir: str, shape, vocab, split: str):
+def _text(e: ast.Call, base_dir: str, shape, vocab, split: str, mask):
+    """`text(...)`: windows for a language model, or with `mask = 0.15` masked windows (the
+    mask token in 15% of the places, and only those scored) for a model like BERT."""
     if len(e.args) != 1 or not isinstance(e.args[0], (ast.String, ast.Name)):
         raise DpError("arity", "text takes a file name, text(\"book.txt\"), or the text that "
                       "comes with Python, text(pydoc_topics)", e.span)
@@ -106,11 +118,18 @@ def _text(e: ast.Call, base_dir: str, shape, vocab, split: str):
         raise DpError("value", f"text has the splits train and test, not '{split}'", e.span)
     if len(shape) != 1:
         raise DpError("data", "text feeds a model of token sequences, Token[V]^n", e.span)
-    corpus = text.Corpus.of(source, vocab, name, e.span)
+    if isinstance(mask, str) or not 0 <= mask < 1:
+        raise DpError("value", "mask is the share of characters hidden, a number from 0 to 1 "
+                      "such as text(pydoc_topics, mask = 0.15)", e.span)
+    corpus = (text.Corpus.masked if mask else text.Corpus.of)(source, vocab, name, e.span)
     if split == "train":
-        return Windows(corpus, shape[0], e.span)
-    x, y = text.heldout_windows(corpus.val_ids, shape[0], span=e.span)
-    return data.Dataset(x, y, f"{name} (held out)", corpus)
+        return Windows(corpus, shape[0], e.span, mask)
+    if not mask:
+        x, y = text.heldout_windows(corpus.val_ids, shape[0], span=e.span)
+        return data.Dataset(x, y, f"{name} (held out)", corpus)
+    x, _ = text.heldout_windows(corpus.val_ids, shape[0], HELD_OUT_MASKED, e.span)
+    x, y = text.mask_windows(x, mask, corpus.mask_id, np.random.RandomState(0))
+    return data.Dataset(x, y, f"{name} (held out, masked)", corpus)
 
 
 def check_vocab(ds, model, span) -> None:
@@ -119,8 +138,14 @@ def check_vocab(ds, model, span) -> None:
     want = model.sig.result.vocab
     if vocab is not None and want is not None and vocab.size != want:
         raise DpError("data", f"{model.name} predicts tokens of a vocabulary of {want}, but "
-                      f"the text has {vocab.size} distinct characters", span,
+                      f"the text has {_chars(vocab)}", span,
                       (f"write Token[{vocab.size}] in {model.name}'s signature",))
+
+
+def _chars(vocab: text.Vocab) -> str:
+    if text.MASK in vocab.chars:
+        return f"{vocab.size - 1} distinct characters and the mask token"
+    return f"{vocab.size} distinct characters"
 
 
 def fit_inputs(ds: data.Dataset, model, span) -> data.Dataset:
@@ -151,7 +176,8 @@ def fit_data(ds: data.Dataset, model, loss: str, span) -> data.Dataset:
         if ds.y.dtype.kind not in "iu":
             raise DpError("data", "cross_entropy needs integer class labels, but the labels "
                           "are real numbers", span)
-        if ds.y.min() < 0 or ds.y.max() >= k:
+        low = -1 if ds.corpus is not None else 0  # -1: a character of masked text not scored
+        if ds.y.min() < low or ds.y.max() >= k:
             raise DpError("data", f"{model.name} scores {k} classes (0 to {k - 1}), but the "
                           f"labels range from {ds.y.min()} to {ds.y.max()}", span)
     elif ds.y.shape[1:] != model.out_shape:

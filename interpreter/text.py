@@ -13,6 +13,7 @@ malformed vocabulary read back from a checkpoint is a `DpError('checkpoint', ...
     Corpus.of(text)                      train / held-out ids (last len // 10 held out)
     lm_batches(train_ids, batch, seq)    infinite random training windows (x, y)
     heldout_windows(val_ids, seq)        the fixed, evenly spaced held-out windows (x, y)
+    mask_windows(x, rate, mask_id, rng)  BERT's task: hide characters, score only those
     unigram_loss(train_ids, y, V)        the baseline cross-entropy a model must beat
     sample(scores, temperature, top_k)   one token from a score vector
 """
@@ -30,7 +31,9 @@ import numpy as np
 from dp.dsl.errors import DpError, Span
 
 __all__ = ["pydoc_topics", "read_text", "Vocab", "Corpus", "lm_batches", "heldout_windows",
-           "unigram_loss", "sample"]
+           "mask_windows", "unigram_loss", "sample", "MASK"]
+
+MASK = "\u2588"  # the mask token of masked text, a full block: "The qu\u2588ck"
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,6 +242,23 @@ class Corpus:
         n_train = len(ids) - len(ids) // 10
         return cls(ids[:n_train], ids[n_train:], vocab, name)
 
+    @classmethod
+    def masked(cls, text: str, vocab: Vocab | None = None, name: str = "",
+               span: Span | None = None) -> "Corpus":
+        """The corpus of a masked-text task: the vocabulary has the mask token too."""
+        if MASK in text:
+            raise DpError("data", f"the text{f' {name!r}' if name else ''} contains "
+                                  f"{MASK!r} (U+{ord(MASK):04X}), which stands for a masked "
+                                  f"character in masked text", span)
+        if vocab is not None and MASK not in vocab.chars:
+            raise DpError("data", f"the model was trained without the mask token {MASK!r}, "
+                                  f"so it cannot read masked text", span)
+        return cls.of(text, vocab or Vocab.of(text + MASK, span), name, span)
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab.chars.index(MASK)
+
 
 # --------------------------------------------------------------------------------------------
 # windows
@@ -301,6 +321,15 @@ def heldout_windows(val_ids, seq: int, n_windows: int = 20, span: Span | None = 
     starts = np.linspace(0, len(ids) - seq - 1, n_windows).astype(np.int64)
     chunk = ids[starts[:, None] + np.arange(seq + 1)]
     return chunk[:, :-1].copy(), chunk[:, 1:].copy()
+
+
+def mask_windows(x, rate: float, mask_id: int, rng: np.random.RandomState
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """BERT's task on windows x: each position is hidden with probability `rate` (replaced by
+    the mask token); the targets are the hidden characters, and -1 (not scored) elsewhere."""
+    x = np.asarray(x)
+    hidden = rng.random_sample(x.shape) < rate
+    return np.where(hidden, mask_id, x), np.where(hidden, x, -1)
 
 
 def unigram_loss(train_ids, y, vocab_size: int) -> float:

@@ -115,7 +115,8 @@ def check_primitive(prim: Primitive, inputs: Sequence[np.ndarray], params: dict,
 @dataclass(frozen=True)
 class Arg:
     """How to draw one operand: `uniform` in [-2, 2], `positive` in [0.1, 2], `nonzero` with
-    |x| in [0.5, 2] (denominators), or `int` class labels in [0, high)."""
+    |x| in [0.5, 2] (denominators), `int` class labels in [0, high), or `scored` labels in
+    [-1, high) (-1: a position that is not scored)."""
     shape: tuple[int, ...]
     kind: str = "uniform"
     high: int = 0
@@ -132,8 +133,8 @@ def _draw(arg: Arg, rng: np.random.Generator, dtype) -> np.ndarray:
         return rng.uniform(0.1, 2, arg.shape).astype(dtype)
     if arg.kind == "nonzero":
         return (rng.uniform(0.5, 2, arg.shape) * rng.choice([-1, 1], arg.shape)).astype(dtype)
-    if arg.kind == "int":
-        return rng.integers(0, arg.high, arg.shape, dtype=np.int64)
+    if arg.kind in ("int", "scored"):
+        return rng.integers(-(arg.kind == "scored"), arg.high, arg.shape, dtype=np.int64)
     raise ValueError(f"unknown Arg kind {arg.kind!r}")
 
 

@@ -94,12 +94,16 @@ CASES += [
     Case("cross_entropy", (_u(5, 7), Arg((5,), "int", 7))),
     Case("cross_entropy", (_u(1, 1), Arg((1,), "int", 1))),
     Case("cross_entropy", (_u(2, 3, 4), Arg((2, 3), "int", 4))),   # token sequences
+    Case("cross_entropy", (_u(4, 6, 5), Arg((4, 6), "scored", 5))),  # masked text (-1)
     Case("squared_error", (_u(5, 7), _u(5, 7))),
     Case("squared_error", (_u(1,), _u(1,))),
     Case("squared_error", (_u(2, 3, 4), _u(2, 3, 4))),
     Case("batch_mean", (_u(5,),)),
     Case("batch_mean", (_u(1,),)),
     Case("batch_mean", (_u(2, 3),)),
+    Case("scored_mean", (_u(6,), Arg((6,), "scored", 3))),
+    Case("scored_mean", (_u(2, 5), Arg((2, 5), "scored", 4))),
+    Case("scored_mean", (_u(1,), Arg((1,), "int", 2))),
 ]
 # conv2d(x, w, b): kernel sizes 1-5 (one even), strides 1-3, paddings 0-2, H != W, odd sizes.
 for _x, _w, _stride, _padding in [

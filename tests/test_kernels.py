@@ -180,10 +180,25 @@ def test_cross_entropy_labels() -> None:
     out, _ = _run("cross_entropy", (x, lab64))
     out32, _ = _run("cross_entropy", (x, lab64.astype(np.int32)))
     np.testing.assert_array_equal(out, out32)
-    for bad in ([0, 4, 1], [0, -1, 1]):
+    for bad in ([0, 4, 1], [0, -2, 1]):
         with pytest.raises(DpError, match="out of range for 4 classes") as err:
             get("cross_entropy").forward(x, np.array(bad))
         assert err.value.kind == "data"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_cross_entropy_label_minus_one_is_not_scored(path, monkeypatch) -> None:
+    """-1 (an unmasked character of masked text): loss 0 and gradient 0 on both paths; the
+    other rows are as without it."""
+    force_path(monkeypatch, path)
+    x = np.random.default_rng(1).standard_normal((4, 5))
+    ce = get("cross_entropy")
+    out = ce.forward(x, np.array([2, -1, 0, -1]))
+    np.testing.assert_array_equal(out[[1, 3]], 0)
+    np.testing.assert_allclose(out[[0, 2]], ce.forward(x[[0, 2]], np.array([2, 0])))
+    dx, _ = ce.backward(np.ones(4), out, (x, np.array([2, -1, 0, -1])), (True, False))
+    np.testing.assert_array_equal(dx[[1, 3]], 0)
+    assert np.abs(dx[[0, 2]]).min() > 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 loss[i] = logsumexp(x[i]) - x[i, label[i]], computed as (m - x[i, label]) + log(sum exp(x - m))
 with m the row maximum, so a 1000 gap gives exactly 1000 and [3e38, -3e38] stays finite for
 the right label. Labels are trusted here: the wrapper in `primitives/losses.py` checks their
-range, so no kernel reads out of bounds.
+range, so no kernel reads out of bounds. A label of -1 marks a row that is not scored: loss 0,
+gradient 0.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ def cross_entropy_rows(x, labels):
     n = x.shape[0]
     out = np.empty(n, dtype=x.dtype)
     for i in range(n):
+        if labels[i] < 0:
+            out[i] = 0.0
+            continue
         m = row_shift(x, i)
         s = row_sum_exp(x, i, m)
         out[i] = (m - float(x[i, labels[i]])) + math.log(s)
@@ -35,6 +39,9 @@ def cross_entropy_rows_vjp(g, x, labels):
     dx = np.empty_like(x)
     e = np.empty(k)
     for i in range(n):
+        if labels[i] < 0:
+            dx[i, :] = 0.0
+            continue
         inv = 1.0 / row_exp(x, i, row_shift(x, i), e)
         gi = float(g[i])
         for j in range(k):

@@ -2,7 +2,9 @@
 
 `cross_entropy` is one fused, stable Numba kernel each way (`kernels/losses.py`) for small
 logits and a NumPy chain for large ones (the reasons are in `reduce.py`); its labels are
-integer class indices and get no gradient. `squared_error` averages over the non-batch
+integer class indices and get no gradient. The label -1 marks a position that is not scored
+(the unmasked characters of masked text): its loss and gradient are 0, and `scored_mean`
+averages over the scored positions only. `squared_error` averages over the non-batch
 axes (torch's MSELoss once `batch_mean` averages over the batch).
 """
 
@@ -28,15 +30,15 @@ def cross_entropy_shape(logits: tuple, labels: tuple) -> tuple:
 
 
 def _labels(labels: np.ndarray, k: int) -> np.ndarray:
-    """Labels as a flat int64 array, checked to lie in [0, k): a bad label from a data file
+    """Labels as a flat int64 array, checked to lie in [-1, k): a bad label from a data file
     must be an error, never an out-of-bounds read in the kernel."""
     if labels.dtype.kind not in "iu":
         raise ValueError(f"cross_entropy: labels must be integers, got dtype {labels.dtype}")
     flat = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
-    # One reduction for both bounds: viewed as unsigned, a negative label is huge.
-    if flat.size and flat.view(np.uint64).max() >= k:
+    # One reduction for both bounds: viewed as unsigned, a label below -1 is huge.
+    if flat.size and (flat + 1).view(np.uint64).max() > k:
         from dp.dsl.errors import DpError
-        bad = int(flat[(flat < 0) | (flat >= k)][0])
+        bad = int(flat[(flat < -1) | (flat >= k)][0])
         raise DpError("data", f"label {bad} is out of range for {k} classes (expected 0..{k - 1})")
     return flat
 
@@ -49,7 +51,9 @@ def cross_entropy_forward(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     # NumPy path for large logits (see reduce.py): (m - x[label]) + log(sum exp(x - m)).
     z = shifted_rows(x)
     log_s = np.log(np.sum(np.exp(z), axis=1))
-    return (log_s - z[np.arange(len(flat)), flat]).reshape(labels.shape)
+    loss = log_s - z[np.arange(len(flat)), flat]
+    loss[flat < 0] = 0
+    return loss.reshape(labels.shape)
 
 
 def cross_entropy_backward(g, out, inputs, wants):
@@ -61,14 +65,46 @@ def cross_entropy_backward(g, out, inputs, wants):
     g1 = np.ascontiguousarray(g).reshape(-1)
     if use_kernel(x):
         return K.cross_entropy_rows_vjp(g1, x, flat).reshape(logits.shape), None
+    g1 = np.where(flat < 0, 0, g1)
     e = exp_shifted_rows(x)
     e *= (g1 / np.sum(e, axis=1))[:, None]
-    e[np.arange(len(flat)), flat] -= g1
+    e[np.arange(len(flat)), flat] -= g1  # an unscored row's -1 touches a zero row
     return e.reshape(logits.shape), None
 
 
 register("cross_entropy", shape=cross_entropy_shape, forward=cross_entropy_forward,
          backward=cross_entropy_backward, smooth=True, integer_inputs=(1,))
+
+
+# ---------------------------------------------------------------------------------------------
+# scored_mean(losses [...], labels [...]) -> 0-d: the mean over the positions whose label is not
+# -1 (cross-entropy's mean when only some positions are scored)
+
+
+def scored_mean_shape(x: tuple, labels: tuple) -> tuple:
+    if len(x) < 1 or tuple(x) != tuple(labels):
+        raise ValueError(f"scored_mean: expects losses and labels of one shape with a batch "
+                         f"axis, got {list(x)} and {list(labels)}")
+    return ()
+
+
+def _scored(labels: np.ndarray) -> int:
+    return max(int(np.count_nonzero(labels >= 0)), 1)
+
+
+def scored_mean_forward(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.asarray(np.sum(x) / _scored(labels), dtype=x.dtype)
+
+
+def scored_mean_backward(g, out, inputs, wants):
+    if not wants[0]:
+        return None, None
+    x, labels = inputs
+    return np.full(x.shape, g * (1.0 / _scored(labels)), dtype=x.dtype), None
+
+
+register("scored_mean", shape=scored_mean_shape, forward=scored_mean_forward,
+         backward=scored_mean_backward, smooth=True, integer_inputs=(1,))
 
 
 # ---------------------------------------------------------------------------------------------
