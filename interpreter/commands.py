@@ -14,7 +14,7 @@ from dp.dsl.loader import load_programs
 from .lower import lower
 from .model import Model
 from .plan import format_plan
-from .run import run_block
+from .run import check_block, run_block
 from .train import default_checkpoint, load_trained, program_hash, train_config
 from .train import train as train_model
 
@@ -124,6 +124,8 @@ def train_cmd(args) -> int:
                                   "seed": args.seed, "lr": args.lr})
     model = Model(tprog, block.model.name, block.model.span)
     ckpt = _checkpoint_path(args, config)
+    for rb in (b for b in tprog.runs if b.span.file == args.file):
+        check_block(rb, {model.name: model})
     summary = train_model(model, block, config, os.path.dirname(args.file) or ".", ckpt,
                     program_hash(sources[args.file]))
     print(f"trained {summary['steps']} steps in {summary['seconds']:.2f} s; final loss "

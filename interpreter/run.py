@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from dp.dsl import ast
+from dp.dsl.checker import _suggest
 from dp.dsl.errors import DpError
 
 from . import text
@@ -40,6 +41,30 @@ def run_block(block: ast.RunBlock, models: dict[str, Model], loss: str, base_dir
         print(" ".join(parts), file=out, flush=True)
 
 
+def check_block(block: ast.RunBlock, models: dict[str, Model]) -> None:
+    """What can be known before training: each print names a report, with the right number of
+    arguments, of the trained module (so a typo does not wait for the end of training)."""
+    for p in block.prints:
+        for e in p.exprs:
+            if isinstance(e, (ast.String, ast.Number)):
+                continue
+            _report(e)
+            _model(e.args[0], models)
+
+
+def _report(e: ast.Expr) -> int:
+    if not isinstance(e, ast.Call) or e.func not in REPORTS:
+        raise DpError("name", "print shows text, accuracy(M, data), exact_match(M, data), "
+                      "loss(M, data), predict(M, data, n), params(M), time(M, data), "
+                      "baseline(M, text) or generate(M, \"prompt\", n)", e.span,
+                      _suggest(getattr(e, "func", ""), REPORTS))
+    nargs = REPORTS[e.func]
+    if len(e.args) != nargs:
+        raise DpError("arity", f"{e.func} takes {nargs} arguments, but {len(e.args)} "
+                      f"{'was' if len(e.args) == 1 else 'were'} given", e.span)
+    return nargs
+
+
 def _model(e: ast.Expr, models: dict[str, Model]) -> Model:
     if isinstance(e, ast.Name) and e.name in models:
         return models[e.name]
@@ -52,15 +77,8 @@ def _value(e: ast.Expr, models, loss: str, base_dir: str, sources) -> str:
         return e.value
     if isinstance(e, ast.Number):
         return e.text
-    if not isinstance(e, ast.Call) or e.func not in REPORTS:
-        raise DpError("name", "print shows text, accuracy(M, data), exact_match(M, data), "
-                      "loss(M, data), predict(M, data, n), params(M), time(M, data), "
-                      "baseline(M, text) or generate(M, \"prompt\", n)", e.span)
+    _report(e)
     label = source_text(e.span, sources)
-    nargs = REPORTS[e.func]
-    if len(e.args) != nargs:
-        raise DpError("arity", f"{e.func} takes {nargs} arguments, but {len(e.args)} "
-                      f"{'was' if len(e.args) == 1 else 'were'} given", e.span)
     model = _model(e.args[0], models)
     if e.func == "params":
         return f"{label} = {model.num_params:,}"
