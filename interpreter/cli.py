@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, help="stop after this many steps")
     t.add_argument("--seed", type=int, help="override the program's seed")
     t.add_argument("--lr", type=float, help="override the optimizer's learning rate")
+    t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a setting of the train block or an argument of its "
+                        "optimizer: --set lr=0.01 --set epochs=5")
     r = sub.add_parser("run", help="run the program's run block with trained parameters")
     r.add_argument("file")
     r.add_argument("--checkpoint", help="the parameters to use (default: FILE .safetensors)")

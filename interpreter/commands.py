@@ -15,7 +15,7 @@ from .lower import lower
 from .model import Model
 from .plan import format_plan
 from .run import check_block, run_block
-from .train import default_checkpoint, load_trained, program_hash, train_config
+from .train import default_checkpoint, load_trained, parse_sets, program_hash, train_config
 from .train import train as train_model
 
 
@@ -120,8 +120,9 @@ def _loss_of(block) -> str:
 def train_cmd(args) -> int:
     tprog, sources = load_programs([args.file])
     block = _train_block(tprog, args.file)
-    config = train_config(block, {"epochs": args.epochs, "steps": args.steps,
-                                  "seed": args.seed, "lr": args.lr})
+    flags = {"epochs": args.epochs, "steps": args.steps, "seed": args.seed, "lr": args.lr}
+    config = train_config(block, {**parse_sets(args.set),
+                                  **{k: v for k, v in flags.items() if v is not None}})
     model = Model(tprog, block.model.name, block.model.span)
     ckpt = _checkpoint_path(args, config)
     for rb in (b for b in tprog.runs if b.span.file == args.file):

@@ -18,15 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from dp.dsl import ast
+from dp.dsl.checker import _suggest
 from dp.dsl.errors import DpError, Span
 
 from . import checkpoint, data, text
 from .model import Model, check_loss
-from .optim import Optimizer, make_optimizer
+from .optim import DEFAULTS, Optimizer, make_optimizer
 from .progress import Progress
 from .sources import Windows, check_vocab, dataset, fit_data, literal
 
 SETTINGS = ("loss", "optimizer", "batch", "epochs", "steps", "seed", "checkpoint")
+OVERRIDES = ("batch", "epochs", "steps", "seed")  # and the optimizer's arguments
 VERSION = "0.1.0"
 
 
@@ -66,13 +68,7 @@ def train_config(block: ast.TrainBlock, overrides: dict | None = None) -> TrainC
     loss = found["loss"].value
     if not isinstance(loss, ast.Name):
         raise DpError("type", "loss must name a loss, e.g. loss cross_entropy", loss.span)
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    for k, v in overrides.items():
-        if k == "lr":
-            continue  # the optimizer's own rules check it, below
-        if v < 0 or (v == 0 and k != "seed"):
-            raise DpError("usage", f"--{k} must be {'non-negative' if k == 'seed' else 'positive'}"
-                          f", but it is {v}")
+    sets = {k: v for k, v in (overrides or {}).items() if v is not None}
     opt = found["optimizer"].value
     if isinstance(opt, ast.Name):
         name, args = opt.name, {}
@@ -80,8 +76,19 @@ def train_config(block: ast.TrainBlock, overrides: dict | None = None) -> TrainC
         name, args = opt.func, {kw.name: literal(kw.value, kw.name) for kw in opt.kwargs}
     else:
         raise DpError("type", "optimizer must be like sgd(lr = 0.1, momentum = 0.9)", opt.span)
-    if "lr" in overrides:  # the command line's --lr, validated like the program's
-        args["lr"] = overrides.pop("lr")
+    hyper = DEFAULTS.get(name, {})
+    for k in [k for k in sets if k in hyper]:  # the optimizer's own rules check them, below
+        args[k] = _number(k, sets.pop(k), float)
+    for k, v in sets.items():
+        if k not in OVERRIDES:
+            known = list(OVERRIDES) + list(hyper)
+            raise DpError("usage", f"--set {k}: the program has no setting '{k}'", None,
+                          _suggest(k, known) + (f"settings: {', '.join(OVERRIDES)}; "
+                                                f"{name}: {', '.join(hyper)}",))
+        v = sets[k] = _number(k, v, int)
+        if v < 0 or (v == 0 and k != "seed"):
+            rule = "non-negative" if k == "seed" else "positive"
+            raise DpError("usage", f"--{k} must be {rule}, but it is {v}")
     optimizer = make_optimizer(name, args, opt.span)
     ints = {k: _int_setting(found[k]) for k in ("batch", "epochs", "steps") if k in found}
     seed = literal(found["seed"].value, "seed") if "seed" in found else 0
@@ -89,9 +96,31 @@ def train_config(block: ast.TrainBlock, overrides: dict | None = None) -> TrainC
     config = TrainConfig(loss.name, optimizer, ints.get("batch", 32), ints.get("epochs", 1),
                          ints.get("steps"), int(seed),
                          str(literal(ckpt.value, "checkpoint")) if ckpt else None, block.span)
-    for k, v in overrides.items():
+    for k, v in sets.items():
         setattr(config, k, v)
     return config
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """`--set lr=0.01 --set epochs=5` -> {"lr": "0.01", "epochs": "5"}."""
+    sets = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip() or not value.strip():
+            raise DpError("usage", f"--set takes NAME=VALUE, e.g. --set lr=0.01, not '{item}'")
+        sets[name.strip()] = value.strip()
+    return sets
+
+
+def _number(name: str, value, kind):
+    """A value from the command line: already a number (--lr) or the text of --set."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise DpError("usage", f"--set {name}={value}: {name} must be {what}") from None
 
 
 def program_hash(text: str) -> str:

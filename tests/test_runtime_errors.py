@@ -70,3 +70,26 @@ def test_lr_override_is_validated_like_the_program():
     assert code == 1 and out == ""
     assert err.startswith("error[value]: sgd lr must be positive, but it is -0.5\n"
                           "  --> programs/digits_mlp.dp:8:33\n")
+
+
+def test_set_overrides_settings_and_optimizer_arguments(tmp_path):
+    code, out, err = run_dp("train", "programs/digits_mlp.dp", "--set", "epochs=1", "--set",
+                            "lr=0.05", "--set", "momentum=0.5", "--checkpoint",
+                            str(tmp_path / "m.safetensors"), cwd=ROOT)
+    assert code == 0, err
+    assert "epoch 1/1" in out and "trained 47 steps" in out
+
+
+@pytest.mark.parametrize("value, message", [
+    ("lrr=0.5", "error[usage]: --set lrr: the program has no setting 'lrr'\n"
+                "   = note: did you mean 'lr'?\n"
+                "   = note: settings: batch, epochs, steps, seed; sgd: lr, momentum, "
+                "weight_decay, nesterov\n"),
+    ("batch=2.5", "error[usage]: --set batch=2.5: batch must be a whole number\n"),
+    ("lr", "error[usage]: --set takes NAME=VALUE, e.g. --set lr=0.01, not 'lr'\n"),
+    ("momentum=-1", "error[value]: sgd momentum must be non-negative, but it is -1.0\n"),
+])
+def test_bad_set_is_a_clear_error(value, message):
+    code, out, err = run_dp("train", "programs/digits_mlp.dp", "--set", value, cwd=ROOT)
+    assert err.startswith(message) and "training" not in out
+    assert code == (1 if message.startswith("error[value]") else 2)
