@@ -9,9 +9,18 @@ product, only for values that depend on a parameter.
 A primitive that saves a residual for its backward (`Primitive.saves`: conv2d, maxpool2d) gets
 one more slot, after the plan's values and constants, and a step whose last entry is that slot;
 every other step has None there, so the common case costs one `is None` test per step.
+
+Fresh arrays every step are cheap only if freed memory stays in the process: glibc's default
+hands blocks of a few hundred KB and up back to the kernel (mmap, heap trimming), and each step
+then page-faults on every new array. `keep_freed_memory` raises those thresholds once (glibc
+only; elsewhere it does nothing): on transformer_charlm 18,000 page faults per training step
+drop to 350 and the step from 40 to 21 ms (one BLAS thread, a loaded machine).
 """
 
 from __future__ import annotations
+
+import ctypes
+import sys
 
 import numpy as np
 
@@ -19,8 +28,27 @@ from .plan import Const, Plan
 from .primitives import PRIMITIVES
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_kept = False
+
+
+def keep_freed_memory() -> None:
+    """Let glibc reuse freed blocks of up to 32 MB instead of unmapping them (once)."""
+    global _kept
+    if _kept or not sys.platform.startswith("linux"):
+        return
+    _kept = True
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+
+
 class Executable:
     def __init__(self, plan: Plan, dtype=np.float32):
+        keep_freed_memory()
         self.plan = plan
         self.dtype = np.dtype(dtype)
         self.n = (plan.next_id + sum(isinstance(a, Const) for e in plan.eqns for a in e.inputs)

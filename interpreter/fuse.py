@@ -4,11 +4,17 @@
   not a primitive of its own (masked scores are -inf, which no later op but softmax takes
   well), so a `causal(...)` that does not go straight into softmax is an error.
 - `add(linear(x, W), b)` with b a parameter vector -> `linear(x, W, b)` (`W x + b`).
+- `relu(linear(...))` -> `linear(...; relu)` (FeedForward's `relu(W x + b)`): one pass less
+  each way, and no pre-activation kept.
 - `add(mul(layernorm(x), g), b)` with g, b parameter vectors -> `layernorm(x, g, b)`
   (LayerNorm's `g * normalize(x) + b`).
 - Attention as the language writes it, `softmax(causal?(q @ transpose(k) / c)) @ v`, ->
   `attention(q, k, v; scale = 1 / c, causal)`: one primitive that keeps only the weights for
   its backward, instead of five that keep every intermediate.
+- `join_heads(attention(split_heads(q), split_heads(k), split_heads(v)))` (the reshapes to
+  [..., n, H, e] and the transposes to [..., H, n, e], and back) -> `attention(q, k, v;
+  heads = H)`, which reads the heads in place: no copies of q, k, v or out, nor of their
+  gradients.
 
 A chain is fused only when each of its intermediate values has no other use.
 """
@@ -49,12 +55,24 @@ class _Fuser:
                     self.dropped.add(id(mask))
         for i, e in enumerate(eqns):
             if e.prim == "add" and all(isinstance(a, Var) for a in e.inputs):
-                eqns[i] = self._bias(e) or e
+                eqns[i] = self.made[e.out.id] = self._bias(e) or e
+        for i, e in enumerate(eqns):
+            lin = self._only(e.inputs[0], "linear") if e.prim == "relu" else None
+            if lin is not None and not dict(lin.params).get("relu"):
+                self.dropped.add(id(lin))
+                eqns[i] = self.made[e.out.id] = Eqn(
+                    "linear", lin.inputs, tuple(sorted(lin.params + (("relu", True),))), e.out,
+                    e.span)
         for i, e in enumerate(eqns):
             if e.prim == "matmul":
                 fused = self._attention(e)
                 if fused is not None:
-                    eqns[i] = fused
+                    eqns[i] = self.made[e.out.id] = fused
+        for i, e in enumerate(eqns):
+            if e.prim == "reshape":
+                fused = self._heads(e)
+                if fused is not None:
+                    eqns[i] = self.made[e.out.id] = fused
         eqns[:] = [e for e in eqns if id(e) not in self.dropped]
 
     def _only(self, x, prim: str) -> Eqn | None:
@@ -108,3 +126,32 @@ class _Fuser:
         self.dropped.update(id(x) for x in (soft, div, product, tr) if x is not None)
         return Eqn("attention", (q, tr.inputs[0], v),
                    (("causal", soft.prim == "causal_softmax"), ("scale", scale)), e.out, e.span)
+
+    def _heads(self, e: Eqn) -> Eqn | None:
+        """e = reshape(transpose(attention(...))) joining the heads: the fused attention, if
+        each of q, k, v is a split of the same number of heads (see the module docstring)."""
+        tr = self._only(e.inputs[0], "transpose")
+        att = self._only(tr.inputs[0], "attention") if tr is not None else None
+        if att is None or dict(att.params).get("heads", 1) != 1:
+            return None
+        r = len(tr.out.shape)
+        swap = tuple(range(r - 3)) + (r - 2, r - 3, r - 1)
+        heads = tr.out.shape[-2]
+        if (dict(tr.params)["axes"] != swap or e.out.shape != tr.out.shape[:-2]
+                + (heads * tr.out.shape[-1],)):
+            return None
+        chain, sources = [att, tr], []
+        for x in att.inputs:
+            split = self._only(x, "transpose")
+            shaped = self._only(split.inputs[0], "reshape") if split is not None else None
+            if shaped is None or dict(split.params)["axes"] != swap:
+                return None
+            src, (*_, h, width) = shaped.inputs[0], shaped.out.shape[-2:]
+            if not isinstance(src, Var) or h != heads or src.shape != shaped.out.shape[:-2] + (
+                    heads * width,):
+                return None
+            chain += [split, shaped]
+            sources.append(src)
+        self.dropped.update(id(x) for x in chain)
+        params = tuple(sorted(att.params + (("heads", heads),)))
+        return Eqn("attention", tuple(sources), params, e.out, att.span)

@@ -233,7 +233,7 @@ def test_attention_matches_the_unfused_chain(shapes, causal) -> None:
         np.testing.assert_allclose(out, want_out, atol=1e-12, rtol=0)
         for got, want in zip(grads, want_grads, strict=True):
             np.testing.assert_allclose(got, want, atol=1e-12, rtol=0)
-    assert p.shape == q.shape[:-1] + k.shape[-2:-1]
+    assert p.shape == q.shape[:-2] + (1,) + q.shape[-2:-1] + k.shape[-2:-1]
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -261,6 +261,37 @@ def test_attention_wants_and_recompute() -> None:
         part = prim.backward(g, out, (q, k, v), wants, saved=p, **params)
         for w, a, b in zip(wants, part, full, strict=True):
             assert (a is None) if not w else np.array_equal(a, b)
+
+
+def _split(x, heads):
+    return np.swapaxes(x.reshape(x.shape[:-1] + (heads, -1)), -3, -2)
+
+
+def _join(x):
+    x = np.swapaxes(x, -3, -2)
+    return x.reshape(x.shape[:-2] + (-1,))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("heads, shapes", [
+    (4, ((2, 7, 8), (2, 7, 8), (2, 7, 12))),
+    (2, ((3, 4), (3, 4), (3, 2))),
+    (3, ((2, 2, 4, 6), (2, 2, 4, 6), (2, 2, 4, 3))),
+    (1, ((2, 4, 3), (2, 4, 3), (2, 4, 5))),
+])
+def test_attention_heads_is_attention_of_the_split_heads(heads, shapes, causal) -> None:
+    """heads = H on [..., n, H*e] is split_heads, one attention per head, join_heads."""
+    q, k, v, g = _qkvg(shapes, np.float64)
+    out, p, grads = _run("attention", (q, k, v), g, scale=0.4, causal=causal, heads=heads)
+    want, want_grads = ref_attention(*(_split(a, heads) for a in (q, k, v, g)), 0.4, causal)
+    np.testing.assert_allclose(out, _join(want), atol=1e-12, rtol=0)
+    for got, want in zip(grads, want_grads, strict=True):
+        np.testing.assert_allclose(got, _join(want), atol=1e-12, rtol=0)
+    assert p.shape == q.shape[:-2] + (heads,) + q.shape[-2:-1] + k.shape[-2:-1]
+    again = get("attention").backward(g, out, (q, k, v), (True,) * 3, saved=None, scale=0.4,
+                                      causal=causal, heads=heads)
+    for a, b in zip(grads, again, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_attention_causal_ignores_the_future() -> None:
@@ -310,6 +341,10 @@ def test_empty_arrays(name, shapes, params) -> None:
     ("attention", ((4,), (4,), (4,)), {"scale": 1.0, "causal": False}, "got q [4]"),
     ("attention", ((2, 3, 4), (2, 0, 4), (2, 0, 4)), {"scale": 1.0, "causal": False},
      "m >= 1"),
+    ("attention", ((2, 3, 6), (2, 3, 6), (2, 3, 6)), {"scale": 1.0, "causal": False, "heads": 4},
+     "attention: 4 heads do not divide q [2, 3, 6] and v [2, 3, 6]"),
+    ("attention", ((2, 3, 8), (2, 3, 8), (2, 3, 6)), {"scale": 1.0, "causal": False, "heads": 4},
+     "do not divide"),
 ])
 def test_shape_errors(name, shapes, params, words) -> None:
     with pytest.raises(ValueError) as err:

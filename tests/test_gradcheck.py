@@ -53,6 +53,10 @@ CASES += [
     Case("linear", (_u(2, 3, 4), _u(5, 4))),          # W broadcast over two leading axes
     Case("linear", (_u(5, 7), _u(3, 7), _u(3))),      # with the bias fuse.py folds in
     Case("linear", (_u(2, 3, 4), _u(5, 4), _u(5))),
+    Case("linear", (_u(5, 7), _u(3, 7), _u(3)), {"relu": True}),   # fuse.py's relu(W x + b)
+    Case("linear", (_u(2, 3, 4), _u(5, 4), _u(5)), {"relu": True}),
+    Case("linear", (_u(4, 6), _u(3, 6)), {"relu": True}),
+    Case("linear", (_u(1, 1), _u(1, 1), _u(1)), {"relu": True}),
     Case("matmul", (_u(3, 4), _u(4, 5))),
     Case("matmul", (_u(1, 1), _u(1, 1))),
     Case("matmul", (_u(2, 3, 4), _u(4, 5))),
@@ -151,6 +155,16 @@ for _q, _k, _v, _causal in [
 ]:
     CASES.append(Case("attention", (_u(*_q), _u(*_k), _u(*_v)),
                       {"scale": 0.7, "causal": _causal}))
+# attention with heads: q [..., n, H*e], k [..., m, H*e], v [..., m, H*f] (fuse.py's fold of
+# split_heads and join_heads).
+for _q, _k, _v, _causal, _heads in [
+    ((2, 3, 4), (2, 3, 4), (2, 3, 6), True, 2),
+    ((3, 6), (5, 6), (5, 3), False, 3),
+    ((2, 2, 4, 6), (2, 2, 4, 6), (2, 2, 4, 3), True, 3),
+    ((1, 2), (1, 2), (1, 2), True, 2),
+]:
+    CASES.append(Case("attention", (_u(*_q), _u(*_k), _u(*_v)),
+                      {"scale": 0.7, "causal": _causal, "heads": _heads}))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

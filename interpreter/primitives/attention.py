@@ -1,10 +1,10 @@
 """Transformer primitives: layernorm, causal_softmax and fused scaled dot-product attention.
 
 `layernorm(x, eps)` normalises the last axis (no gain or bias: the language applies those);
-`causal_softmax(x)` is softmax(causal(x)) over [..., n, n]; `attention(q, k, v, scale, causal)`
-is softmax(causal?(q @ k^T * scale)) @ v in one primitive. The row work runs in the Numba
-kernels of kernels/attention.py (float64 sums, see there why); products go to BLAS through
-np.matmul on the stacked matrices.
+`causal_softmax(x)` is softmax(causal(x)) over [..., n, n]; `attention(q, k, v, scale, causal,
+heads)` is softmax(causal?(q @ k^T * scale)) @ v in one primitive, in each of `heads` heads.
+The row work runs in the Numba kernels of kernels/attention.py (float64 sums, see there why);
+products go to BLAS through np.matmul on the stacked matrices.
 
 Why fuse: at the reference workload (q, k, v [32, 4, 64, 16] float32, causal, forward +
 backward; 2 cores) attention takes 2.3-2.4 ms against 2.7-2.9 ms for the unfused chain of
@@ -118,13 +118,18 @@ register("causal_softmax", shape=causal_softmax_shape, forward=causal_softmax_fo
 
 
 # ---------------------------------------------------------------------------------------------
-# attention(q, k, v, scale, causal): q [..., n, e], k [..., m, e], v [..., m, f] -> [..., n, f]
-# P = softmax rows of S = q k^T scale (causal: j > i masked), out = P v; saves P.
+# attention(q, k, v, scale, causal, heads): q [..., n, H*e], k [..., m, H*e], v [..., m, H*f]
+# -> [..., n, H*f]; head h is columns h*e:(h+1)*e of q and k (h*f:(h+1)*f of v and out), so
+# heads = 1 is plain attention and heads = H is join_heads(attention(split_heads(q, k, v))),
+# which fuse.py folds in: the heads are strided views here, which np.matmul hands to BLAS as
+# they are, instead of the four transposed copies (and their backward) around each attention.
+# P = softmax rows of S = q k^T scale (causal: j > i masked), out = P v; saves P [..., H, n, m].
 # Backward: dv = P^T g; dS = scale P (g v^T - rowsum(g v^T P)) (one kernel, the scale folded
 # in); dq = dS k, dk = dS^T q.
 
 
-def attention_shape(q: tuple, k: tuple, v: tuple, *, scale: float, causal: bool) -> tuple:
+def attention_shape(q: tuple, k: tuple, v: tuple, *, scale: float, causal: bool,
+                    heads: int = 1) -> tuple:
     q, k, v = tuple(q), tuple(k), tuple(v)
     if (len(q) < 2 or len(k) != len(q) or len(v) != len(q) or q[:-2] != k[:-2]
             or q[:-2] != v[:-2] or q[-1] != k[-1] or k[-2] != v[-2] or k[-2] == 0):
@@ -134,29 +139,44 @@ def attention_shape(q: tuple, k: tuple, v: tuple, *, scale: float, causal: bool)
     if causal and q[-2] != k[-2]:
         raise ValueError(f"attention: causal needs as many queries as keys (n == m), got "
                          f"q {list(q)} and k {list(k)}")
+    if heads < 1 or q[-1] % heads or v[-1] % heads:
+        raise ValueError(f"attention: {heads} heads do not divide q {list(q)} and v {list(v)}")
     return q[:-1] + v[-1:]
 
 
-def _probs(q, k, scale, causal):
-    return masked_softmax(np.matmul(q, _tc(k)), scale, causal)
+def _heads(x: np.ndarray, heads: int) -> np.ndarray:
+    """[..., n, H*e] -> the view [..., H, n, e]."""
+    return np.swapaxes(x.reshape(x.shape[:-1] + (heads, x.shape[-1] // heads)), -3, -2)
 
 
-def attention_forward(q, k, v, *, scale: float, causal: bool):
-    p = _probs(q, k, scale, causal)
-    return np.matmul(p, v), p
+def _matmul_into(a: np.ndarray, b: np.ndarray, shape: tuple, heads: int) -> np.ndarray:
+    """a @ b ([..., H, n, f]) written straight into a new [..., n, H*f] array."""
+    out = np.empty(shape, dtype=a.dtype)
+    np.matmul(a, b, out=_heads(out, heads))
+    return out
 
 
-def attention_backward(g, out, inputs, wants, *, saved, scale, causal):
+def _probs(q4, k4, scale, causal):
+    return masked_softmax(np.matmul(q4, _tc(k4)), scale, causal)
+
+
+def attention_forward(q, k, v, *, scale: float, causal: bool, heads: int = 1):
+    p = _probs(_heads(q, heads), _heads(k, heads), scale, causal)
+    return _matmul_into(p, _heads(v, heads), q.shape[:-1] + v.shape[-1:], heads), p
+
+
+def attention_backward(g, out, inputs, wants, *, saved, scale, causal, heads=1):
     q, k, v = inputs
-    p = _probs(q, k, scale, causal) if saved is None else saved
-    dv = np.matmul(_t(p), g) if wants[2] else None
+    q4, k4, v4, g4 = (_heads(x, heads) for x in (q, k, v, g))
+    p = _probs(q4, k4, scale, causal) if saved is None else saved
+    dv = _matmul_into(_t(p), g4, v.shape, heads) if wants[2] else None
     dq = dk = None
     if wants[0] or wants[1]:
-        dp = np.matmul(g, _tc(v))
+        dp = np.matmul(g4, _tc(v4))
         ds = K.masked_softmax_vjp(rows(dp), rows(p), float(scale), bool(causal))
         ds = ds.reshape(p.shape)
-        dq = np.matmul(ds, k) if wants[0] else None
-        dk = np.matmul(_t(ds), q) if wants[1] else None
+        dq = _matmul_into(ds, k4, q.shape, heads) if wants[0] else None
+        dk = _matmul_into(_t(ds), q4, k.shape, heads) if wants[1] else None
     return dq, dk, dv
 
 

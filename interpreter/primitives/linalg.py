@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import broadcast_shape, register, unbroadcast
+from ..kernels import linear as K
+from . import broadcast_shape, near_zero, register, unbroadcast
 
 # ---------------------------------------------------------------------------------------------
-# linear(x, W) or linear(x, W, b): x [..., n], W [m, n], b [m] -> [..., m] = x @ W.T (+ b).
-# The bias form is what fuse.py makes of `W x + b`: the add happens in place on the product,
-# and db is one sum over the folded rows instead of a broadcast add and its unbroadcast.
+# linear(x, W) or linear(x, W, b): x [..., n], W [m, n], b [m] -> [..., m] = x @ W.T (+ b),
+# then relu(...) when `relu`. The bias and relu forms are what fuse.py makes of `W x + b` and
+# `relu(W x + b)`: the add and the relu happen in place on the product, db is one sum over the
+# folded rows instead of a broadcast add and its unbroadcast, and the relu's backward masks g by
+# the output (out > 0 exactly where the product was), so no second array is kept for it.
 
 
-def linear_shape(x: tuple, w: tuple, *b: tuple) -> tuple:
+def linear_shape(x: tuple, w: tuple, *b: tuple, relu: bool = False) -> tuple:
     if len(x) < 1 or len(w) != 2:
         raise ValueError(f"linear: expects x [..., n] and W [m, n], got {list(x)} and {list(w)}")
     if x[-1] != w[1]:
@@ -30,27 +33,39 @@ def linear_shape(x: tuple, w: tuple, *b: tuple) -> tuple:
     return tuple(x[:-1]) + (w[0],)
 
 
-def linear_forward(x: np.ndarray, w: np.ndarray, *b: np.ndarray) -> np.ndarray:
+def linear_forward(x: np.ndarray, w: np.ndarray, *b: np.ndarray, relu: bool = False):
     out = x.reshape(-1, x.shape[-1]) @ w.T
-    if b:
-        out += b[0]
+    if b and out.size:
+        K.bias_act(out, b[0], relu)
+    elif relu:
+        np.maximum(out, 0, out=out)
     return out.reshape(x.shape[:-1] + (w.shape[0],))
 
 
-def linear_backward(g, out, inputs, wants):
+def linear_backward(g, out, inputs, wants, relu=False):
     x, w = inputs[:2]
-    g2 = g.reshape(-1, w.shape[0])
+    g2 = np.ascontiguousarray(g).reshape(-1, w.shape[0])
+    db = None
+    if relu:
+        g2, db = K.relu_vjp_sums(g2, np.ascontiguousarray(out).reshape(g2.shape))
     # dx = g @ W is skipped when not wanted (the first layer's input): one GEMM saved.
     dx = (g2 @ w).reshape(x.shape) if wants[0] else None
     # dW = sum over the leading axes of g^T x, done as one GEMM over the folded axes.
     dw = g2.T @ x.reshape(-1, x.shape[-1]) if wants[1] else None
     if len(inputs) == 2:
         return dx, dw
-    return dx, dw, (g2.sum(axis=0) if wants[2] else None)
+    if wants[2] and db is None:
+        db = g2.sum(axis=0)
+    return dx, dw, (db if wants[2] else None)
+
+
+def near_relu_kink(inputs: tuple, params: dict, tol: float) -> bool:
+    """With relu: some x @ W.T (+ b) within tol of 0."""
+    return bool(params.get("relu")) and near_zero((linear_forward(*inputs),), params, tol)
 
 
 register("linear", shape=linear_shape, forward=linear_forward, backward=linear_backward,
-         smooth=True)
+         smooth=True, kinks=(near_relu_kink,))
 
 
 # ---------------------------------------------------------------------------------------------
