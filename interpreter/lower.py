@@ -223,6 +223,10 @@ def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
         return _previous(plan, f, e)
     if e.op == "embed":
         ids, table = args
+        if len(ids.shape) != 1 + len(e.args[0].type.shape):  # one more axis: scores, not ids
+            raise DpError("type", "a row of an embedding needs a token, but this is the scores a "
+                          "module gives over a vocabulary: tokens are the model's input and "
+                          "previous", e.span)
         return plan.add("embed", (ids, table), ids.shape + table.shape[1:], True, e.span)
     return _builtin(plan, e.op, args[0], e.span)
 

@@ -42,8 +42,8 @@ class Windows:
         windows = text.lm_batches(self.corpus.train_ids, batch, self.seq, seed, self.span)
         if not self.mask:
             return windows
-        rng = np.random.RandomState(seed + 1)
-        return (text.mask_windows(x, self.mask, self.corpus.mask_id, rng) for x, _ in windows)
+        rng, mask_id = np.random.RandomState(seed + 1), self.corpus.mask_id
+        return (text.mask_windows(x, self.mask, mask_id, rng) for x, _ in windows)
 
 
 def literal(e: ast.Expr, what: str):

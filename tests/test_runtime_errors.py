@@ -12,7 +12,8 @@ from conftest import ROOT, run_dp
 RUNTIME = ROOT / "tests" / "programs" / "runtime"
 CASES = [("train", "missing_data"), ("train", "bad_data"), ("train", "wrong_width"),
          ("train", "bad_setting"), ("train", "bad_optimizer"), ("run", "no_checkpoint"),
-         ("train", "text_needs_steps"), ("train", "unknown_text"), ("train", "report_typo")]
+         ("train", "text_needs_steps"), ("train", "unknown_text"), ("train", "report_typo"),
+         ("train", "mask_rate")]
 
 
 @pytest.mark.parametrize("command,name", CASES, ids=[c[1] for c in CASES])
