@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="check a program and print its modules")
     c.add_argument("file")
     c.add_argument("--dump", choices=["ast", "plan"], help="print an intermediate form")
+    c.add_argument("--summary", action="store_true",
+                   help="a table of each module's layers, output shapes and parameter counts")
     t = sub.add_parser("train", help="train the program's model, save it, run its run block")
     t.add_argument("file")
     t.add_argument("--checkpoint", help="where to save (default: FILE with .safetensors)")
@@ -37,11 +39,25 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a setting of the train block or an argument of its "
                         "optimizer: --set lr=0.01 --set epochs=5")
+    t.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoint")
+    t.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="save a checkpoint every STEPS steps (default: every epoch)")
     r = sub.add_parser("run", help="run the program's run block with trained parameters")
     r.add_argument("file")
     r.add_argument("--checkpoint", help="the parameters to use (default: FILE .safetensors)")
     r.add_argument("--seed", type=int, help="initialize untrained modules with this seed")
-    for q in (c, t, r):
+    s = sub.add_parser("show", help="draw a module as a box diagram (SVG, or PNG with -o x.png)")
+    s.add_argument("module")
+    s.add_argument("file", nargs="?", help="a program defining MODULE (default: the stdlib)")
+    s.add_argument("-o", "--output", help="where to write (default: MODULE.svg)")
+    e = sub.add_parser("repl", help="explore modules interactively")
+    e.add_argument("files", nargs="*", help="programs to load after the standard library")
+    g = sub.add_parser("plot", help="draw the loss curves of runs to a PNG")
+    g.add_argument("runs", nargs="+", metavar="RUN",
+                   help="a program, its checkpoint or its metrics file")
+    g.add_argument("-o", "--output", help="where to write (default: beside the first run)")
+    for q in (c, t, r, s, e, g):
         q.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return p
 

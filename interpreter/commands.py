@@ -1,4 +1,5 @@
-"""The three commands behind `dp check`, `dp train` and `dp run` (each: args -> exit code)."""
+"""The commands behind `dp check`, `dp train`, `dp run`, `dp show`, `dp repl` and `dp plot`
+(each: args -> exit code)."""
 
 from __future__ import annotations
 
@@ -86,7 +87,12 @@ def check(args) -> int:
              if str(Path(d.span.file).resolve()) in mine]
     for block in (b for b in tprog.trains if b.span.file == args.file):
         train_config(block)  # settings are checked too, before anything runs
-    described = [_describe_module(tprog, tdef) for tdef in shown]  # lowering checks sizes too
+    if args.summary:
+        from .summary import summary_lines
+
+        described = [summary_lines(tprog, tdef) for tdef in shown]
+    else:  # lowering checks sizes too
+        described = [_describe_module(tprog, tdef) for tdef in shown]
     print(f"{args.file}: ok ({len(shown)} module{'s' if len(shown) != 1 else ''})")
     for tdef, lines in zip(shown, described, strict=True):
         print()
@@ -167,6 +173,24 @@ def _untrained(tprog: T.TProgram, blocks, seed: int) -> dict[str, Model]:
             print(f"{e.name} is not trained here: its parameters are initialized with seed "
                   f"{seed}", flush=True)
     return models
+
+
+def show(args) -> int:
+    from .diagram import show_cmd
+
+    return show_cmd(args)
+
+
+def repl(args) -> int:
+    from .repl import repl_main
+
+    return repl_main(args.files)
+
+
+def plot(args) -> int:
+    from .plot import plot_cmd
+
+    return plot_cmd(args)
 
 
 train = train_cmd  # `dp train`
