@@ -134,7 +134,8 @@ def train_cmd(args) -> int:
     for rb in (b for b in tprog.runs if b.span.file == args.file):
         check_block(rb, {model.name: model})
     summary = train_model(model, block, config, os.path.dirname(args.file) or ".", ckpt,
-                    program_hash(sources[args.file]))
+                          program_hash(sources[args.file]), resume=args.resume,
+                          every=args.checkpoint_every)
     print(f"trained {summary['steps']} steps in {summary['seconds']:.2f} s; final loss "
           f"{summary['final_loss']:.4f}; saved {ckpt}", flush=True)
     for rb in (b for b in tprog.runs if b.span.file == args.file):

@@ -10,27 +10,28 @@ from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total_steps: int, epochs: int, batch: int, out=sys.stdout):
-        self.epochs, self.out = epochs, out
-        self.bar = tqdm(total=total_steps, unit="step", file=sys.stderr, leave=False,
-                        disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    def __init__(self, total_steps: int, batch: int, out=sys.stdout, done: int = 0):
+        self.out = out
+        self.bar = tqdm(total=total_steps, initial=done, unit="step", file=sys.stderr,
+                        leave=False, disable=not sys.stderr.isatty(), dynamic_ncols=True)
         self.examples = 0
         self.started = time.perf_counter()
 
-    def step(self, epoch: int, loss: float, examples: int) -> None:
+    def step(self, label: str, loss: float, examples: int) -> None:
         self.examples += examples
         if not self.bar.disable:
             self.bar.update(1)
             if self.bar.n % 10 == 0:
                 rate = self.examples / max(time.perf_counter() - self.started, 1e-9)
-                self.bar.set_postfix_str(f"epoch {epoch}/{self.epochs} loss {loss:.4f} "
-                                         f"{rate:,.0f} ex/s", refresh=False)
+                self.bar.set_postfix_str(f"{label} loss {loss:.4f} {rate:,.0f} ex/s",
+                                         refresh=False)
 
-    def epoch_done(self, epoch: int, mean_loss: float) -> None:
+    def period_done(self, label: str, mean_loss: float, scores: str = "") -> None:
+        """One line for an epoch (or, for text, a tenth of the steps)."""
         elapsed = time.perf_counter() - self.started
         rate = self.examples / max(elapsed, 1e-9)
-        line = (f"epoch {epoch:>{len(str(self.epochs))}}/{self.epochs}  loss {mean_loss:.4f}  "
-                f"{rate:,.0f} examples/s")
+        line = f"{label}  loss {mean_loss:.4f}  " + (f"{scores}  " if scores else "") + \
+            f"{rate:,.0f} examples/s"
         if self.bar.disable:
             print(line, file=self.out, flush=True)
         else:

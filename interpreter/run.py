@@ -98,10 +98,8 @@ def _value(e: ast.Expr, models, loss: str, base_dir: str, sources) -> str:
         check_loss(loss, model, e.span)
         return f"{label} = {model.loss(loss, ds.x, ds.y):.4f}"
     scores = model.predict(ds.x)
-    if e.func == "accuracy":  # of every scored label: each token of a token sequence
-        scored = ds.y >= 0
-        right = int(np.sum((scores.argmax(axis=-1) == ds.y) & scored))
-        total = int(np.sum(scored))
+    if e.func == "accuracy":
+        right, total = accuracy_counts(scores, ds.y)
         return f"{label} = {right / max(total, 1):.4f} ({right}/{total})"
     if e.func == "exact_match":  # the examples with every scored token right
         wrong = (scores.argmax(axis=-1) != ds.y) & (ds.y >= 0)
@@ -117,6 +115,12 @@ def _value(e: ast.Expr, models, loss: str, base_dir: str, sources) -> str:
                                for x, g, t in zip(ds.x, guesses, ds.y))
     shown = ", ".join(f"{int(g)} (true {int(t)})" for g, t in zip(guesses, ds.y[:n]))
     return f"{label} = {shown}"
+
+
+def accuracy_counts(scores: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+    """(right, scored): every token of a token sequence counts; a -1 label is not scored."""
+    scored = y >= 0
+    return int(np.sum((scores.argmax(axis=-1) == y) & scored)), int(np.sum(scored))
 
 
 def _text_prediction(vocab, x, guess, target) -> str:

@@ -15,6 +15,7 @@ from dp.dsl.errors import DpError, Span
 from dp.dsl.types import Tensor
 
 from . import data, tasks, text
+from .streams import WindowStream
 
 SOURCES = {"digits": ("split",), "npz": ("x", "y"), "csv": ("label",), "random": ("n", "seed"),
            "text": ("split", "mask"), "reversal": ("split",)}
@@ -39,11 +40,7 @@ class Windows:
         return len(self.corpus.train_ids)
 
     def batches(self, batch: int, seed: int):
-        windows = text.lm_batches(self.corpus.train_ids, batch, self.seq, seed, self.span)
-        if not self.mask:
-            return windows
-        rng, mask_id = np.random.RandomState(seed + 1), self.corpus.mask_id
-        return (text.mask_windows(x, self.mask, mask_id, rng) for x, _ in windows)
+        return iter(WindowStream(self, batch, seed))
 
 
 def literal(e: ast.Expr, what: str):

@@ -277,7 +277,8 @@ def _ids(a, what: str) -> np.ndarray:
     return a.astype(np.int64, copy=False)
 
 
-def lm_batches(train_ids, batch: int, seq: int, seed: int = 0, span: Span | None = None
+def lm_batches(train_ids, batch: int, seq: int, seed: int = 0, span: Span | None = None,
+               rng: np.random.RandomState | None = None
                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Random training windows forever: (x, y), both int64 [batch, seq], y = x shifted by one.
 
@@ -285,7 +286,8 @@ def lm_batches(train_ids, batch: int, seq: int, seed: int = 0, span: Span | None
     `np.random.RandomState(seed)` stream, exactly as bench/torch_ref.py `lm_batches`, so
     step k sees the reference's k-th batch. (So the last possible window, starting at
     len - seq - 1, is never drawn: that is the reference's choice, kept.) Sizes are checked
-    here, at the call; windows are drawn one step per `next`."""
+    here, at the call; windows are drawn one step per `next`. A given `rng` replaces the
+    seed's (so that its state can be saved and restored)."""
     batch = _positive(batch, "batch size")
     seq = _positive(seq, "sequence length")
     ids = _ids(train_ids, "training ids")
@@ -294,7 +296,7 @@ def lm_batches(train_ids, batch: int, seq: int, seed: int = 0, span: Span | None
                               f"windows of {seq}: expected at least {seq + 2} (a window of "
                               f"{seq} inputs, its targets one further, and a choice of start)",
                       span)
-    return _windows_forever(ids, batch, seq, np.random.RandomState(seed))
+    return _windows_forever(ids, batch, seq, rng or np.random.RandomState(seed))
 
 
 def _windows_forever(ids, batch, seq, rng):

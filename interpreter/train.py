@@ -8,10 +8,12 @@ one permutation per epoch, as the PyTorch reference draws them).
 from __future__ import annotations
 
 import hashlib
-import itertools
+import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -21,15 +23,19 @@ from dp.dsl import ast
 from dp.dsl.checker import _suggest
 from dp.dsl.errors import DpError, Span
 
-from . import checkpoint, data, text
+from . import checkpoint, text
+from .metrics import MetricsLog, metrics_path
 from .model import Model, check_loss
 from .optim import DEFAULTS, Optimizer, make_optimizer
 from .progress import Progress
+from .run import accuracy_counts
 from .sources import Windows, check_vocab, dataset, fit_data, literal
+from .streams import ExampleStream, WindowStream
 
-SETTINGS = ("loss", "optimizer", "batch", "epochs", "steps", "seed", "checkpoint")
+SETTINGS = ("loss", "optimizer", "batch", "epochs", "steps", "seed", "checkpoint", "eval")
 OVERRIDES = ("batch", "epochs", "steps", "seed")  # and the optimizer's arguments
 VERSION = "0.1.0"
+_TRAINING_STATE = ("optimizer.", "rng.")  # checkpoint tensors that are not parameters
 
 
 @dataclass
@@ -42,6 +48,7 @@ class TrainConfig:
     seed: int
     checkpoint: str | None
     span: Span
+    eval: ast.Expr | None = None  # held-out data evaluated after every epoch
 
 
 def _int_setting(s: ast.Setting) -> int:
@@ -95,7 +102,8 @@ def train_config(block: ast.TrainBlock, overrides: dict | None = None) -> TrainC
     ckpt = found.get("checkpoint")
     config = TrainConfig(loss.name, optimizer, ints.get("batch", 32), ints.get("epochs", 1),
                          ints.get("steps"), int(seed),
-                         str(literal(ckpt.value, "checkpoint")) if ckpt else None, block.span)
+                         str(literal(ckpt.value, "checkpoint")) if ckpt else None, block.span,
+                         found["eval"].value if "eval" in found else None)
     for k, v in sets.items():
         setattr(config, k, v)
     return config
@@ -133,8 +141,11 @@ def default_checkpoint(program_path: str) -> str:
 
 
 def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: str,
-          ckpt_path: str, source_hash: str, out=sys.stdout) -> dict:
-    """Train `model` in place as the block says; save a checkpoint; return a summary."""
+          ckpt_path: str, source_hash: str, out=sys.stdout, resume: bool = False,
+          every: int | None = None) -> dict:
+    """Train `model` in place as the block says, saving a checkpoint after every epoch (or
+    `every` steps) and at the end, and the metrics beside it; return a summary. With
+    `resume`, go on from the checkpoint and end where an uninterrupted run would."""
     check_loss(config.loss, model, block.span)
     ds = dataset(block.data, base_dir, model.arg_shapes[0])
     if isinstance(ds, Windows):
@@ -144,53 +155,207 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
                           "random windows, so there are no epochs", block.span,
                           ("e.g. steps 300",))
         model.vocab = ds.vocab
+        stream = WindowStream(ds, config.batch, config.seed)
+        total = config.steps
+        period = max(1, math.ceil(total / 10))  # no epochs: report a tenth of the run at a time
         what = f"random windows of {ds.seq} characters of {ds.corpus.name}"
     else:
         ds = fit_data(ds, model, config.loss, block.data.span)
         model.vocab = ds.vocab
+        stream = ExampleStream(ds, config.batch, config.seed)
+        period = stream.per_epoch
+        total = config.steps or period * config.epochs
         what = f"{len(ds):,} examples"
+    held = _held_out(config, model, base_dir)
+    if every is not None and every <= 0:
+        raise DpError("usage", f"--checkpoint-every must be a positive number of steps, "
+                      f"not {every}")
     print(f"training {model.name}: {model.sig} ({model.num_params:,} parameters) on {what} "
           f"with {config.optimizer.name}, batch {config.batch}", file=out, flush=True)
     model.init(config.seed)
     state = config.optimizer.init_state(model.flat.size, model.dtype)
-    total, per_epoch, epoch_batches = _schedule(ds, config)
-    epochs = math.ceil(total / per_epoch)
-    progress = Progress(total, epochs, config.batch, out)
-    step, last_losses, started = 0, [], time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        epoch_losses = []
-        for xb, yb in epoch_batches():
+    run = _Run()
+    unit = "epoch" if isinstance(stream, ExampleStream) else "step"
+    header = {"kind": "run", "program": block.span.file, "model": model.name,
+              "program_sha256": source_hash,
+              "loss": config.loss, "optimizer": config.optimizer.name,
+              **config.optimizer.hyper, "batch": config.batch, "seed": config.seed,
+              "steps": total, "period": period, "unit": unit}
+    if resume:
+        run = _resume(model, config, state, stream, ckpt_path, source_hash, out)
+        log = MetricsLog(metrics_path(ckpt_path), resume_step=run.step,
+                         note={"kind": "resume", "step": run.step, "checkpoint": run.source})
+    else:
+        log = MetricsLog(metrics_path(ckpt_path), header)
+    periods = math.ceil(total / period)
+    progress = Progress(total, config.batch, out, done=run.step)
+    save = _Saver(model, config, state, stream, ckpt_path, source_hash, log, run)
+    stop = _StopOnSignal()
+    started = time.perf_counter() - run.seconds
+    try:
+        for xb, yb in (stream if run.step < total else ()):
             loss = model.loss_and_grad(config.loss, xb, yb)
-            step += 1
+            run.step += 1
             if not math.isfinite(loss):
-                progress.close()
-                raise _numeric(loss, step, block)
-            config.optimizer.update(model.flat, model.grad_flat, state, step)
-            epoch_losses.append(loss)
-            progress.step(epoch, loss, len(xb))
-            if step == total:
+                raise _numeric(loss, run.step, block)
+            config.optimizer.update(model.flat, model.grad_flat, state, run.step)
+            run.seconds = time.perf_counter() - started
+            index = (run.step - 1) // period + 1
+            log.write({"kind": "step", "step": run.step, "loss": loss,
+                       "seconds": round(run.seconds, 4)})
+            run.period_sum += loss
+            run.period_steps += 1
+            label = (f"epoch {index:>{len(str(periods))}}/{periods}" if unit == "epoch" else
+                     f"step {run.step:>{len(str(total))}}/{total}")
+            progress.step(label, loss, len(xb))
+            if run.step % period == 0 or run.step == total:
+                mean = run.period_sum / run.period_steps
+                scores = _evaluate(model, config.loss, held)
+                log.write({"kind": unit if unit == "epoch" else "period", "step": run.step,
+                           **({"epoch": index} if unit == "epoch" else {}), "loss": mean,
+                           **scores, "seconds": round(run.seconds, 4)})
+                progress.period_done(label, mean, _scores_text(scores))
+                run.last_mean, run.period_sum, run.period_steps = mean, 0.0, 0
+                save()
+            elif every and run.step % every == 0:
+                save()
+            if stop.requested:
+                if run.step % period and not (every and run.step % every == 0):
+                    save()
+                raise _interrupted(run.step, total, ckpt_path)
+            if run.step == total:
                 break
-        last_losses = epoch_losses
-        progress.epoch_done(epoch, float(np.mean(epoch_losses)))
-        if step == total:
-            break
-    progress.close()
-    seconds = time.perf_counter() - started
-    _save(model, config, state, step, epoch, ckpt_path, source_hash)
-    return {"steps": step, "epochs": epoch, "seconds": seconds,
-            "final_loss": float(np.mean(last_losses))}
+    finally:
+        stop.restore()
+        progress.close()
+        log.close()
+    return {"steps": run.step, "epochs": math.ceil(run.step / period),
+            "seconds": run.seconds, "final_loss": run.last_mean, "resumed": resume}
 
 
-def _schedule(ds, config: TrainConfig):
-    """(steps in all, steps per epoch, a function giving one epoch's batches). Text is one
-    epoch of `steps` random windows; examples are shuffled once per epoch."""
+@dataclass
+class _Run:
+    """Where a run is: what a checkpoint records beside the parameters and optimizer."""
+
+    step: int = 0
+    seconds: float = 0.0
+    period_sum: float = 0.0  # the losses of the epoch (or period) so far, summed in order
+    period_steps: int = 0
+    last_mean: float = float("nan")
+    source: str = ""
+
+
+class _Saver:
+    def __init__(self, model, config, state, stream, path, source_hash, log, run):
+        self.args = (model, config, state, stream, path, source_hash)
+        self.log, self.run, self.saved = log, run, -1
+
+    def __call__(self) -> None:
+        if self.saved != self.run.step:
+            self.log.flush()  # the metrics reach the checkpoint's step first
+            _save(*self.args, self.run)
+            self.saved = self.run.step
+
+
+class _StopOnSignal:
+    """Ctrl-C (SIGINT) or SIGTERM ends training after the current step, with a checkpoint,
+    instead of in the middle of an update."""
+
+    def __init__(self):
+        self.requested, self.old = False, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._request)
+
+    def _request(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted(step: int, total: int, path: str) -> DpError:
+    err = DpError("interrupted", f"training stopped at step {step} of {total}", None,
+                  (f"the checkpoint {path} holds step {step}; go on with `dp train FILE "
+                   f"--resume`",))
+    err.exit_code = 130
+    return err
+
+
+def _held_out(config: TrainConfig, model: Model, base_dir: str):
+    """The `eval` setting's data, read once, or None."""
+    if config.eval is None:
+        return None
+    ds = dataset(config.eval, base_dir, model.arg_shapes[0], model.vocab)
     if isinstance(ds, Windows):
-        draws = ds.batches(config.batch, config.seed)
-        return config.steps, config.steps, lambda: itertools.islice(draws, config.steps)
-    order = np.random.RandomState(config.seed + 1)
-    per_epoch = data.num_batches(len(ds), config.batch)
-    return (config.steps or per_epoch * config.epochs, per_epoch,
-            lambda: data.batches(ds, config.batch, order))
+        raise DpError("value", "eval reads held-out data, e.g. text(...; split = test)",
+                      config.eval.span)
+    return fit_data(ds, model, config.loss, config.eval.span)
+
+
+def _evaluate(model: Model, loss: str, held) -> dict:
+    if held is None:
+        return {}
+    scores = {"eval_loss": model.loss(loss, held.x, held.y)}
+    if loss == "cross_entropy":
+        right, total = accuracy_counts(model.predict(held.x), held.y)
+        scores["eval_accuracy"] = right / max(total, 1)
+    return scores
+
+
+def _scores_text(scores: dict) -> str:
+    parts = []
+    if "eval_loss" in scores:
+        parts.append(f"held-out loss {scores['eval_loss']:.4f}")
+    if "eval_accuracy" in scores:
+        parts.append(f"accuracy {scores['eval_accuracy']:.4f}")
+    return "  ".join(parts)
+
+
+def _resume(model: Model, config: TrainConfig, state: dict, stream, path: str,
+            source_hash: str, out) -> _Run:
+    """Parameters, optimizer state, data streams and counters from the checkpoint."""
+    if not os.path.exists(path) and not os.path.exists(checkpoint.previous_path(path)):
+        raise DpError("usage", f"--resume: there is no checkpoint at {path} to go on from",
+                      None, ("train without --resume to start a run",))
+    tensors, meta, used = checkpoint.load_checkpoint_or_previous(path)
+    if used != path:
+        print(f"{path} cannot be read; going on from {used}", file=out, flush=True)
+    if "stream" not in meta:
+        raise DpError("checkpoint", f"--resume: {used} holds no training state (it was written "
+                      f"by an older dp)", None, ("train without --resume to start again",))
+    if meta.get("program_sha256") != source_hash:
+        raise DpError("checkpoint", f"--resume: {used} was trained from another version of "
+                      f"the program", None, ("resuming needs the program that wrote the "
+                                             "checkpoint; change settings with --set",))
+    settings = json.loads(meta.get("settings", "{}"))
+    for key in ("batch", "seed"):
+        if settings.get(key) != getattr(config, key):
+            raise DpError("checkpoint", f"--resume: {used} was trained with {key} "
+                          f"{settings.get(key)}, this run has {getattr(config, key)}", None,
+                          (f"resume with --set {key}={settings.get(key)}",))
+    if meta.get("optimizer") != config.optimizer.name:
+        raise DpError("checkpoint", f"--resume: {used} was trained with "
+                      f"{meta.get('optimizer')}, the program says {config.optimizer.name}")
+    params = {k: v for k, v in tensors.items() if not k.startswith(_TRAINING_STATE)}
+    checkpoint.check_against(params, {p: tuple(v.shape) for p, v in model.params.items()},
+                             used)
+    model.load(params)
+    for k, v in state.items():
+        saved = tensors.get(f"optimizer.{k}")
+        if saved is None or saved.shape != v.shape:
+            raise DpError("checkpoint", f"--resume: {used} has no optimizer state "
+                          f"'{k}' of {v.size:,} values")
+        v[...] = saved
+    stream.restore(tensors, meta["stream"])
+    run = _Run(step=int(meta["step"]), seconds=float(meta["seconds"]),
+               period_sum=float(meta["period_sum"]), period_steps=int(meta["period_steps"]),
+               last_mean=float(meta["last_mean"]), source=used)
+    print(f"resuming from {used} at step {run.step}", file=out, flush=True)
+    return run
 
 
 def _numeric(loss: float, step: int, block: ast.TrainBlock) -> DpError:
@@ -201,13 +366,18 @@ def _numeric(loss: float, step: int, block: ast.TrainBlock) -> DpError:
     return err
 
 
-def _save(model: Model, config: TrainConfig, state: dict, step: int, epoch: int, path: str,
-          source_hash: str) -> None:
+def _save(model: Model, config: TrainConfig, state: dict, stream, path: str,
+          source_hash: str, run: _Run) -> None:
     tensors = dict(model.params)
     tensors.update({f"optimizer.{k}": v for k, v in state.items()})
+    rng_tensors, stream_state = stream.state()
+    tensors.update(rng_tensors)
     meta = {"dp_version": VERSION, "model": model.name, "program_sha256": source_hash,
-            "step": str(step), "epoch": str(epoch), "optimizer": config.optimizer.name,
-            "loss": config.loss}
+            "step": str(run.step), "seconds": repr(run.seconds),
+            "optimizer": config.optimizer.name, "loss": config.loss, "stream": stream_state,
+            "period_sum": repr(run.period_sum), "period_steps": str(run.period_steps),
+            "last_mean": repr(run.last_mean),
+            "settings": json.dumps({"batch": config.batch, "seed": config.seed})}
     if model.vocab is not None:  # so that text after loading maps to the same ids
         meta["vocab"] = model.vocab.to_json()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -217,7 +387,7 @@ def _save(model: Model, config: TrainConfig, state: dict, step: int, epoch: int,
 def load_trained(model: Model, path: str, span: Span | None = None) -> dict:
     """Load a checkpoint's parameters into `model`; returns its metadata."""
     tensors, meta = checkpoint.load_checkpoint(path, span)
-    params = {k: v for k, v in tensors.items() if not k.startswith("optimizer.")}
+    params = {k: v for k, v in tensors.items() if not k.startswith(_TRAINING_STATE)}
     expected = {p: tuple(v.shape) for p, v in model.params.items()}
     checkpoint.check_against(params, expected, path, span)
     model.load(params)
