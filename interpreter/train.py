@@ -17,7 +17,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-import numpy as np
 
 from dp.dsl import ast
 from dp.dsl.checker import _suggest
@@ -147,47 +146,31 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
     `every` steps) and at the end, and the metrics beside it; return a summary. With
     `resume`, go on from the checkpoint and end where an uninterrupted run would."""
     check_loss(config.loss, model, block.span)
-    ds = dataset(block.data, base_dir, model.arg_shapes[0])
-    if isinstance(ds, Windows):
-        check_vocab(ds, model, block.data.span)
-        if config.steps is None:
-            raise DpError("value", "training on text needs a number of steps: it draws "
-                          "random windows, so there are no epochs", block.span,
-                          ("e.g. steps 300",))
-        model.vocab = ds.vocab
-        stream = WindowStream(ds, config.batch, config.seed)
-        total = config.steps
-        period = max(1, math.ceil(total / 10))  # no epochs: report a tenth of the run at a time
-        what = f"random windows of {ds.seq} characters of {ds.corpus.name}"
-    else:
-        ds = fit_data(ds, model, config.loss, block.data.span)
-        model.vocab = ds.vocab
-        stream = ExampleStream(ds, config.batch, config.seed)
-        period = stream.per_epoch
-        total = config.steps or period * config.epochs
-        what = f"{len(ds):,} examples"
+    stream, total, period, what = _stream(model, block, config, base_dir)
     held = _held_out(config, model, base_dir)
     if every is not None and every <= 0:
         raise DpError("usage", f"--checkpoint-every must be a positive number of steps, "
                       f"not {every}")
+    if resume and not any(map(os.path.exists, (ckpt_path, checkpoint.previous_path(ckpt_path)))):
+        raise DpError("usage", f"--resume: there is no checkpoint at {ckpt_path} to go on "
+                      f"from", None, ("train without --resume to start a run",))
     print(f"training {model.name}: {model.sig} ({model.num_params:,} parameters) on {what} "
           f"with {config.optimizer.name}, batch {config.batch}", file=out, flush=True)
     model.init(config.seed)
     state = config.optimizer.init_state(model.flat.size, model.dtype)
-    run = _Run()
-    unit = "epoch" if isinstance(stream, ExampleStream) else "step"
-    header = {"kind": "run", "program": block.span.file, "model": model.name,
-              "program_sha256": source_hash,
-              "loss": config.loss, "optimizer": config.optimizer.name,
-              **config.optimizer.hyper, "batch": config.batch, "seed": config.seed,
-              "steps": total, "period": period, "unit": unit}
+    epochs = isinstance(stream, ExampleStream)  # else text: a line every tenth of the steps
     if resume:
         run = _resume(model, config, state, stream, ckpt_path, source_hash, out)
         log = MetricsLog(metrics_path(ckpt_path), resume_step=run.step,
                          note={"kind": "resume", "step": run.step, "checkpoint": run.source})
     else:
-        log = MetricsLog(metrics_path(ckpt_path), header)
-    periods = math.ceil(total / period)
+        run = _Run()
+        log = MetricsLog(metrics_path(ckpt_path), {
+            "kind": "run", "program": block.span.file, "model": model.name,
+            "program_sha256": source_hash, "loss": config.loss,
+            "optimizer": config.optimizer.name, **config.optimizer.hyper,
+            "batch": config.batch, "seed": config.seed, "steps": total,
+            "unit": "epoch" if epochs else "step", "period": period})
     progress = Progress(total, config.batch, out, done=run.step)
     save = _Saver(model, config, state, stream, ckpt_path, source_hash, log, run)
     stop = _StopOnSignal()
@@ -200,28 +183,27 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
                 raise _numeric(loss, run.step, block)
             config.optimizer.update(model.flat, model.grad_flat, state, run.step)
             run.seconds = time.perf_counter() - started
-            index = (run.step - 1) // period + 1
-            log.write({"kind": "step", "step": run.step, "loss": loss,
-                       "seconds": round(run.seconds, 4)})
             run.period_sum += loss
             run.period_steps += 1
-            label = (f"epoch {index:>{len(str(periods))}}/{periods}" if unit == "epoch" else
-                     f"step {run.step:>{len(str(total))}}/{total}")
+            log.write({"kind": "step", "step": run.step, "loss": loss,
+                       "seconds": round(run.seconds, 4)})
+            epoch = (run.step - 1) // period + 1
+            label = (f"epoch {epoch:>{len(str(-(-total // period)))}}/{-(-total // period)}"
+                     if epochs else f"step {run.step:>{len(str(total))}}/{total}")
             progress.step(label, loss, len(xb))
             if run.step % period == 0 or run.step == total:
                 mean = run.period_sum / run.period_steps
-                scores = _evaluate(model, config.loss, held)
-                log.write({"kind": unit if unit == "epoch" else "period", "step": run.step,
-                           **({"epoch": index} if unit == "epoch" else {}), "loss": mean,
-                           **scores, "seconds": round(run.seconds, 4)})
-                progress.period_done(label, mean, _scores_text(scores))
                 run.last_mean, run.period_sum, run.period_steps = mean, 0.0, 0
+                scores = _evaluate(model, config.loss, held)
+                kind = {"kind": "epoch", "epoch": epoch} if epochs else {"kind": "period"}
+                log.write(kind | {"step": run.step, "loss": mean, **scores,
+                                  "seconds": round(run.seconds, 4)})
+                progress.period_done(label, mean, _scores_text(scores))
                 save()
             elif every and run.step % every == 0:
                 save()
             if stop.requested:
-                if run.step % period and not (every and run.step % every == 0):
-                    save()
+                save()
                 raise _interrupted(run.step, total, ckpt_path)
             if run.step == total:
                 break
@@ -229,8 +211,27 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
         stop.restore()
         progress.close()
         log.close()
-    return {"steps": run.step, "epochs": math.ceil(run.step / period),
-            "seconds": run.seconds, "final_loss": run.last_mean, "resumed": resume}
+    return {"steps": run.step, "seconds": run.seconds, "final_loss": run.last_mean}
+
+
+def _stream(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: str):
+    """(the batches, steps in all, steps between report lines, what the data is)."""
+    ds = dataset(block.data, base_dir, model.arg_shapes[0])
+    if isinstance(ds, Windows):
+        check_vocab(ds, model, block.data.span)
+        if config.steps is None:
+            raise DpError("value", "training on text needs a number of steps: it draws "
+                          "random windows, so there are no epochs", block.span,
+                          ("e.g. steps 300",))
+        model.vocab = ds.vocab
+        return (WindowStream(ds, config.batch, config.seed), config.steps,
+                max(1, -(-config.steps // 10)),
+                f"random windows of {ds.seq} characters of {ds.corpus.name}")
+    ds = fit_data(ds, model, config.loss, block.data.span)
+    model.vocab = ds.vocab
+    stream = ExampleStream(ds, config.batch, config.seed)
+    return (stream, config.steps or stream.per_epoch * config.epochs, stream.per_epoch,
+            f"{len(ds):,} examples")
 
 
 @dataclass
@@ -318,9 +319,6 @@ def _scores_text(scores: dict) -> str:
 def _resume(model: Model, config: TrainConfig, state: dict, stream, path: str,
             source_hash: str, out) -> _Run:
     """Parameters, optimizer state, data streams and counters from the checkpoint."""
-    if not os.path.exists(path) and not os.path.exists(checkpoint.previous_path(path)):
-        raise DpError("usage", f"--resume: there is no checkpoint at {path} to go on from",
-                      None, ("train without --resume to start a run",))
     tensors, meta, used = checkpoint.load_checkpoint_or_previous(path)
     if used != path:
         print(f"{path} cannot be read; going on from {used}", file=out, flush=True)
