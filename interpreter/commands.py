@@ -110,13 +110,13 @@ def _train_block(tprog: T.TProgram, file: str):
     return blocks[0]
 
 
-def _checkpoint_path(args, config) -> str:
+def checkpoint_path(file: str, given: str | None, config) -> str:
     """--checkpoint, else the program's `checkpoint` setting (relative to it), else beside it."""
-    if args.checkpoint:
-        return args.checkpoint
+    if given:
+        return given
     if config.checkpoint:
-        return os.path.join(os.path.dirname(args.file), config.checkpoint)
-    return default_checkpoint(args.file)
+        return os.path.join(os.path.dirname(file), config.checkpoint)
+    return default_checkpoint(file)
 
 
 def _loss_of(block) -> str:
@@ -130,7 +130,7 @@ def train_cmd(args) -> int:
     config = train_config(block, {**parse_sets(args.set),
                                   **{k: v for k, v in flags.items() if v is not None}})
     model = Model(tprog, block.model.name, block.model.span)
-    ckpt = _checkpoint_path(args, config)
+    ckpt = checkpoint_path(args.file, args.checkpoint, config)
     for rb in (b for b in tprog.runs if b.span.file == args.file):
         check_block(rb, {model.name: model})
     summary = train_model(model, block, config, os.path.dirname(args.file) or ".", ckpt,
@@ -154,7 +154,7 @@ def run(args) -> int:
     if trains:
         block = trains[0]
         model = Model(tprog, block.model.name, block.model.span)
-        load_trained(model, _checkpoint_path(args, train_config(block)))
+        load_trained(model, checkpoint_path(args.file, args.checkpoint, train_config(block)))
         models, loss = {model.name: model}, _loss_of(block)
     else:
         models, loss = _untrained(tprog, blocks, args.seed or 0), "cross_entropy"
