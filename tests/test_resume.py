@@ -185,3 +185,16 @@ def test_metrics_file_is_written_beside_the_checkpoint(tmp_path):
     assert [(r["epoch"], r["step"]) for r in epochs] == [(1, 47), (2, 94), (3, 141)]
     assert epochs[0]["loss"] == pytest.approx(np.mean([r["loss"] for r in steps[:47]]))
     assert 0.9 < epochs[-1]["eval_accuracy"] <= 1 and epochs[-1]["eval_loss"] < 0.5
+
+
+def test_killed_at_random_moments_leaves_a_loadable_checkpoint(tmp_path):
+    """RELIABILITY 20: SIGKILL anywhere in a run that saves every step (so often in the
+    middle of writing one); `dp run` then loads a verified checkpoint every time."""
+    program = _program(tmp_path)
+    for lines in np.random.RandomState(0).randint(2, 12, size=3):
+        proc = _spawn("train", program, "--set", "epochs=40", "--checkpoint-every", "1")
+        _kill_after(proc, int(lines))
+        assert proc.returncode == -signal.SIGKILL
+        code, out, err = run_dp("run", program)
+        assert code == 0, err
+        assert out.startswith("accuracy(Digits, digits(split = test)) = ")
