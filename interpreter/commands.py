@@ -16,20 +16,24 @@ from .lower import lower
 from .model import Model
 from .plan import format_plan
 from .run import check_block, run_block
+from .structure import calls as _calls
 from .train import default_checkpoint, load_trained, parse_sets, program_hash, train_config
 from .train import train as train_model
 
 
-def _calls(e, out: list) -> None:
-    """Call sites in the order they run (arguments first)."""
-    if isinstance(e, T.TMap):
-        _calls(e.seq, out)
-        out.append(e.call)
-        return
-    for a in getattr(e, "args", ()):
-        _calls(a, out)
-    if isinstance(e, T.TCall):
-        out.append(e)
+def param_table(specs: dict) -> list[str]:
+    """Each parameter's path, shape and count, and the total (dp check, the REPL's :params)."""
+    width = max([len(p) for p in specs] + [10])
+    total = 0
+    lines = [f"  {'parameter':<{width}}  {'shape':<14} {'count':>12}"]
+    for path, spec in specs.items():
+        n = 1
+        for s in spec.shape:
+            n *= s
+        total += n
+        lines.append(f"  {path:<{width}}  {str(Tensor(spec.shape)):<14} {n:>12,}")
+    lines.append(f"  {'total':<{width}}  {'':<14} {total:>12,}")
+    return lines
 
 
 def _describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
@@ -57,17 +61,7 @@ def _describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
     concrete = all(isinstance(d, int) for t in tdef.sig.args + (tdef.sig.result,)
                    for d in t.shape)
     if concrete:
-        specs = lower(tprog, tdef.name, 1, tdef.span).specs
-        width = max([len(p) for p in specs] + [10])
-        total = 0
-        lines.append(f"  {'parameter':<{width}}  {'shape':<14} {'count':>12}")
-        for path, spec in specs.items():
-            n = 1
-            for s in spec.shape:
-                n *= s
-            total += n
-            lines.append(f"  {path:<{width}}  {str(Tensor(spec.shape)):<14} {n:>12,}")
-        lines.append(f"  {'total':<{width}}  {'':<14} {total:>12,}")
+        lines += param_table(lower(tprog, tdef.name, 1, tdef.span).specs)
     else:
         for p in tdef.params:
             lines.append(f"  param {p.name}: {p.type} ~ {p.init}")
