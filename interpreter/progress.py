@@ -4,7 +4,6 @@ one plain line per epoch everywhere (so logs and pipes stay readable)."""
 from __future__ import annotations
 
 import sys
-import time
 
 from tqdm import tqdm
 
@@ -14,29 +13,30 @@ class Progress:
         self.out = out
         self.bar = tqdm(total=total_steps, initial=done, unit="step", file=sys.stderr,
                         leave=False, disable=not sys.stderr.isatty(), dynamic_ncols=True)
-        self.examples = 0
-        self.started = time.perf_counter()
+        self.examples, self.seconds = 0, 0.0
 
-    def step(self, label: str, loss: float, examples: int) -> None:
+    def step(self, label: str, loss: float, examples: int, seconds: float) -> None:
+        """A step of `examples` that took `seconds` (evaluations and checkpoints between
+        steps do not count against the rate)."""
         self.examples += examples
+        self.seconds += seconds
         if not self.bar.disable:
             self.bar.update(1)
             if self.bar.n % 10 == 0:
-                rate = self.examples / max(time.perf_counter() - self.started, 1e-9)
+                rate = self.examples / max(self.seconds, 1e-9)
                 self.bar.set_postfix_str(f"{label} loss {loss:.4f} {rate:,.0f} ex/s",
                                          refresh=False)
 
     def period_done(self, label: str, mean_loss: float, scores: str = "") -> None:
         """One line for an epoch (or, for text, a tenth of the steps)."""
-        elapsed = time.perf_counter() - self.started
-        rate = self.examples / max(elapsed, 1e-9)
+        rate = self.examples / max(self.seconds, 1e-9)
         line = f"{label}  loss {mean_loss:.4f}  " + (f"{scores}  " if scores else "") + \
             f"{rate:,.0f} examples/s"
         if self.bar.disable:
             print(line, file=self.out, flush=True)
         else:
             self.bar.write(line, file=self.out)
-        self.examples, self.started = 0, time.perf_counter()
+        self.examples, self.seconds = 0, 0.0
 
     def close(self) -> None:
         self.bar.close()

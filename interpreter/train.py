@@ -176,13 +176,15 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
     stop = _StopOnSignal()
     started = time.perf_counter() - run.seconds
     try:
+        began = time.perf_counter()  # of a step, with drawing its batch
         for xb, yb in (stream if run.step < total else ()):
             loss = model.loss_and_grad(config.loss, xb, yb)
             run.step += 1
             if not math.isfinite(loss):
                 raise _numeric(loss, run.step, block)
             config.optimizer.update(model.flat, model.grad_flat, state, run.step)
-            run.seconds = time.perf_counter() - started
+            now = time.perf_counter()
+            run.seconds = now - started
             run.period_sum += loss
             run.period_steps += 1
             log.write({"kind": "step", "step": run.step, "loss": loss,
@@ -190,7 +192,7 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
             epoch = (run.step - 1) // period + 1
             label = (f"epoch {epoch:>{len(str(-(-total // period)))}}/{-(-total // period)}"
                      if epochs else f"step {run.step:>{len(str(total))}}/{total}")
-            progress.step(label, loss, len(xb))
+            progress.step(label, loss, len(xb), now - began)
             if run.step % period == 0 or run.step == total:
                 mean = run.period_sum / run.period_steps
                 run.last_mean, run.period_sum, run.period_steps = mean, 0.0, 0
@@ -207,6 +209,7 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
                 raise _interrupted(run.step, total, ckpt_path)
             if run.step == total:
                 break
+            began = time.perf_counter()
     finally:
         stop.restore()
         progress.close()
