@@ -37,7 +37,9 @@ class _DefChecker:
         self.site_counts: dict[str, int] = {}
 
     # --- the definition
-    def run(self) -> T.TDef:
+    def run(self, infer: bool = False) -> T.TDef:
+        """The checked definition; with `infer`, its result type is its expression's (a REPL
+        input), not the one its signature gave."""
         d = self.d
         inputs = [h for h in d.header if not h.config]
         self._config(d)
@@ -60,6 +62,9 @@ class _DefChecker:
             if isinstance(stmt, ast.Let):
                 lets.append((stmt.name, self._let(stmt)))
         result = self.expr(results[0].expr)
+        if infer:
+            self._close()
+            self.sig = ModSig(self.sig.args, apply_subst(result.type, self.subst), ())
         self._expect(result, self.sig.result, results[0].expr,
                      f"{d.name} should give {self.sig.result} (its signature)")
         self._close()

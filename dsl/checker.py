@@ -166,6 +166,31 @@ def _size_args(name: str, g: _Globals) -> dict[str, SizeArg]:
 
 def check(programs: list[ast.Program]) -> T.TProgram:
     """Check a list of programs (the standard library first) as one program."""
+    return _check(programs, None)
+
+
+def check_expr(programs: list[ast.Program], name: str, inputs: dict[str, Tensor],
+               expr: ast.Expr) -> T.TProgram:
+    """The programs checked with one more module, `name(inputs) = expr`, whose result type is
+    the expression's own. The REPL evaluates an expression as this module, so that it is
+    checked, lowered and run like any other; `name` should be one no program can declare."""
+    header = tuple(ast.HeaderItem(n, None, None, False, expr.span) for n in inputs)
+    d = ast.Definition(name, header, (ast.Result(expr, expr.span),), expr.span)
+    return _check(programs, (d, ModSig(tuple(inputs.values()), scalar(), ())))
+
+
+def concrete_type(t: ast.TypeAst) -> Tensor:
+    """A type whose sizes are all whole numbers, as a value's must be (`x: R^(3, 4)`)."""
+    result = _TypeBuilder({}, True, True).tensor(t)
+    for d in result.shape + ((result.vocab,) if result.vocab is not None else ()):
+        if not isinstance(d, int) or d <= 0:
+            raise _err("type", f"a value's sizes must be positive whole numbers, but {result} "
+                       f"has {d}", t.span, "e.g. x: R^(3, 4) or t: Token[10]^5")
+    return result
+
+
+def _check(programs: list[ast.Program],
+           expr: tuple[ast.Definition, ModSig] | None) -> T.TProgram:
     g = _Globals()
     errors: list[DpError] = []
     items = [item for p in programs for item in p.items]
@@ -174,6 +199,9 @@ def check(programs: list[ast.Program]) -> T.TProgram:
             _declare(item, g)
         except DpError as e:
             errors.append(e)
+    if expr is not None:  # declared last, so no program can use it
+        e_def, e_sig = expr
+        g.sigs[e_def.name], g.defs[e_def.name], g.spans[e_def.name] = e_sig, e_def, e_def.span
     for name in g.sigs:
         try:
             g.sizes[name] = _size_args(name, g)
@@ -188,11 +216,13 @@ def check(programs: list[ast.Program]) -> T.TProgram:
         if name not in g.sigs:
             continue
         try:
-            tdefs[name] = _DefChecker(g, d).run()
+            tdefs[name] = _DefChecker(g, d).run(infer=expr is not None and d is expr[0])
         except DpErrors as e:
             errors.extend(e.errors)
         except DpError as e:
             errors.append(e)
+    if expr is not None and expr[0].name in tdefs:
+        g.sigs[expr[0].name] = tdefs[expr[0].name].sig
     for item in items:
         if isinstance(item, (ast.TrainBlock, ast.RunBlock)):
             errors.extend(_check_uses(item, g))

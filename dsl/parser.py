@@ -33,7 +33,7 @@ class _DpIndenter(Indenter):
 def _lark() -> Lark:
     grammar = (Path(__file__).parent / "grammar.lark").read_text(encoding="utf-8")
     return Lark(grammar, parser="lalr", postlex=_DpIndenter(), propagate_positions=True,
-                maybe_placeholders=True)
+                maybe_placeholders=True, start=["start", "repl_input"])
 
 
 def _span(file: str, meta) -> Span:
@@ -42,6 +42,12 @@ def _span(file: str, meta) -> Span:
 
 def _tok_span(file: str, tok: Token) -> Span:
     return Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+
+def _ascribe(value: ast.Expr, t: ast.TypeAst) -> ast.Ascribe:
+    """`e : T` without parentheses (a REPL input), spanning from e to T."""
+    a, b = value.span, t.span
+    return ast.Ascribe(value, t, Span(a.file, a.line, a.col, b.end_line, b.end_col))
 
 
 class _ToAst(Transformer):
@@ -133,6 +139,19 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def result(self, meta, c):
         return ast.Result(c[0], self._s(meta))
+
+    @v_args(meta=True)
+    def repl_expr(self, meta, c):
+        value, t = c
+        return value if t is None else _ascribe(value, t)
+
+    @v_args(meta=True)
+    def repl_let(self, meta, c):
+        name, value, t = c
+        value = value if t is None else _ascribe(value, t)
+        end = value.span
+        return ast.Let(str(name), None, value,
+                       Span(self.file, name.line, name.column, end.end_line, end.end_col))
 
     @v_args(meta=True)
     def train_block(self, meta, c):
@@ -320,11 +339,29 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
     """Parse one .dp source text; raises DpError('syntax') on malformed input."""
     if not text.endswith("\n"):
         text += "\n"
+    return _parse(text, file, "start")
+
+
+def parse_input(text: str, file: str, line: int, col: int = 1) -> ast.Expr | ast.Let:
+    """One line typed at the REPL: an expression (`x: R^8`, an ascribed name, declares a value)
+    or `name = expr`. `line` and `col` place it in the session's text, so that spans point at
+    the input as typed."""
+    # lark counts lines and columns in ignored text too: escaped line breaks and spaces move the
+    # input to its place without opening an indented block
+    padded = "\\\n" * (line - 1) + " " * (col - 1) + text.rstrip("\r\n") + "\n"
+    try:
+        return _parse(padded, file, "repl_input")
+    except DpError as err:  # the input is one line: its end is not a file's
+        raise DpError(err.kind, err.message.replace("end of file", "end of input"), err.span,
+                      err.notes) from None
+
+
+def _parse(text: str, file: str, start: str):
     if _nesting_depth(text) > MAX_NESTING:
         raise DpError("limit", f"nesting deeper than {MAX_NESTING} parentheses",
                       Span(file, 1, 1, 1, 2))
     try:
-        tree = _lark().parse(text)
+        tree = _lark().parse(text, start=start)
     except UnexpectedInput as err:
         raise _syntax_error(err, file, text) from None
     try:

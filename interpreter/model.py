@@ -67,14 +67,7 @@ class Model:
         return np.concatenate(outs) if outs else np.zeros((0,) + self.out_shape, self.dtype)
 
     def _greedy(self, ex: Executable, x: np.ndarray) -> np.ndarray:
-        """A model that reads its own earlier outputs writes them one at a time: the most
-        likely token at position t becomes `previous` at t + 1. Returns the last scores."""
-        prev = np.zeros((len(x),) + self.out_shape[:-1], np.int64)
-        for t in range(prev.shape[1]):
-            scores = ex.outputs(ex.forward(x, prev))[0]
-            if t + 1 < prev.shape[1]:
-                prev[:, t + 1] = scores[:, t].argmax(axis=-1)
-        return scores
+        return greedy(ex, [x], self.out_shape)
 
     def _inputs(self, x: np.ndarray, y: np.ndarray) -> tuple:
         """The plan's inputs for a loss: with `previous`, the targets one later (teacher
@@ -95,6 +88,18 @@ class Model:
         vals = ex.forward(*self._inputs(x, y))
         ex.param_grads(ex.backward(vals), self.grads)
         return float(vals[ex.output_ids[0]])
+
+
+def greedy(ex: Executable, inputs: list[np.ndarray], out_shape: tuple) -> np.ndarray:
+    """A plan that reads its own earlier outputs (`previous`, its last input) writes them one
+    at a time: the most likely token at position t becomes `previous` at t + 1. Returns the
+    last scores."""
+    prev = np.zeros((len(inputs[0]),) + tuple(out_shape[:-1]), np.int64)
+    for t in range(prev.shape[1]):
+        scores = ex.outputs(ex.forward(*inputs, prev))[0]
+        if t + 1 < prev.shape[1]:
+            prev[:, t + 1] = scores[:, t].argmax(axis=-1)
+    return scores
 
 
 def _add_loss(plan, loss: str, span) -> None:
