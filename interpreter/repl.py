@@ -32,12 +32,15 @@ from dp.dsl.loader import read_program, stdlib_programs
 from dp.dsl.parser import parse, parse_input
 from dp.dsl.types import Tensor
 
-from .commands import _describe_module, param_table
+from .checkpoint import load_checkpoint
+from .commands import _describe_module, checkpoint_path, param_table
 from .execute import Executable
 from .lower import BYTES_LIMIT, lower
 from .model import greedy
 from .params import allocate, initialize
 from .sources import SOURCES, dataset, literal
+from .structure import module_sites, site_name
+from .train import train_config
 
 FILE = "<repl>"
 EXPR = "the expression"  # the module an expression runs as: not a name a program can declare
@@ -80,6 +83,7 @@ class Session:
         self.pending_def = False  # ... and whether it has reached its definition
         self.seed = 0
         self.last_specs: dict | None = None
+        self.trained: dict[str, dict[str, np.ndarray]] = {}  # a module's checkpoint, by path
         self.failed = False
 
     # --- input
@@ -154,6 +158,8 @@ class Session:
         tprog = check(_programs(kept + new))
         old, self.items, self.tprog = self.tprog, kept + new, tprog
         names = list(dict.fromkeys(i.name for i in new))
+        for name in names:
+            self.trained.pop(name, None)
         if loaded is not None:
             self._say(f"loaded {loaded}: {', '.join(names) or 'no modules'}")
             return
@@ -162,9 +168,20 @@ class Session:
             self._say(f"{'redefined' if again else 'defined'} {self._sig_line(name)}")
 
     def load(self, path: str) -> None:
+        """A program's modules, and the parameters its train block saved, if it has run."""
         text, program = read_program(path)
         self.sources[path] = text
         self.declare(program.items, loaded=path)
+        for block in (i for i in program.items if isinstance(i, ast.TrainBlock)):
+            name = getattr(block.model, "name", None)
+            ckpt = checkpoint_path(path, None, train_config(block))
+            if name not in self.tprog.defs or not os.path.exists(ckpt):
+                continue
+            tensors, meta = load_checkpoint(ckpt)
+            self.trained[name] = {k[len(name) + 1:]: v for k, v in tensors.items()
+                                  if k.startswith(name + ".")}
+            self._say(f"{name} runs with the parameters trained in {ckpt} (step "
+                      f"{meta.get('step', '?')})")
 
     def _is_module(self, name: str) -> bool:
         return name in self.tprog.signatures or name in self.tprog.abstracts
@@ -213,6 +230,7 @@ class Session:
         _, views = allocate(plan.specs)
         for group in _by_call(plan.specs):
             initialize(group, views, np.random.default_rng(self.seed))
+        self._use_trained(tprog, plan.specs, views)
         ex = Executable(plan)
         ex.bind(views)
         inputs = [np.zeros(1, np.float32)] + [v.array[None] for v in self.values.values()]
@@ -226,6 +244,21 @@ class Session:
         if t.vocab is not None and out.ndim == t.rank + 1:  # scores over the vocabulary
             return t, out.argmax(axis=-1), ", the most likely tokens"
         return t, out, ""
+
+    def _use_trained(self, tprog, specs: dict, views: dict) -> None:
+        """A call of a module loaded with its checkpoint runs with the trained parameters
+        (while its parameters are still the checkpoint's: same paths, same shapes)."""
+        tdef = tprog.defs[EXPR]
+        for call, _ in module_sites(tdef):
+            trained = self.trained.get(call.callee.name)
+            if not trained:
+                continue
+            prefix = f"{EXPR}.{site_name(tdef, call)}."
+            mine = {p[len(prefix):]: p for p in specs if p.startswith(prefix)}
+            if mine.keys() == trained.keys() and all(
+                    views[p].shape == trained[k].shape for k, p in mine.items()):
+                for k, p in mine.items():
+                    views[p][...] = trained[k]
 
     def _check(self, e: ast.Expr):
         """Every value is an input (unused ones cost nothing), so a misspelt name gets a

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zlib
@@ -22,6 +23,7 @@ from dp.dsl.loader import load
 from dp.interpreter import repl
 from dp.interpreter.data import load_digits
 from dp.interpreter.model import Model
+from dp.interpreter.train import load_trained
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 NUMBER = re.compile(r"-?\d+\.\d*(?:e[+-]?\d+)?|-?\d+")
@@ -30,10 +32,14 @@ PROMPT_STARTS, LINE_ACCEPTED = "\x1b[?2004h", "\x1b[?2004l"
 
 
 def _spawn(tmp_path, *files):
+    """A session in a folder with a copy of programs/ but none of their checkpoints, so
+    modules run with parameters from the seed."""
     env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm", HOME=str(tmp_path),
                XDG_STATE_HOME=str(tmp_path / "state"))
+    shutil.copytree(ROOT / "programs", tmp_path / "programs",
+                    ignore=shutil.ignore_patterns("*.safetensors*", "*.metrics.jsonl"))
     child = pexpect.spawn(sys.executable, ["-m", "dp.interpreter.cli", "repl", *files],
-                          env=env, cwd=str(ROOT), encoding="utf-8", timeout=60,
+                          env=env, cwd=str(tmp_path), encoding="utf-8", timeout=60,
                           dimensions=(50, 200))
     child.expect_exact(PROMPT_STARTS)
     return child, _text(child.before)
@@ -196,6 +202,23 @@ def test_piped_lines_print_plain_answers():
                           "defined Twice: R^n -> R^n", ""]  # defined at the end of input
     assert (code, err) == (0, "")
     assert "\x1b" not in out and "dp>" not in out
+
+
+def test_a_loaded_program_runs_with_its_trained_parameters(tmp_path):
+    program = tmp_path / "digits.dp"
+    shutil.copy(ROOT / "programs" / "digits_mlp.dp", program)
+    program.write_text(program.read_text().replace("epochs 20", "epochs 2"))
+    assert subprocess.run([sys.executable, "-m", "dp.interpreter.cli", "train", str(program)],
+                          capture_output=True).returncode == 0
+    code, out, err = _pipe("x = digits(split = test)[5]\nDigits(x)\n", str(program))
+    assert (code, err) == (0, "")
+    ckpt = tmp_path / "digits.safetensors"
+    assert f"Digits runs with the parameters trained in {ckpt} (step 94)\n" in out
+    model = Model(load([str(program)]), "Digits")
+    load_trained(model, str(ckpt))
+    want = model.predict(load_digits("test").x[5:6])[0]
+    got = _values(out.split("Digits runs")[1].split("\n", 3)[3])
+    assert np.allclose(got, want, atol=1e-4) and got.argmax() == 3
 
 
 def test_piped_errors_go_on_and_set_the_exit_status():
