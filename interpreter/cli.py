@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def internal_error(exc: Exception) -> str:
+    """The message for a bug in dp; its traceback goes to a log file, not to the user."""
+    log = os.path.join(tempfile.gettempdir(), "dp-internal-error.log")
+    try:
+        with open(log, "w", encoding="utf-8") as f:
+            traceback.print_exc(file=f)
+    except OSError:
+        pass
+    return (f"error[internal]: {type(exc).__name__}: {exc}\n   = note: this is a bug in dp; "
+            f"the traceback is in {log}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -84,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug in dp: keep the traceback out of the user's way
         if debug:
             raise
-        log = os.path.join(tempfile.gettempdir(), "dp-internal-error.log")
-        with open(log, "w", encoding="utf-8") as f:
-            traceback.print_exc(file=f)
-        print(f"error[internal]: {type(exc).__name__}: {exc}\n   = note: this is a bug in dp; "
-              f"the traceback is in {log}", file=sys.stderr)
+        print(internal_error(exc), file=sys.stderr)
         return 4
 
 

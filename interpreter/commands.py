@@ -7,8 +7,6 @@ import os
 from pathlib import Path
 
 from dp.dsl import typed as T
-from dp.dsl.dims import resolve
-from dp.dsl.types import Tensor
 from dp.dsl.errors import DpError
 from dp.dsl.loader import load_programs
 
@@ -16,56 +14,9 @@ from .lower import lower
 from .model import Model
 from .plan import format_plan
 from .run import check_block, run_block
-from .structure import calls as _calls
-from .train import default_checkpoint, load_trained, parse_sets, program_hash, train_config
+from .structure import describe_module
+from .train import checkpoint_path, load_trained, parse_sets, program_hash, train_config
 from .train import train as train_model
-
-
-def param_table(specs: dict) -> list[str]:
-    """Each parameter's path, shape and count, and the total (dp check, the REPL's :params)."""
-    width = max([len(p) for p in specs] + [10])
-    total = 0
-    lines = [f"  {'parameter':<{width}}  {'shape':<14} {'count':>12}"]
-    for path, spec in specs.items():
-        n = 1
-        for s in spec.shape:
-            n *= s
-        total += n
-        lines.append(f"  {path:<{width}}  {str(Tensor(spec.shape)):<14} {n:>12,}")
-    lines.append(f"  {'total':<{width}}  {'':<14} {total:>12,}")
-    return lines
-
-
-def _describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
-    lines = [f"{tdef.name}: {tdef.sig}" + (f"  (implements {tdef.implements})"
-                                           if tdef.implements else "")]
-    calls: list = []
-    for _, e in tdef.lets:
-        _calls(e, calls)
-    _calls(tdef.result, calls)
-    for c in calls:
-        if isinstance(c.callee, T.BuiltinMod) or c.elementwise:
-            continue
-        site = c.site if tdef.site_counts.get(c.site, 1) == 1 else f"{c.site}{c.index}"
-        callee_sig = (tprog.signatures.get(c.callee.name) if isinstance(c.callee, T.GlobalMod)
-                      else None)
-        if callee_sig is None:
-            lines.append(f"  {site}: {c.callee.name}")
-            continue
-        sig = callee_sig.substitute({v: resolve(fv, tdef.subst) for v, fv in c.dims})
-        given = {v.name: resolve(fv, tdef.subst) for v, fv in c.dims}
-        parts = [f"{n} = {given[n]}" for n in tprog.sizes.get(c.callee.name, ())]
-        parts += [f"{k} = {v.name}" for k, v in getattr(c.callee, "config", ())]
-        config = "; " + ", ".join(parts) if parts else ""
-        lines.append(f"  {site} = {c.callee.name}: {sig}{config}")
-    concrete = all(isinstance(d, int) for t in tdef.sig.args + (tdef.sig.result,)
-                   for d in t.shape)
-    if concrete:
-        lines += param_table(lower(tprog, tdef.name, 1, tdef.span).specs)
-    else:
-        for p in tdef.params:
-            lines.append(f"  param {p.name}: {p.type} ~ {p.init}")
-    return lines
 
 
 def check(args) -> int:
@@ -86,7 +37,7 @@ def check(args) -> int:
 
         described = [summary_lines(tprog, tdef) for tdef in shown]
     else:  # lowering checks sizes too
-        described = [_describe_module(tprog, tdef) for tdef in shown]
+        described = [describe_module(tprog, tdef) for tdef in shown]
     print(f"{args.file}: ok ({len(shown)} module{'s' if len(shown) != 1 else ''})")
     for tdef, lines in zip(shown, described, strict=True):
         print()
@@ -102,15 +53,6 @@ def _train_block(tprog: T.TProgram, file: str):
         raise DpError("usage", f"{file} has no train block",
                       None, ("add one: train Model on digits(split = train): ...",))
     return blocks[0]
-
-
-def checkpoint_path(file: str, given: str | None, config) -> str:
-    """--checkpoint, else the program's `checkpoint` setting (relative to it), else beside it."""
-    if given:
-        return given
-    if config.checkpoint:
-        return os.path.join(os.path.dirname(file), config.checkpoint)
-    return default_checkpoint(file)
 
 
 def _loss_of(block) -> str:

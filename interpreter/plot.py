@@ -53,8 +53,7 @@ def metrics_file(run: str) -> str:
     if run.endswith(".dp"):
         from dp.dsl.loader import load_programs
 
-        from .commands import checkpoint_path
-        from .train import train_config
+        from .train import checkpoint_path, train_config
 
         tprog, _ = load_programs([run])
         blocks = [b for b in tprog.trains if b.span.file == run]

@@ -9,22 +9,22 @@ from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total_steps: int, batch: int, out=sys.stdout, done: int = 0):
+    def __init__(self, total_steps: int, out=sys.stdout, done: int = 0):
         self.out = out
         self.bar = tqdm(total=total_steps, initial=done, unit="step", file=sys.stderr,
                         leave=False, disable=not sys.stderr.isatty(), dynamic_ncols=True)
         self.examples, self.seconds = 0, 0.0
 
-    def step(self, label: str, loss: float, examples: int, seconds: float) -> None:
+    def step(self, label, loss: float, examples: int, seconds: float) -> None:
         """A step of `examples` that took `seconds` (evaluations and checkpoints between
-        steps do not count against the rate)."""
+        steps do not count against the rate); `label()` says where the run is."""
         self.examples += examples
         self.seconds += seconds
         if not self.bar.disable:
             self.bar.update(1)
             if self.bar.n % 10 == 0:
                 rate = self.examples / max(self.seconds, 1e-9)
-                self.bar.set_postfix_str(f"{label} loss {loss:.4f} {rate:,.0f} ex/s",
+                self.bar.set_postfix_str(f"{label()} loss {loss:.4f} {rate:,.0f} ex/s",
                                          refresh=False)
 
     def period_done(self, label: str, mean_loss: float, scores: str = "") -> None:

@@ -17,8 +17,6 @@ import math
 import os
 import re
 import sys
-import tempfile
-import traceback
 import zlib
 from dataclasses import dataclass
 
@@ -33,14 +31,14 @@ from dp.dsl.parser import parse, parse_input
 from dp.dsl.types import Tensor
 
 from .checkpoint import load_checkpoint
-from .commands import _describe_module, checkpoint_path, param_table
+from .cli import internal_error
 from .execute import Executable
 from .lower import BYTES_LIMIT, lower
 from .model import greedy
 from .params import allocate, initialize
 from .sources import SOURCES, dataset, literal
-from .structure import module_sites, site_name
-from .train import train_config
+from .structure import describe_module, module_sites, param_table, site_name
+from .train import checkpoint_path, train_config
 
 FILE = "<repl>"
 EXPR = "the expression"  # the module an expression runs as: not a name a program can declare
@@ -193,7 +191,7 @@ class Session:
 
     def _describe(self, name: str) -> list[str]:
         if name in self.tprog.defs:
-            return _describe_module(self.tprog, self.tprog.defs[name])
+            return describe_module(self.tprog, self.tprog.defs[name])
         return [self._sig_line(name) + ("" if name in self.tprog.abstracts
                                         else "  (no definition yet)")]
 
@@ -380,7 +378,7 @@ class Session:
         except KeyboardInterrupt:
             self._fail("interrupted")
         except Exception as exc:  # a bug in dp: never a traceback in the user's way
-            self._fail(_internal(exc))
+            self._fail(internal_error(exc))
         return True
 
     def _fail(self, text: str) -> None:
@@ -416,17 +414,6 @@ def _by_call(specs: dict) -> list[dict]:
     for path, spec in specs.items():
         groups.setdefault(path.split(".")[1], {})[path] = spec
     return list(groups.values())
-
-
-def _internal(exc: Exception) -> str:
-    log = os.path.join(tempfile.gettempdir(), "dp-internal-error.log")
-    try:
-        with open(log, "w", encoding="utf-8") as f:
-            traceback.print_exc(file=f)
-    except OSError:
-        pass
-    return (f"error[internal]: {type(exc).__name__}: {exc}\n   = note: this is a bug in dp; "
-            f"the traceback is in {log}")
 
 
 # --- the terminal ---------------------------------------------------------------------------

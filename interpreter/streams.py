@@ -75,8 +75,7 @@ class ExampleStream(_Stream):
 
     def __iter__(self):
         rng = self.rngs["order"]
-        while True:
-            rng.set_state(self._start)
+        while True:  # rng is at self._start here (restore puts it there too)
             for i, b in enumerate(data.batches(self.ds, self.batch, rng)):
                 if i >= self._given:
                     self._given = i + 1

@@ -34,11 +34,6 @@ def sites(e: T.TExpr) -> Iterator[tuple[T.TCall, T.TMap | None]]:
         yield e, None
 
 
-def calls(e: T.TExpr, out: list) -> None:
-    """Call sites in the order they run (arguments first)."""
-    out.extend(call for call, _ in sites(e))
-
-
 def module_sites(tdef: T.TDef) -> list[tuple[T.TCall, T.TMap | None]]:
     return [s for e in [*(e for _, e in tdef.lets), tdef.result] for s in sites(e)]
 
@@ -199,3 +194,39 @@ def layers(tprog: T.TProgram, scope: Scope, depth: int = 0) -> list[Layer]:
             if inner is not None:
                 out.extend(layers(tprog, inner, depth + 1))
     return out
+
+
+def describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
+    """What `dp check` (and the REPL, for a module's name) says of a module: its signature,
+    each call site with its sizes and configuration, then its parameters."""
+    lines = [f"{tdef.name}: {tdef.sig}" + (f"  (implements {tdef.implements})"
+                                           if tdef.implements else "")]
+    for c, _ in module_sites(tdef):
+        if isinstance(c.callee, T.BuiltinMod) or c.elementwise:
+            continue
+        site = site_name(tdef, c)
+        callee_sig = (tprog.signatures.get(c.callee.name) if isinstance(c.callee, T.GlobalMod)
+                      else None)
+        if callee_sig is None:
+            lines.append(f"  {site}: {c.callee.name}")
+            continue
+        given = {v.name: resolve(fv, tdef.subst) for v, fv in c.dims}
+        sig = callee_sig.substitute({v: resolve(fv, tdef.subst) for v, fv in c.dims})
+        parts = [f"{n} = {given[n]}" for n in tprog.sizes.get(c.callee.name, ())]
+        parts += [f"{k} = {v.name}" for k, v in getattr(c.callee, "config", ())]
+        config = "; " + ", ".join(parts) if parts else ""
+        lines.append(f"  {site} = {c.callee.name}: {sig}{config}")
+    if is_concrete(tdef.sig):
+        return lines + param_table(lower(tprog, tdef.name, 1, tdef.span).specs)
+    return lines + [f"  param {p.name}: {p.type} ~ {p.init}" for p in tdef.params]
+
+
+def param_table(specs: dict) -> list[str]:
+    """Each parameter's path, shape and count, and the total (dp check, the REPL's :params)."""
+    width = max([len(p) for p in specs] + [10])
+    lines = [f"  {'parameter':<{width}}  {'shape':<14} {'count':>12}"]
+    for path, spec in specs.items():
+        lines.append(f"  {path:<{width}}  {str(Tensor(spec.shape)):<14} "
+                     f"{math.prod(spec.shape):>12,}")
+    total = sum(math.prod(spec.shape) for spec in specs.values())
+    return lines + [f"  {'total':<{width}}  {'':<14} {total:>12,}"]

@@ -171,7 +171,14 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
             "optimizer": config.optimizer.name, **config.optimizer.hyper,
             "batch": config.batch, "seed": config.seed, "steps": total,
             "unit": "epoch" if epochs else "step", "period": period})
-    progress = Progress(total, config.batch, out, done=run.step)
+    progress = Progress(total, out, done=run.step)
+    periods = -(-total // period)
+
+    def where() -> str:  # for the bar and the lines, so built only when shown
+        if epochs:
+            return f"epoch {(run.step - 1) // period + 1:>{len(str(periods))}}/{periods}"
+        return f"step {run.step:>{len(str(total))}}/{total}"
+
     save = _Saver(model, config, state, stream, ckpt_path, source_hash, log, run)
     stop = _StopOnSignal()
     started = time.perf_counter() - run.seconds
@@ -189,18 +196,16 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
             run.period_steps += 1
             log.write({"kind": "step", "step": run.step, "loss": loss,
                        "seconds": round(run.seconds, 4)})
-            epoch = (run.step - 1) // period + 1
-            label = (f"epoch {epoch:>{len(str(-(-total // period)))}}/{-(-total // period)}"
-                     if epochs else f"step {run.step:>{len(str(total))}}/{total}")
-            progress.step(label, loss, len(xb), now - began)
+            progress.step(where, loss, len(xb), now - began)
             if run.step % period == 0 or run.step == total:
                 mean = run.period_sum / run.period_steps
                 run.last_mean, run.period_sum, run.period_steps = mean, 0.0, 0
                 scores = _evaluate(model, config.loss, held)
-                kind = {"kind": "epoch", "epoch": epoch} if epochs else {"kind": "period"}
+                kind = ({"kind": "epoch", "epoch": (run.step - 1) // period + 1} if epochs
+                        else {"kind": "period"})
                 log.write(kind | {"step": run.step, "loss": mean, **scores,
                                   "seconds": round(run.seconds, 4)})
-                progress.period_done(label, mean, _scores_text(scores))
+                progress.period_done(where(), mean, _scores_text(scores))
                 save()
             elif every and run.step % every == 0:
                 save()
@@ -338,9 +343,6 @@ def _resume(model: Model, config: TrainConfig, state: dict, stream, path: str,
             raise DpError("checkpoint", f"--resume: {used} was trained with {key} "
                           f"{settings.get(key)}, this run has {getattr(config, key)}", None,
                           (f"resume with --set {key}={settings.get(key)}",))
-    if meta.get("optimizer") != config.optimizer.name:
-        raise DpError("checkpoint", f"--resume: {used} was trained with "
-                      f"{meta.get('optimizer')}, the program says {config.optimizer.name}")
     params = {k: v for k, v in tensors.items() if not k.startswith(_TRAINING_STATE)}
     checkpoint.check_against(params, {p: tuple(v.shape) for p, v in model.params.items()},
                              used)
@@ -348,8 +350,10 @@ def _resume(model: Model, config: TrainConfig, state: dict, stream, path: str,
     for k, v in state.items():
         saved = tensors.get(f"optimizer.{k}")
         if saved is None or saved.shape != v.shape:
-            raise DpError("checkpoint", f"--resume: {used} has no optimizer state "
-                          f"'{k}' of {v.size:,} values")
+            raise DpError("checkpoint", f"--resume: {used} has no optimizer state '{k}' "
+                          f"({v.size:,} values)", None,
+                          ("it was trained with other optimizer arguments; resume with the "
+                           "same --set",))
         v[...] = saved
     stream.restore(tensors, meta["stream"])
     run = _Run(step=int(meta["step"]), seconds=float(meta["seconds"]),
@@ -383,6 +387,15 @@ def _save(model: Model, config: TrainConfig, state: dict, stream, path: str,
         meta["vocab"] = model.vocab.to_json()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     checkpoint.save_checkpoint(path, tensors, meta)
+
+
+def checkpoint_path(file: str, given: str | None, config: TrainConfig) -> str:
+    """--checkpoint, else the program's `checkpoint` setting (relative to it), else beside it."""
+    if given:
+        return given
+    if config.checkpoint:
+        return os.path.join(os.path.dirname(file), config.checkpoint)
+    return default_checkpoint(file)
 
 
 def load_trained(model: Model, path: str, span: Span | None = None) -> dict:

@@ -87,3 +87,11 @@ def test_metrics_records_are_json_lines(trained):
     lines = (trained / "digits.metrics.jsonl").read_text().splitlines()
     kinds = [json.loads(line)["kind"] for line in lines]
     assert kinds[0] == "run" and kinds.count("step") == 188 and kinds.count("epoch") == 4
+
+
+def test_plot_of_a_program_without_training(tmp_path):
+    program = tmp_path / "p.dp"
+    program.write_text("Id: R^2 -> R^2\nId(x) = x\n")
+    code, out, err = run_dp("plot", program)
+    assert (code, out, err) == (2, "", f"error[usage]: {program} has no train block, so it has "
+                                       f"no runs to plot\n")

@@ -198,3 +198,36 @@ def test_killed_at_random_moments_leaves_a_loadable_checkpoint(tmp_path):
         code, out, err = run_dp("run", program)
         assert code == 0, err
         assert out.startswith("accuracy(Digits, digits(split = test)) = ")
+
+
+def test_resume_needs_the_same_optimizer_state_and_a_training_state(tmp_path):
+    program = _program(tmp_path)
+    ckpt = tmp_path / "prog.safetensors"
+    assert run_dp("train", program, "--set", "epochs=1", "--set", "momentum=0")[0] == 0
+    code, out, err = run_dp("train", program, "--resume")
+    assert (code, out) == (1, "training Digits: R^64 -> R^10 (9,610 parameters) on 1,500 "
+                              "examples with sgd, batch 32\n")
+    assert err == (f"error[checkpoint]: --resume: {ckpt} has no optimizer state 'momentum' "
+                   f"(9,610 values)\n   = note: it was trained with other optimizer arguments; "
+                   f"resume with the same --set\n")
+    tensors, meta = checkpoint.load_checkpoint(ckpt)
+    del meta["stream"], meta["format"], meta["sha256"]
+    checkpoint.save_checkpoint(ckpt, tensors, meta)  # as an older dp wrote them
+    code, out, err = run_dp("train", program, "--resume", "--set", "momentum=0")
+    assert code == 1 and err == (
+        f"error[checkpoint]: --resume: {ckpt} holds no training state (it was written by an "
+        f"older dp)\n   = note: train without --resume to start again\n")
+
+
+def test_bad_checkpoint_every_and_eval_on_training_text(tmp_path):
+    program = _program(tmp_path)
+    code, out, err = run_dp("train", program, "--checkpoint-every", "0")
+    assert (code, out, err) == (2, "", "error[usage]: --checkpoint-every must be a positive "
+                                       "number of steps, not 0\n")
+    program = _program(tmp_path, MASKED.replace("seed 3\n", "seed 3\n  eval text(pydoc_topics, "
+                                                "mask = 0.15)\n"))
+    code, out, err = run_dp("train", program)
+    assert (code, out) == (1, "")
+    assert err == (f"error[value]: eval reads held-out data, e.g. text(...; split = test)\n"
+                   f"  --> {program}:6:8\n   |\n 6 |   eval text(pydoc_topics, mask = 0.15)\n"
+                   f"   |        {'^' * 31}\n")
