@@ -39,7 +39,7 @@ def images(batch):  # the same inputs on both sides
 
 def run_dp(batch, warmup, calls):  # -> (median s per call, parameter count)
     from dp.dsl.loader import load_programs      # imported here: the torch worker has no dp
-    from dp.interpreter.model import Model
+    from dp.interpreter.core.model import Model
     tprog, _ = load_programs([])                  # the stdlib alone, AlexNet included
     model = Model(tprog, "AlexNet")
     model.init(0)

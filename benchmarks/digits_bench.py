@@ -11,9 +11,9 @@ from time import perf_counter
 import numpy as np
 
 from dp.dsl.loader import load_programs
-from dp.interpreter import data
-from dp.interpreter.model import Model
-from dp.interpreter.train import train_config
+from dp.interpreter.data import dataset as data
+from dp.interpreter.core.model import Model
+from dp.interpreter.training.train import train_config
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP, BATCH, F32 = 20, 32, np.float32

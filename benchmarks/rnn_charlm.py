@@ -19,10 +19,10 @@ from pathlib import Path
 from time import perf_counter
 
 from dp.dsl.loader import load_text as load_text_program
-from dp.interpreter import text
-from dp.interpreter.model import Model
-from dp.interpreter.sources import dataset
-from dp.interpreter.train import train_config
+from dp.interpreter.data import text
+from dp.interpreter.core.model import Model
+from dp.interpreter.data.sources import dataset
+from dp.interpreter.training.train import train_config
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP, STEPS = 10, 300

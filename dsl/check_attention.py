@@ -3,7 +3,7 @@ transpose, the causal mask, layer normalisation, and `repeat(L, Block, x)`.
 
 Attention is written in the language with them, in the matrix form of the lecture:
 `softmax(causal(q @ transpose(k) / sqrt(e))) @ v` over `split_heads(...)`; the lowering
-fuses what pays (interpreter/fuse.py).
+fuses what pays (interpreter/core/fuse.py).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from . import ast
 from . import typed as T
 from .check_volumes import describe
-from .checker import _err, _plural
 from .dims import Mismatch, dim_from, unify
+from .signatures import _err, _plural
 from .types import Tensor, apply_subst, unify_tensors
 
 

@@ -10,11 +10,26 @@ from . import typed as T
 from .check_attention import attention_builtin
 from .check_sequences import SEQUENCE_SIGS, index, sequence_builtin
 from .check_volumes import describe, volume_builtin
-from .checker import (ATTENTION, BUILTINS, ELEMENTWISE, INITIALIZERS, LAST_AXIS, REDUCTIONS,
-                      SEQUENCE, VOLUME, _err, _Globals, _plural, _suggest, _TypeBuilder,
-                      instantiate, sig_matches, sig_unifies)
 from .dims import Mismatch, free_vars, fresh, resolve, unify
 from .errors import DpError, where
+from .signatures import (
+    ATTENTION,
+    BUILTINS,
+    ELEMENTWISE,
+    INITIALIZERS,
+    LAST_AXIS,
+    REDUCTIONS,
+    SEQUENCE,
+    VOLUME,
+    _err,
+    _Globals,
+    _plural,
+    _suggest,
+    _TypeBuilder,
+    instantiate,
+    sig_matches,
+    sig_unifies,
+)
 from .types import ModSig, Tensor, apply_subst, scalar, unify_tensors
 
 _ELEMENTWISE_SIG = ModSig((scalar(),), scalar(), ())

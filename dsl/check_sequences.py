@@ -11,8 +11,8 @@ from __future__ import annotations
 from . import ast
 from . import typed as T
 from .check_volumes import describe
-from .checker import _err, _plural
 from .dims import Mismatch, fresh, unify
+from .signatures import _err, _plural
 from .types import ModSig, Tensor, apply_subst, unify_tensors
 
 REDUCE_SEQUENCE = ("seq_mean", "seq_max", "seq_first", "seq_last")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from . import ast
 from . import typed as T
-from .checker import VOLUME, _err, _plural
 from .dims import Dim, Mismatch, dim_from, resolve, unify
+from .signatures import VOLUME, _err, _plural
 from .types import Tensor, apply_subst
 
 

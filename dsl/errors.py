@@ -14,6 +14,7 @@ was found, an optional span into a source file, and notes. `format_error` render
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,16 @@ class Span:
     col: int
     end_line: int
     end_col: int
+
+
+def suggest(name: str, known) -> tuple[str, ...]:
+    """A note naming the closest known name, if one is close: `did you mean 'relu'?`."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return (f"did you mean '{close[0]}'?",) if close else ()
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 class DpError(Exception):

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_dp(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 600):
     """`dp ARGS` as a user runs it: a subprocess, returning (exit code, stdout, stderr)."""
-    proc = subprocess.run([sys.executable, "-m", "dp.interpreter.cli", *args], cwd=cwd,
+    proc = subprocess.run([sys.executable, "-m", "dp.interpreter.commands.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
 

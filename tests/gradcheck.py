@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dp.interpreter.primitives import Primitive, apply_backward, apply_forward
+from dp.interpreter.core.primitives import Primitive, apply_backward, apply_forward
 
 KINK_TOL = 1e-3
 
@@ -30,7 +30,7 @@ PATHS = ("kernel", "numpy")
 
 def force_path(monkeypatch, path: str) -> None:
     """Make every TWO_PATH primitive take `path` whatever the array size."""
-    from dp.interpreter.primitives import reduce
+    from dp.interpreter.core.primitives import reduce
     monkeypatch.setattr(reduce, "KERNEL_MAX_SIZE", 1 << 62 if path == "kernel" else -1)
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dp.interpreter.execute import Executable
-from dp.interpreter.plan import ParamSpec, Plan, typecheck_plan
-from dp.interpreter.primitives import apply_backward, apply_forward, get
+from dp.interpreter.core.execute import Executable
+from dp.interpreter.core.plan import ParamSpec, Plan, typecheck_plan
+from dp.interpreter.core.primitives import apply_backward, apply_forward, get
 from gradcheck import check_grads, plan_loss_and_vjp
 
 

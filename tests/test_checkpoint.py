@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from dp.dsl.errors import DpError, Span
-from dp.interpreter import checkpoint as ck
-from dp.interpreter.checkpoint import (check_against, load_checkpoint,
+from dp.interpreter.training import checkpoint as ck
+from dp.interpreter.training.checkpoint import (check_against, load_checkpoint,
                                        load_checkpoint_or_previous, save_checkpoint)
 
 SPAN = Span("prog.dp", 2, 1, 2, 9)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from dp.dsl.errors import DpError, Span
-from dp.interpreter.checkpoint import load_checkpoint, save_checkpoint, tensor_digest
+from dp.interpreter.training.checkpoint import load_checkpoint, save_checkpoint, tensor_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 SPAN = Span("prog.dp", 1, 1, 1, 5)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dp.interpreter.execute import Executable
-from dp.interpreter.plan import ParamSpec, Plan, typecheck_plan
-from dp.interpreter.primitives import apply_backward, apply_forward, conv, get
+from dp.interpreter.core.execute import Executable
+from dp.interpreter.core.plan import ParamSpec, Plan, typecheck_plan
+from dp.interpreter.core.primitives import apply_backward, apply_forward, conv, get
 from gradcheck import check_grads
 
 # (x shape, w shape, stride, padding): K 1-5, stride 1-3, padding 0-2, H != W, odd sizes.

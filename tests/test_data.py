@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from dp.dsl.errors import DpError, Span
-from dp.interpreter import data
-from dp.interpreter.data import (Dataset, batches, load_csv, load_digits, load_digits_images,
-                                 load_npz)
+from dp.interpreter.data import dataset as data
+from dp.interpreter.data.dataset import (Dataset, batches, load_csv, load_digits,
+                                         load_digits_images, load_npz)
 
 SPAN = Span("prog.dp", 3, 5, 3, 20)
 

@@ -10,9 +10,9 @@ import pytest
 
 from conftest import ROOT
 from dp.dsl.loader import load_text
-from dp.interpreter.cli import main
-from dp.interpreter.diagram import build
-from dp.interpreter.lower import lower
+from dp.interpreter.commands.cli import main
+from dp.interpreter.commands.diagram import build
+from dp.interpreter.core.lower import lower
 
 DIGITS = str(ROOT / "programs" / "digits_mlp.dp")
 

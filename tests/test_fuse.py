@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 
 from dp.dsl import load_text
-from dp.interpreter.lower import lower
-from dp.interpreter.model import Model
+from dp.interpreter.core.lower import lower
+from dp.interpreter.core.model import Model
 
 
 def _prims(source: str, name: str = "Net") -> Counter:
@@ -56,7 +56,7 @@ Net(xs) =
 
 def _fused_and_unfused(source: str, monkeypatch, x, *rules: str):
     """Predictions of Net in float64 with every rewrite, and with `rules` switched off."""
-    from dp.interpreter import fuse
+    from dp.interpreter.core import fuse
     fused = Model(load_text(source), "Net", dtype=np.float64)
     fused.init(0)
     got = fused.predict(x)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gradcheck import PATHS, TWO_PATH, Arg, check_grads, check_primitive, force_path, sample_inputs
-from dp.interpreter.primitives import (PRIMITIVES, apply_backward, apply_forward, get,
+from dp.interpreter.core.primitives import (PRIMITIVES, apply_backward, apply_forward, get,
                                        near_group_tie)
 
 
@@ -179,7 +179,7 @@ def test_gradcheck_numpy_path(case: Case, monkeypatch) -> None:
 
 
 def test_size_picks_the_path() -> None:
-    from dp.interpreter.primitives import reduce
+    from dp.interpreter.core.primitives import reduce
     assert reduce.use_kernel(np.zeros((32, 10))) and not reduce.use_kernel(np.zeros((2048, 100)))
     assert PATHS == ("kernel", "numpy")
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from dp.interpreter.primitives import apply_backward, apply_forward, get
+from dp.interpreter.core.primitives import apply_backward, apply_forward, get
 from gradcheck import PATHS, TWO_PATH, force_path, sample_inputs
 from test_gradcheck import CASES
 
@@ -312,7 +312,7 @@ def test_cache_dir_without_home(tmp_path) -> None:
            if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "NUMBA_DISABLE_JIT")}
     env.update(HOME=str(home), TMPDIR=str(tmp_path))
     code = ("import os, numpy as np\n"
-            "from dp.interpreter.primitives import get\n"
+            "from dp.interpreter.core.primitives import get\n"
             "print(get('softmax').forward(np.zeros((1, 4), np.float32))[0, 0])\n"
             "print(os.environ['NUMBA_CACHE_DIR'])\n")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

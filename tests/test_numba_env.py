@@ -9,7 +9,7 @@ import sys
 
 from conftest import ROOT
 
-SCRIPT = ("from dp.interpreter.cli import main; import sys; "
+SCRIPT = ("from dp.interpreter.commands.cli import main; import sys; "
           "sys.exit(main(['train', 'programs/digits_mlp.dp', '--steps', '5', "
           "'--checkpoint', sys.argv[1]]))")
 

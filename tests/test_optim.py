@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dp.dsl.errors import DpError, Span
-from dp.interpreter.optim import Optimizer, clip_grad_norm, make_optimizer
+from dp.interpreter.core.optim import Optimizer, clip_grad_norm, make_optimizer
 
 N = 50
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, run_dp
-from dp.interpreter.metrics import read_records
-from dp.interpreter.plot import curves
+from dp.interpreter.training.metrics import read_records
+from dp.interpreter.commands.plot import curves
 
 
 @pytest.fixture(scope="module")

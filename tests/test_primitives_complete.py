@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dp.interpreter.primitives import PRIMITIVES, Primitive, get
+from dp.interpreter.core.primitives import PRIMITIVES, Primitive, get
 from test_gradcheck import CASES
 
 # The primitive names the lowering relies on (the brief's list); none may go missing.

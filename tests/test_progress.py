@@ -14,7 +14,7 @@ from conftest import ROOT
 
 def test_progress_bar_on_a_terminal(tmp_path):
     env = dict(os.environ, COLUMNS="160", LINES="40", TERM="xterm")
-    child = pexpect.spawn(sys.executable, ["-m", "dp.interpreter.cli", "train",
+    child = pexpect.spawn(sys.executable, ["-m", "dp.interpreter.commands.cli", "train",
                                            "programs/digits_mlp.dp", "--set", "epochs=300",
                                            "--checkpoint", str(tmp_path / "m.safetensors")],
                           cwd=str(ROOT), env=env, encoding="utf-8", timeout=120,

@@ -20,10 +20,10 @@ import pytest
 
 from conftest import ROOT
 from dp.dsl.loader import load
-from dp.interpreter import repl
-from dp.interpreter.data import load_digits
-from dp.interpreter.model import Model
-from dp.interpreter.train import load_trained
+from dp.interpreter.commands import repl
+from dp.interpreter.data.dataset import load_digits
+from dp.interpreter.core.model import Model
+from dp.interpreter.training.train import load_trained
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 NUMBER = re.compile(r"-?\d+\.\d*(?:e[+-]?\d+)?|-?\d+")
@@ -38,7 +38,7 @@ def _spawn(tmp_path, *files):
                XDG_STATE_HOME=str(tmp_path / "state"))
     shutil.copytree(ROOT / "programs", tmp_path / "programs",
                     ignore=shutil.ignore_patterns("*.safetensors*", "*.metrics.jsonl"))
-    child = pexpect.spawn(sys.executable, ["-m", "dp.interpreter.cli", "repl", *files],
+    child = pexpect.spawn(sys.executable, ["-m", "dp.interpreter.commands.cli", "repl", *files],
                           env=env, cwd=str(tmp_path), encoding="utf-8", timeout=60,
                           dimensions=(50, 200))
     child.expect_exact(PROMPT_STARTS)
@@ -188,7 +188,7 @@ def test_terminal_session_defines_redefines_and_reports_errors(tmp_path):
 
 # --- through a pipe ---------------------------------------------------------------------------
 def _pipe(text: str, *files: str):
-    proc = subprocess.run([sys.executable, "-m", "dp.interpreter.cli", "repl", *files],
+    proc = subprocess.run([sys.executable, "-m", "dp.interpreter.commands.cli", "repl", *files],
                           input=text, capture_output=True, text=True, cwd=ROOT, timeout=120)
     return proc.returncode, proc.stdout, proc.stderr
 
@@ -208,8 +208,8 @@ def test_a_loaded_program_runs_with_its_trained_parameters(tmp_path):
     program = tmp_path / "digits.dp"
     shutil.copy(ROOT / "programs" / "digits_mlp.dp", program)
     program.write_text(program.read_text().replace("epochs 20", "epochs 2"))
-    assert subprocess.run([sys.executable, "-m", "dp.interpreter.cli", "train", str(program)],
-                          capture_output=True).returncode == 0
+    assert subprocess.run([sys.executable, "-m", "dp.interpreter.commands.cli", "train",
+                           str(program)], capture_output=True).returncode == 0
     code, out, err = _pipe("x = digits(split = test)[5]\nDigits(x)\n", str(program))
     assert (code, err) == (0, "")
     ckpt = tmp_path / "digits.safetensors"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import safetensors.numpy
 from conftest import ROOT, run_dp
-from dp.interpreter import checkpoint
-from dp.interpreter.metrics import metrics_path
+from dp.interpreter.training import checkpoint
+from dp.interpreter.training.metrics import metrics_path
 
 MASKED = """\
 Tiny: Token[104]^16 -> Token[104]^16
@@ -37,7 +37,7 @@ def _program(tmp_path, text: str | None = None):
 
 
 def _spawn(*args):
-    return subprocess.Popen([sys.executable, "-m", "dp.interpreter.cli", *map(str, args)],
+    return subprocess.Popen([sys.executable, "-m", "dp.interpreter.commands.cli", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

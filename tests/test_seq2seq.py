@@ -11,9 +11,10 @@ import pytest
 from conftest import ROOT, run_dp
 from dp.dsl import load_text, parse
 from dp.dsl.errors import DpError
-from dp.interpreter import tasks, text
-from dp.interpreter.model import Model
-from dp.interpreter.sources import dataset
+from dp.interpreter.data import tasks
+from dp.interpreter.data import text
+from dp.interpreter.core.model import Model
+from dp.interpreter.data.sources import dataset
 from test_sequences import _numeric_grad
 
 

@@ -18,10 +18,10 @@ import pytest
 from numba import njit
 
 from dp.dsl.errors import DpError
-from dp.interpreter.execute import Executable
-from dp.interpreter.kernels.sequence import sigmoid_, tanh_
-from dp.interpreter.plan import ParamSpec, Plan, typecheck_plan
-from dp.interpreter.primitives import apply_backward, apply_forward, get
+from dp.interpreter.core.execute import Executable
+from dp.interpreter.core.kernels.sequence import sigmoid_, tanh_
+from dp.interpreter.core.plan import ParamSpec, Plan, typecheck_plan
+from dp.interpreter.core.primitives import apply_backward, apply_forward, get
 from gradcheck import check_grads, plan_loss_and_vjp
 
 # (B, n, h): batch 1, one step, width 1, odd sizes, and rnn_charlm's B=32, n=64, h=128.

@@ -10,11 +10,11 @@ import pytest
 
 from conftest import ROOT, run_dp
 from dp.dsl import load_text
-from dp.interpreter.execute import Executable
-from dp.interpreter import lower as lower_module
-from dp.interpreter.lower import lower
-from dp.interpreter.model import Model
-from dp.interpreter.plan import typecheck_plan
+from dp.interpreter.core.execute import Executable
+from dp.interpreter.core import lower as lower_module
+from dp.interpreter.core.lower import lower
+from dp.interpreter.core.model import Model
+from dp.interpreter.core.plan import typecheck_plan
 
 TINY_LM = """
 Tiny: Token[7]^5 -> Token[7]^5

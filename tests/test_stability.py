@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dp.interpreter.primitives import get
+from dp.interpreter.core.primitives import get
 from gradcheck import PATHS, force_path
 
 F32_MAX = float(np.finfo(np.float32).max)

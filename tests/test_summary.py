@@ -6,9 +6,9 @@ import math
 
 from conftest import ROOT
 from dp.dsl.loader import load, load_text
-from dp.interpreter.cli import main
-from dp.interpreter.lower import lower
-from dp.interpreter.summary import summary_lines
+from dp.interpreter.commands.cli import main
+from dp.interpreter.core.lower import lower
+from dp.interpreter.commands.summary import summary_lines
 
 
 def test_digits_table(capsys, monkeypatch):

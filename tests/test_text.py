@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dp.dsl.errors import DpError, Span
-from dp.interpreter.text import (Corpus, Vocab, heldout_windows, lm_batches, pydoc_topics,
+from dp.interpreter.data.text import (Corpus, Vocab, heldout_windows, lm_batches, pydoc_topics,
                                  read_text, sample, unigram_loss)
 
 SPAN = Span("prog.dp", 2, 3, 2, 9)

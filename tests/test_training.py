@@ -9,10 +9,10 @@ import pytest
 
 from conftest import ROOT, run_dp
 from dp.dsl import DpError, load_text
-from dp.interpreter.checkpoint import load_checkpoint
-from dp.interpreter.model import Model
-from dp.interpreter.plan import typecheck_plan
-from dp.interpreter.lower import lower
+from dp.interpreter.training.checkpoint import load_checkpoint
+from dp.interpreter.core.model import Model
+from dp.interpreter.core.plan import typecheck_plan
+from dp.interpreter.core.lower import lower
 
 NET = """
 Net: R^5 -> R^3

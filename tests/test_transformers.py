@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT, run_dp
 from dp.dsl import load_text
-from dp.interpreter.model import Model
+from dp.interpreter.core.model import Model
 from test_sequences import _numeric_grad
 
 

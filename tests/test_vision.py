@@ -11,9 +11,9 @@ import pytest
 from conftest import ROOT, run_dp
 from dp.dsl import DpError, load_text
 from dp.dsl.dims import DimVar, dim_from
-from dp.interpreter.lower import lower
-from dp.interpreter.model import Model
-from dp.interpreter.plan import typecheck_plan
+from dp.interpreter.core.lower import lower
+from dp.interpreter.core.model import Model
+from dp.interpreter.core.plan import typecheck_plan
 
 CNN = """
 Net: R^(1, 8, 8) -> R^3

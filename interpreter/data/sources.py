@@ -9,12 +9,12 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-
 from dp.dsl import ast
 from dp.dsl.errors import DpError, Span
 from dp.dsl.types import Tensor
 
-from . import data, tasks, text
+from . import dataset as data
+from . import tasks, text
 from .streams import WindowStream
 
 SOURCES = {"digits": ("split",), "npz": ("x", "y"), "csv": ("label",), "random": ("n", "seed"),

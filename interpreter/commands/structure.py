@@ -16,8 +16,7 @@ from typing import Iterator
 from dp.dsl import typed as T
 from dp.dsl.dims import DimVar, resolve
 from dp.dsl.types import ModSig, Tensor
-
-from .lower import lower
+from dp.interpreter.core.lower import lower
 
 
 def sites(e: T.TExpr) -> Iterator[tuple[T.TCall, T.TMap | None]]:

@@ -22,7 +22,6 @@ import struct
 from typing import Mapping
 
 import numpy as np
-
 from dp.dsl.errors import DpError, Span
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "load_checkpoint_or_previous",

@@ -8,10 +8,10 @@ sequence is also a training one.
 from __future__ import annotations
 
 import numpy as np
-
 from dp.dsl.errors import DpError, Span
 
-from . import data, text
+from . import dataset as data
+from . import text
 
 START = ">"  # id 0: the start token that `previous` begins with
 VOCAB = text.Vocab((START,) + tuple("0123456789"))

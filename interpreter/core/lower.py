@@ -8,7 +8,6 @@ here (DESIGN 3.1), so kernels always see whole batches.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 from dp.dsl import typed as T

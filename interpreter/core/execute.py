@@ -27,7 +27,6 @@ import numpy as np
 from .plan import Const, Plan
 from .primitives import PRIMITIVES
 
-
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 _kept = False
 

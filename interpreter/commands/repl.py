@@ -21,24 +21,25 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from prompt_toolkit.completion import Completer, Completion
-
 from dp.dsl import ast
-from dp.dsl.checker import BUILTINS, _suggest, check, check_expr, concrete_type
+from dp.dsl.checker import check, check_expr, concrete_type
 from dp.dsl.errors import DpError, Span, format_error
+from dp.dsl.errors import suggest as _suggest
 from dp.dsl.loader import read_program, stdlib_programs
 from dp.dsl.parser import parse, parse_input
+from dp.dsl.signatures import BUILTINS
 from dp.dsl.types import Tensor
+from dp.interpreter.core.execute import Executable
+from dp.interpreter.core.lower import BYTES_LIMIT, lower
+from dp.interpreter.core.model import greedy
+from dp.interpreter.core.params import allocate, initialize
+from dp.interpreter.data.sources import SOURCES, dataset, literal
+from dp.interpreter.training.checkpoint import load_checkpoint
+from dp.interpreter.training.train import checkpoint_path, train_config
+from prompt_toolkit.completion import Completer, Completion
 
-from .checkpoint import load_checkpoint
-from .cli import internal_error
-from .execute import Executable
-from .lower import BYTES_LIMIT, lower
-from .model import greedy
-from .params import allocate, initialize
-from .sources import SOURCES, dataset, literal
+from .internal_error import internal_error
 from .structure import describe_module, module_sites, param_table, site_name
-from .train import checkpoint_path, train_config
 
 FILE = "<repl>"
 EXPR = "the expression"  # the module an expression runs as: not a name a program can declare

@@ -8,12 +8,10 @@ next token. Positions after it are padding, which a causal body never looks at.
 from __future__ import annotations
 
 import numpy as np
-
 from dp.dsl import ast
 from dp.dsl.errors import DpError, Span
-
-from .sources import literal
-from .text import sample
+from dp.interpreter.data.sources import literal
+from dp.interpreter.data.text import sample
 
 
 def generate(model, prompt: str, length: int, temperature: float = 1.0, top_k: int = 0,

@@ -12,15 +12,14 @@ import sys
 import time
 
 import numpy as np
-
 from dp.dsl import ast
-from dp.dsl.checker import _suggest
 from dp.dsl.errors import DpError
+from dp.dsl.errors import suggest as _suggest
+from dp.interpreter.core.model import Model, check_loss
+from dp.interpreter.data import text
+from dp.interpreter.data.sources import Windows, dataset, fit_data, fit_inputs, literal
 
-from . import text
 from .generate import generate_report
-from .model import Model, check_loss
-from .sources import Windows, dataset, fit_data, fit_inputs, literal
 
 REPORTS = {"accuracy": 2, "exact_match": 2, "loss": 2, "predict": 3, "params": 1, "time": 2,
            "baseline": 2, "generate": 3}

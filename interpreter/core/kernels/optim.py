@@ -10,7 +10,7 @@ No fastmath (only `reassoc` on the norm's sum), and `error_model="numpy"` (RELIA
 decision 2): a division by zero gives inf or nan as in NumPy instead of raising, which also lets
 the loops vectorize. The loops are serial: no result depends on the thread count.
 
-The maths of each optimizer is written out in `interpreter/optim.py`.
+The maths of each optimizer is written out in `interpreter/core/optim.py`.
 """
 
 from __future__ import annotations

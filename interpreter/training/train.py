@@ -17,19 +17,19 @@ import threading
 import time
 from dataclasses import dataclass
 
-
 from dp.dsl import ast
-from dp.dsl.checker import _suggest
 from dp.dsl.errors import DpError, Span
+from dp.dsl.errors import suggest as _suggest
+from dp.interpreter.core.model import Model, check_loss
+from dp.interpreter.core.optim import DEFAULTS, Optimizer, make_optimizer
+from dp.interpreter.data import text
+from dp.interpreter.data.sources import Windows, check_vocab, dataset, fit_data, literal
+from dp.interpreter.data.streams import ExampleStream, WindowStream
 
-from . import checkpoint, text
+from . import checkpoint
 from .metrics import MetricsLog, metrics_path
-from .model import Model, check_loss
-from .optim import DEFAULTS, Optimizer, make_optimizer
 from .progress import Progress
-from .run import accuracy_counts
-from .sources import Windows, check_vocab, dataset, fit_data, literal
-from .streams import ExampleStream, WindowStream
+from .reports import accuracy_counts
 
 SETTINGS = ("loss", "optimizer", "batch", "epochs", "steps", "seed", "checkpoint", "eval")
 OVERRIDES = ("batch", "epochs", "steps", "seed")  # and the optimizer's arguments

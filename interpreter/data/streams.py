@@ -12,7 +12,8 @@ import json
 
 import numpy as np
 
-from . import data, text
+from . import dataset as data
+from . import text
 
 
 def _pack(state: tuple) -> tuple[np.ndarray, list]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from dp.dsl import typed as T
 from dp.dsl.errors import DpError, Span
 

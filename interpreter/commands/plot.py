@@ -11,8 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from dp.dsl.errors import DpError
-
-from .metrics import metrics_path, read_records
+from dp.interpreter.training.metrics import metrics_path, read_records
 
 
 @dataclass
@@ -52,8 +51,7 @@ def metrics_file(run: str) -> str:
         return run
     if run.endswith(".dp"):
         from dp.dsl.loader import load_programs
-
-        from .train import checkpoint_path, train_config
+        from dp.interpreter.training.train import checkpoint_path, train_config
 
         tprog, _ = load_programs([run])
         blocks = [b for b in tprog.trains if b.span.file == run]

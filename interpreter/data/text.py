@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
-
 from dp.dsl.errors import DpError, Span
 
 __all__ = ["pydoc_topics", "read_text", "Vocab", "Corpus", "lm_batches", "heldout_windows",

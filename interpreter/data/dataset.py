@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-
 from dp.dsl.errors import DpError, Span
 
 __all__ = ["Dataset", "load_digits", "load_digits_images", "load_npz", "load_csv", "batches",

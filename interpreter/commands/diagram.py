@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+from dp.dsl import typed as T
+from dp.dsl.errors import DpError
+from dp.dsl.errors import suggest as _suggest
+from dp.dsl.loader import load_programs
 from grandalf.graphs import Edge, Graph, Vertex
 from grandalf.layouts import SugiyamaLayout
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -22,13 +26,15 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.path import Path as CurvePath
 from matplotlib.textpath import TextToPath
 
-from dp.dsl import typed as T
-from dp.dsl.checker import _suggest
-from dp.dsl.errors import DpError
-from dp.dsl.loader import load_programs
-
-from .structure import (Scope, callee_text, count_under, open_sizes, param_counts, ref_text,
-                        site_name)
+from .structure import (
+    Scope,
+    callee_text,
+    count_under,
+    open_sizes,
+    param_counts,
+    ref_text,
+    site_name,
+)
 
 _SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@"}
 

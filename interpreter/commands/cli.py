@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import traceback
 
 from dp.dsl import DpError, format_error
+
+from .internal_error import internal_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,24 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def internal_error(exc: Exception) -> str:
-    """The message for a bug in dp; its traceback goes to a log file, not to the user."""
-    log = os.path.join(tempfile.gettempdir(), "dp-internal-error.log")
-    try:
-        with open(log, "w", encoding="utf-8") as f:
-            traceback.print_exc(file=f)
-    except OSError:
-        pass
-    return (f"error[internal]: {type(exc).__name__}: {exc}\n   = note: this is a bug in dp; "
-            f"the traceback is in {log}")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
         args = _parser().parse_args(argv)
-        from . import commands
+        from . import handlers as commands
 
         return getattr(commands, args.command)(args)
     except DpError as err:

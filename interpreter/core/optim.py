@@ -29,9 +29,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
 from dp.dsl.errors import DpError, Span
-from dp.interpreter.kernels import optim as K
+
+from .kernels import optim as K
 
 # name -> {hyperparameter: default}; None marks a required one.
 DEFAULTS: dict[str, dict[str, float | None]] = {

@@ -9,14 +9,20 @@ from pathlib import Path
 from dp.dsl import typed as T
 from dp.dsl.errors import DpError
 from dp.dsl.loader import load_programs
+from dp.interpreter.core.lower import lower
+from dp.interpreter.core.model import Model
+from dp.interpreter.core.plan import format_plan
+from dp.interpreter.training.reports import check_block, run_block
+from dp.interpreter.training.train import (
+    checkpoint_path,
+    load_trained,
+    parse_sets,
+    program_hash,
+    train_config,
+)
+from dp.interpreter.training.train import train as train_model
 
-from .lower import lower
-from .model import Model
-from .plan import format_plan
-from .run import check_block, run_block
 from .structure import describe_module
-from .train import checkpoint_path, load_trained, parse_sets, program_hash, train_config
-from .train import train as train_model
 
 
 def check(args) -> int:

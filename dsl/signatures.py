@@ -1,0 +1,131 @@
+"""What the checker's passes share: the builtin names, turning type syntax into types, and
+matching signatures. Split from checker.py so that the per-definition pass (check_body.py) and
+the builtin rules (check_volumes.py, check_sequences.py, check_attention.py) import it without
+importing the checker that drives them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import ast
+from .dims import Dim, DimVar, Mismatch, dim_from, fresh, resolve
+from .errors import DpError, Span, plural, suggest
+from .types import ModSig, Tensor, scalar, unify_tensors
+
+ELEMENTWISE = ("relu", "tanh", "sigmoid", "exp", "log", "sqrt", "abs", "gelu", "square")
+LAST_AXIS = ("softmax", "log_softmax")
+REDUCTIONS = ("sum", "mean", "max")
+# builtins on volumes, with the size arguments each accepts (check_volumes.py has their rules)
+VOLUME = {"conv2d": ("stride", "padding"), "maxpool2d": ("size", "stride"), "flatten": ()}
+# builtins on sequences (check_sequences.py): map and scan take a module first
+SEQUENCE = ("map", "scan", "token", "seq_mean", "seq_max", "seq_first", "seq_last")
+# builtins of attention and transformers (check_attention.py)
+ATTENTION = ("split_heads", "join_heads", "transpose", "causal", "normalize", "repeat")
+BUILTINS = ELEMENTWISE + LAST_AXIS + REDUCTIONS + tuple(VOLUME) + SEQUENCE + ATTENTION
+INITIALIZERS = {"glorot": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1, "fan_in": 0}
+
+
+def _err(kind: str, msg: str, span: Span | None, *notes: str) -> DpError:
+    return DpError(kind, msg, span, tuple(notes))
+
+
+_suggest, _plural = suggest, plural
+
+
+# --- signatures -------------------------------------------------------------------------------
+class _TypeBuilder:
+    """Turns type syntax into Tensor types; dimension names map to variables in `scope`."""
+
+    def __init__(self, scope: dict[str, DimVar], create: bool, rigid: bool):
+        self.scope, self.create, self.rigid = scope, create, rigid
+
+    def dim(self, d: ast.DimAst) -> Dim:
+        if isinstance(d, ast.DimNum):
+            return d.value
+        if isinstance(d, ast.DimName):
+            if d.name not in self.scope:
+                if not self.create:
+                    raise _err("name", f"unknown dimension '{d.name}'", d.span,
+                               "dimensions here must be named in the module's signature")
+                self.scope[d.name] = fresh(d.name, self.rigid)
+            return self.scope[d.name]
+        try:
+            return dim_from(d.op, self.dim(d.left), self.dim(d.right))
+        except Mismatch as m:
+            raise _err("shape", f"bad dimension: {m.reason}", d.span) from None
+
+    def tensor(self, t) -> Tensor:
+        if isinstance(t, ast.RealType):
+            return scalar()
+        if isinstance(t, ast.TokenType):
+            return Tensor((), self.dim(t.vocab))
+        if isinstance(t, ast.PowType):
+            base = self.tensor(t.base)
+            dims = tuple(self.dim(d) for d in t.dims)
+            groups = (len(dims),) + (base.groups or ((len(base.shape),) if base.shape else ()))
+            return Tensor(dims + base.shape, base.vocab, groups)
+        raise _err("type", "a tuple type can only be the arguments of a signature", t.span)
+
+    def sig(self, fn: ast.FnType) -> ModSig:
+        arg_types = fn.arg.items if isinstance(fn.arg, ast.TupleType) else (fn.arg,)
+        args = tuple(self.tensor(a) for a in arg_types)
+        result = self.tensor(fn.result)
+        return ModSig(args, result, tuple(self.scope.values()))
+
+
+def instantiate(sig: ModSig) -> tuple[ModSig, dict]:
+    """A copy of `sig` over fresh flexible variables (one use site)."""
+    mapping = {v: fresh(v.name) for v in sig.dims}
+    return sig.substitute(mapping), mapping
+
+
+def sig_matches(impl: ModSig, abstract: ModSig) -> bool:
+    """True when impl is abstract up to renaming its dimension variables one to one."""
+    if len(impl.args) != len(abstract.args):
+        return False
+    inst, mapping = instantiate(abstract)
+    s: dict = {}
+    try:
+        for a, b in zip(inst.args + (inst.result,), impl.args + (impl.result,), strict=True):
+            s = unify_tensors(a, b, s)
+    except Mismatch:
+        return False
+    images = [resolve(v, s) for v in mapping.values()]
+    return all(isinstance(i, DimVar) for i in images) and len(set(images)) == len(images)
+
+
+def sig_unifies(a: ModSig, b: ModSig) -> bool:
+    """True when the two signatures have a common instance: a module passed for an argument
+    typed `(R^d)^n -> (R^e)^n` may keep the width; lowering checks the sizes it is used at."""
+    if len(a.args) != len(b.args):
+        return False
+    ia, _ = instantiate(a)
+    ib, _ = instantiate(b)
+    s: dict = {}
+    try:
+        for x, y in zip(ia.args + (ia.result,), ib.args + (ib.result,), strict=True):
+            s = unify_tensors(x, y, s)
+    except Mismatch:
+        return False
+    return True
+
+
+
+@dataclass
+class _Globals:
+    sigs: dict = field(default_factory=dict)        # name -> ModSig
+    implements: dict = field(default_factory=dict)  # name -> abstract name
+    abstracts: dict = field(default_factory=dict)   # name -> ModSig
+    defs: dict = field(default_factory=dict)        # name -> ast.Definition
+    config: dict = field(default_factory=dict)     # name -> tuple[HeaderItem]
+    sizes: dict = field(default_factory=dict)      # name -> {size argument: SizeArg}
+    spans: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SizeArg:
+    """A dimension given at the call (`Conv(x; k = 5)`): its variable and default, if any."""
+
+    var: DimVar
+    default: int | None
+    span: Span
