@@ -1,4 +1,4 @@
-"""Errors every stage raises, and the one renderer that prints them (DESIGN section 6).
+"""Errors every stage raises, and the one renderer that prints them (docs/architecture.md, Errors).
 
 A DpError carries a kind (`syntax`, `name`, `shape`, `type`, `arity`, `data`, `checkpoint`,
 `usage`, `numeric`, `limit`, `resource`, ...), a message saying what was expected against what

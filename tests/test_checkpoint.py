@@ -1,5 +1,4 @@
-"""Checkpoints: round trips, `.previous`, atomic writes, matching a program
-(RELIABILITY 1, 19, 20)."""
+"""Checkpoints: round trips, `.previous`, atomic writes, matching a program."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Hostile checkpoints are refused and never execute code (RELIABILITY 18).
+"""Hostile checkpoints are refused and never execute code.
 
 Pickle is used here only to *build* hostile files (and to prove that the payload is live);
 the packages under test must contain no pickle loading at all (see the static test below).

@@ -1,4 +1,4 @@
-"""Data loading: the bundled digits, .npz and .csv files, mini-batches (DESIGN 5, 6)."""
+"""Data loading: the bundled digits, .npz and .csv files, mini-batches."""
 
 import io
 import os

@@ -1,4 +1,4 @@
-"""Kernels and primitives in float32 against float64 references (RELIABILITY 5, 23, 24, 25).
+"""Kernels and primitives in float32 against float64 references.
 
 - every primitive case: float32 forward/backward vs the float64 run (which test_gradcheck
   validates), with dtypes preserved;
@@ -202,7 +202,7 @@ def test_cross_entropy_label_minus_one_is_not_scored(path, monkeypatch) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# NaN propagation and fastmath (RELIABILITY 23)
+# NaN propagation and fastmath
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -281,7 +281,7 @@ def _kernel_decorators():
 
 def test_kernels_use_the_boring_decorator() -> None:
     # cache=True, error_model="numpy", and fastmath off or an explicit flag set that keeps
-    # NaN and inf semantics (RELIABILITY decision 2).
+    # NaN and inf semantics (the kernel rules of interpreter/core/kernels/__init__.py).
     found = list(_kernel_decorators())
     assert len(found) >= 9, found
     bad = [(where, kw) for where, kw in found
@@ -293,7 +293,7 @@ def test_kernels_use_the_boring_decorator() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Numba's cache directory (RELIABILITY 25)
+# Numba's cache directory
 
 
 def test_cache_dir_is_set_and_writable() -> None:

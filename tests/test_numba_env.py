@@ -1,4 +1,4 @@
-"""RELIABILITY 25: the Numba cache works without a usable HOME and never writes beside the
+"""The Numba cache works without a usable HOME and never writes beside the
 installed package; two cold-cache processes at once both succeed."""
 
 from __future__ import annotations

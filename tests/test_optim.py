@@ -1,4 +1,4 @@
-"""Optimizer steps and gradient clipping (RELIABILITY targets 10 and 11).
+"""Optimizer steps and gradient clipping.
 
 The references below are written from the algorithm boxes in the torch.optim documentation
 (SGD, Adam, AdamW), in float64 NumPy, independently of the kernels.

@@ -1,4 +1,4 @@
-"""Numerical stability in float32 (RELIABILITY target 7, for the primitives that exist now).
+"""Numerical stability in float32, for the primitives that exist now.
 
 Extreme logits through log_softmax, cross_entropy and logsumexp, and sigmoid/tanh at +-1000:
 every result is finite and matches a float64 reference to 1e-5 relative. The one exception is

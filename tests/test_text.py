@@ -1,6 +1,6 @@
 """Character-level text: the pydoc corpus, vocabularies, windows, baseline loss, sampling.
 
-The window tests compare against a copy of bench/torch_ref.py's NumPy logic (`load_text`,
+The window tests compare against a copy of the PyTorch reference's NumPy logic (`load_text`,
 `lm_batches`, `lm_heldout`), so dp's language models see exactly the reference's data."""
 
 import math
@@ -16,7 +16,7 @@ from dp.interpreter.data.text import (Corpus, Vocab, heldout_windows, lm_batches
 SPAN = Span("prog.dp", 2, 3, 2, 9)
 
 
-# -------------------------------------------------- copies of bench/torch_ref.py (NumPy only)
+# ------------------------------ copies of the PyTorch reference's text handling (NumPy only)
 def ref_load_text():
     import pydoc_data.topics
 

@@ -1,6 +1,6 @@
 """The `dp` command: check, train and run programs. Wiring only; every stage lives elsewhere.
 
-Every error is printed in the form of DESIGN section 6 with a non-zero exit code; a Python
+Every error is printed as docs/architecture.md (Errors) describes, with a non-zero exit code; a Python
 traceback is shown only with --debug (otherwise an internal error's traceback goes to a log).
 """
 

@@ -441,7 +441,7 @@ def batches(ds: Dataset, batch_size: int, rng: np.random.RandomState, shuffle: b
 
     With `shuffle`, exactly one `rng.permutation(len(ds.x))` is drawn per call, at the call
     (not at the first `next`), and the data is indexed with it once; the batches are then
-    contiguous slices (views) of the permuted copy, as in bench/torch_ref.py `train_epochs`."""
+    contiguous slices (views) of the permuted copy, as in the PyTorch reference's training loop."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size <= 0:
         raise DpError("usage", f"batch size must be a positive integer, got {batch_size!r}")

@@ -1,7 +1,8 @@
 """Character-level text for language models: corpora, vocabularies, windows and sampling.
 
-Everything here is NumPy and matches bench/torch_ref.py (`load_text`, `lm_batches`,
-`lm_heldout`) and bench/README.md "Text (W3, W4)" exactly, so that a dp language model and
+Everything here is NumPy and draws the text, the windows and the held-out sample exactly as
+the PyTorch reference of the rnn_charlm and transformer_charlm workloads does
+(benchmarks/README.md; tests/test_text.py holds a copy of its logic), so that a dp language model and
 the reference see the same characters, the same training windows and the same held-out
 sample. A problem a user can cause (a missing or non-UTF-8 file, a prompt with a character
 the model never saw, a text too short for the window) is a `DpError('data', ...)`; a
@@ -282,7 +283,7 @@ def lm_batches(train_ids, batch: int, seq: int, seed: int = 0, span: Span | None
     """Random training windows forever: (x, y), both int64 [batch, seq], y = x shifted by one.
 
     Each step draws `starts = rng.randint(0, len(train) - seq - 1, size=batch)` from one
-    `np.random.RandomState(seed)` stream, exactly as bench/torch_ref.py `lm_batches`, so
+    `np.random.RandomState(seed)` stream, exactly as the PyTorch reference's `lm_batches`, so
     step k sees the reference's k-th batch. (So the last possible window, starting at
     len - seq - 1, is never drawn: that is the reference's choice, kept.) Sizes are checked
     here, at the call; windows are drawn one step per `next`. A given `rng` replaces the

@@ -1,4 +1,4 @@
-"""Checkpoints: safetensors files with a checksum, written atomically (RELIABILITY 1, 18-20).
+"""Checkpoints: safetensors files with a checksum, written atomically.
 
 A dp checkpoint is a safetensors file whose `__metadata__` holds the caller's metadata plus
 `format: "dp-checkpoint-1"` and `sha256`, a digest over every tensor's name, dtype, shape and

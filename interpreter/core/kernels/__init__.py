@@ -1,13 +1,13 @@
 """Numba kernels (stage: run time): plain loops over concrete, batched ndarrays.
 
 Importing this package first makes sure Numba's on-disk cache has somewhere writable to go
-(RELIABILITY target 25): when `NUMBA_CACHE_DIR` is unset, it is set to a per-user directory,
+(tests/test_numba_env.py): when `NUMBA_CACHE_DIR` is unset, it is set to a per-user directory,
 `$XDG_CACHE_HOME/dp/numba` or `~/.cache/dp/numba`, else `<tempdir>/dp-numba-<uid>`. Without
 this, `@njit(cache=True)` next to a read-only package (or with `HOME=/nonexistent`) fails with
 "cannot cache function". This must run before Numba reads its configuration, so the kernel
 modules import Numba only after this file has run (a submodule import always runs it first).
 
-Kernel rules (STYLE habit 10, RELIABILITY decision 2): `@njit(cache=True, error_model="numpy")`,
+Kernel rules: `@njit(cache=True, error_model="numpy")`,
 no `fastmath` (NaN and inf must propagate), dtype-generic (float32 at run time, float64 in the
 gradient checks), accumulation in float64, no error paths (the wrappers in `primitives/` check
 what a user can get wrong), and a NumPy reference for every kernel in `tests/test_kernels.py`.

@@ -22,7 +22,7 @@ calling convention, which the lowered plan relies on:
 
 `kinks` lists predicates `(inputs, params, tol) -> bool` saying whether a sample lies within
 `tol` of a point where the primitive is not differentiable; the gradient-check sampler draws
-again when one fires (RELIABILITY target 2). `integer_inputs` are the operand positions that
+again when one fires (tests/gradcheck.py). `integer_inputs` are the operand positions that
 hold integer arrays (never differentiated).
 """
 
