@@ -6,9 +6,9 @@ generic over the float dtype (float32 at run time, float64 in the exactness test
 factors such as Adam's bias corrections are computed by the caller in float64 and cast here to
 the array dtype, so a float32 step is float32 arithmetic throughout, as in torch.
 
-No fastmath (only `reassoc` on the norm's sum), and `error_model="numpy"` (the
-kernel rules of kernels/__init__.py): a division by zero gives inf or nan as in NumPy instead of raising, which also lets
-the loops vectorize. The loops are serial: no result depends on the thread count.
+No fastmath (only `reassoc` on the norm's sum), and `error_model="numpy"` (the kernel rules of
+kernels/__init__.py): a division by zero gives inf or nan as in NumPy instead of raising,
+which also lets the loops vectorize. The loops are serial: no result depends on the thread count.
 
 The maths of each optimizer is written out in `interpreter/core/optim.py`.
 """
