@@ -13,7 +13,7 @@ import numpy as np
 from dp.dsl.loader import load_programs
 from dp.interpreter.data import dataset as data
 from dp.interpreter.core.model import Model
-from dp.interpreter.training.train import train_config
+from dp.interpreter.core.optim import from_record
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP, BATCH, F32 = 20, 32, np.float32
@@ -35,17 +35,17 @@ def time_steps(train_step, predict, epochs):  # -> (median s per step, test accu
 
 def run_dp(program, epochs):  # the program step by step, as `dp train` runs it
     tprog, _ = load_programs([str(ROOT / "programs" / program)])
-    config = train_config(tprog.trains[0])
+    config = tprog.train
     assert (config.batch, config.epochs, config.seed) == (BATCH, epochs, 0)
-    model = Model(tprog, tprog.trains[0].model.name)
+    model, optimizer = Model(tprog, config.model), from_record(config.optimizer)
     shape = model.arg_shapes[0]                # the flat [B, 64] rows as the input type: a view
     model.init(config.seed)
-    state = config.optimizer.init_state(model.flat.size, model.dtype)
+    state = optimizer.init_state(model.flat.size, model.dtype)
     steps = itertools.count(1)
 
     def train_step(xb, yb):
         loss = model.loss_and_grad(config.loss, xb.reshape((len(xb),) + shape), yb)
-        config.optimizer.update(model.flat, model.grad_flat, state, next(steps))
+        optimizer.update(model.flat, model.grad_flat, state, next(steps))
         return loss
     return time_steps(train_step, lambda x: model.predict(x.reshape((len(x),) + shape)), epochs)
 

@@ -22,7 +22,7 @@ from dp.dsl.loader import load_text as load_text_program
 from dp.interpreter.data import text
 from dp.interpreter.core.model import Model
 from dp.interpreter.data.sources import dataset
-from dp.interpreter.training.train import train_config
+from dp.interpreter.core.optim import from_record
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP, STEPS = 10, 300
@@ -35,19 +35,18 @@ def run_dp(cell):  # -> (median s per step, held-out nats/char, final train loss
 
 def train_dp(source):  # a char LM program's text -> (median s/step, held-out, final loss)
     tprog = load_text_program(source)
-    block = tprog.trains[0]
-    config = train_config(block)
+    config = tprog.train
     assert (config.batch, config.steps, config.seed) == (32, STEPS, 0)
-    model = Model(tprog, block.model.name)
-    windows = dataset(block.data, str(ROOT / "programs"), model.arg_shapes[0])
+    model, optimizer = Model(tprog, config.model), from_record(config.optimizer)
+    windows = dataset(config.data, str(ROOT / "programs"), model.arg_shapes[0])
     model.init(config.seed)
-    state = config.optimizer.init_state(model.flat.size, model.dtype)
+    state = optimizer.init_state(model.flat.size, model.dtype)
     batches, steps, times, losses = windows.batches(32, config.seed), itertools.count(1), [], []
     for _ in range(STEPS):
         t0 = perf_counter()
         xb, yb = next(batches)
         loss = model.loss_and_grad(config.loss, xb, yb)
-        config.optimizer.update(model.flat, model.grad_flat, state, next(steps))
+        optimizer.update(model.flat, model.grad_flat, state, next(steps))
         times.append(perf_counter() - t0)
         losses.append(loss)
     xv, yv = text.heldout_windows(windows.corpus.val_ids, windows.seq)

@@ -1,5 +1,6 @@
 """Stage 2, the builtins of attention and transformers: the heads of a sequence, matrix
-transpose, the causal mask, layer normalisation, and `repeat(L, Block, x)`.
+transpose, the causal mask, layer normalisation, and `repeat(L, Block, x)`: their type rules
+(their records are in builtins.py).
 
 Attention is written in the language with them, in the matrix form of the lecture:
 `softmax(causal(q @ transpose(k) / sqrt(e))) @ v` over `split_heads(...)`; the lowering
@@ -16,42 +17,51 @@ from .signatures import _err, _plural
 from .types import Tensor, apply_subst, unify_tensors
 
 
-def attention_builtin(c, name: str, args, kwargs, e) -> T.TExpr:
-    if name == "repeat":
-        return _repeat(c, args, kwargs, e)
-    allowed = ("h",) if name == "split_heads" else ()
-    for kw in kwargs:
-        if kw.name not in allowed:
-            raise _err("name", f"{name} has no argument '{kw.name}'"
-                       + (f"; it has {', '.join(allowed)}" if allowed else ""), kw.span)
-    if len(args) != 1:
-        raise _err("arity", f"{name} takes 1 argument, but {len(args)} "
-                   f"{'was' if len(args) == 1 else 'were'} given", e.span)
-    x = c.expr(args[0])
+def _real(c, name: str, a, e) -> tuple[T.TExpr, Tensor]:
+    x = c.expr(a)
     t = apply_subst(x.type, c.subst)
     if t.vocab is not None:
-        raise _err("type", f"{name} needs real values, but {describe(args[0])} is {t}", e.span)
-    if name == "normalize":
-        if t.rank == 0:
-            raise _err("shape", f"normalize needs a vector, but {describe(args[0])} is {t}",
-                       e.span)
-        return T.TPrim(name, (x,), x.type, e.span)
-    if name == "split_heads":
-        if not kwargs:
-            raise _err("arity", "split_heads needs the number of heads: split_heads(xs; h = 4)",
-                       e.span)
-        return _split_heads(c, x, t, c.dim_value(name, kwargs[0]), args[0], e)
-    if t.rank < 2 or (name == "join_heads" and t.rank != 3):
-        want = {"join_heads": "heads R^(h, n, e)", "transpose": "a matrix",
-                "causal": "square scores R^(n, n)"}[name]
+        raise _err("type", f"{name} needs real values, but {describe(a)} is {t}", e.span)
+    return x, t
+
+
+def normalize_rule(c, name: str, args, sizes, e) -> T.TPrim:
+    x, t = _real(c, name, args[0], e)
+    if t.rank == 0:
+        raise _err("shape", f"normalize needs a vector, but {describe(args[0])} is {t}", e.span)
+    return T.TPrim(name, (x,), x.type, e.span)
+
+
+def split_heads_rule(c, name: str, args, sizes, e) -> T.TPrim:
+    x, t = _real(c, name, args[0], e)
+    if "h" not in sizes:
+        raise _err("arity", "split_heads needs the number of heads: split_heads(xs; h = 4)",
+                   e.span)
+    return _split_heads(c, x, t, sizes["h"], args[0], e)
+
+
+def _matrix(c, name: str, args, e, want: str, rank: int = 2) -> tuple[T.TExpr, Tensor]:
+    x, t = _real(c, name, args[0], e)
+    if t.rank < 2 or (rank == 3 and t.rank != 3):
         raise _err("shape", f"{name} needs {want}, but {describe(args[0])} is {t}", e.span)
-    if name == "transpose":
-        shape = t.shape[:-2] + (t.shape[-1], t.shape[-2])
-        return T.TPrim(name, (x,), Tensor(shape), e.span)
-    if name == "join_heads":
-        h, n, k = t.shape
-        return T.TPrim(name, (x,), Tensor((n, dim_from("*", h, k)), None, (1, 1)), e.span)
-    try:  # causal
+    return x, t
+
+
+def transpose_rule(c, name: str, args, sizes, e) -> T.TPrim:
+    x, t = _matrix(c, name, args, e, "a matrix")
+    shape = t.shape[:-2] + (t.shape[-1], t.shape[-2])
+    return T.TPrim(name, (x,), Tensor(shape), e.span)
+
+
+def join_heads_rule(c, name: str, args, sizes, e) -> T.TPrim:
+    x, t = _matrix(c, name, args, e, "heads R^(h, n, e)", 3)
+    h, n, k = t.shape
+    return T.TPrim(name, (x,), Tensor((n, dim_from("*", h, k)), None, (1, 1)), e.span)
+
+
+def causal_rule(c, name: str, args, sizes, e) -> T.TPrim:
+    x, t = _matrix(c, name, args, e, "square scores R^(n, n)")
+    try:
         c.subst = unify(t.shape[-1], t.shape[-2], c.subst, c.deferred)
     except Mismatch:
         raise _err("shape", f"causal masks square scores (a query and a key per position), "
@@ -73,13 +83,10 @@ def _split_heads(c, x: T.TExpr, t: Tensor, h, a, e) -> T.TPrim:
     return T.TPrim("split_heads", (x,), Tensor((h, n, part)), e.span, (("h", h),))
 
 
-def _repeat(c, args, kwargs, e) -> T.TMap:
+def repeat_rule(c, name: str, args, sizes, e) -> T.TMap:
     """`repeat(L, Block, x, ...)`: L instances of Block one after the other, each with its own
     parameters; Block must give back the type of x. Further arguments (a decoder's memory) go
     unchanged to every instance."""
-    if len(args) < 3 or kwargs:
-        raise _err("arity", "repeat takes a count, a module and a value: repeat(L, Block, x), "
-                   "or repeat(L, Block, x, memory) to give every block the memory too", e.span)
     count_ast, mod, x_ast, *more = args
     count = c.dim_value("repeat", ast.KwArg("L", count_ast, count_ast.span))
     ref = c.module_ref(mod)

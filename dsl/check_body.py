@@ -7,20 +7,13 @@ from __future__ import annotations
 
 from . import ast
 from . import typed as T
-from .check_attention import attention_builtin
-from .check_sequences import SEQUENCE_SIGS, index, sequence_builtin
-from .check_volumes import describe, volume_builtin
-from .dims import Mismatch, free_vars, fresh, resolve, unify
+from .builtins import BUILTINS, check_call, value_sig
+from .check_sequences import index
+from .check_volumes import describe
+from .dims import Mismatch, free_vars, fresh, resolve, settle, unify
 from .errors import DpError, where
 from .signatures import (
-    ATTENTION,
-    BUILTINS,
-    ELEMENTWISE,
     INITIALIZERS,
-    LAST_AXIS,
-    REDUCTIONS,
-    SEQUENCE,
-    VOLUME,
     _err,
     _Globals,
     _plural,
@@ -31,8 +24,6 @@ from .signatures import (
     sig_unifies,
 )
 from .types import ModSig, Tensor, apply_subst, scalar, unify_tensors
-
-_ELEMENTWISE_SIG = ModSig((scalar(),), scalar(), ())
 
 
 class _DefChecker:
@@ -96,13 +87,13 @@ class _DefChecker:
                 continue
             sig = None
             if isinstance(h.sig, ast.NamedSig):
-                if h.sig.name not in self.g.abstracts:
-                    raise _err("name", f"unknown abstract module '{h.sig.name}'", h.sig.span,
-                               *_suggest(h.sig.name, self.g.abstracts))
+                self.g.abstract(h.sig.name, h.sig.span)
                 sig = h.sig.name
             elif isinstance(h.sig, ast.FnType):
                 sig = _TypeBuilder({}, True, True).sig(h.sig)
             default = self.module_ref(h.default) if h.default is not None else None
+            if default is not None and sig is not None:  # the default must fit, too
+                self._check_binding(d.name, h, default, h.default.span)
             if sig is None and default is None:
                 raise _err("type", f"configuration argument '{h.name}' needs a signature or a "
                            "default", h.span, f"e.g. `{h.name}: R -> R = relu` for a module, "
@@ -147,14 +138,12 @@ class _DefChecker:
         return value
 
     def _close(self) -> None:
-        """Every call's dimensions must now be fixed by this definition's own dimensions."""
-        for a, b in self.deferred:
-            try:
-                self.subst = unify(a, b, self.subst)
-            except Mismatch as m:
-                raise _err("shape", f"dimensions {resolve(a, self.subst)} and "
-                           f"{resolve(b, self.subst)} cannot be equal: {m.reason}",
-                           self.d.span) from None
+        """Every call's dimensions must now be fixed by this definition's own dimensions, and
+        every deferred constraint met."""
+        try:
+            self.subst = settle(self.subst, self.deferred)
+        except Mismatch as m:
+            raise self._conflict(m, None) from None
         late = {r for v in self.late for r in free_vars(resolve(v, self.subst))}
         for call, callee_sig in self.calls:
             for var, fv in call.dims:
@@ -165,6 +154,11 @@ class _DefChecker:
                                f"{name}: {callee_sig}", call.span,
                                f"give the expected type, e.g. ({_src(call)} : "
                                f"{_example_type(callee_sig)}), or pass {var.name} = ...")
+        for p in self.deferred:  # open only in sizes a module argument fixes when it is bound
+            a, b = resolve(p.a, self.subst), resolve(p.b, self.subst)
+            m = Mismatch(f"nothing here fixes {a} = {b}, so they cannot be told equal")
+            m.origin = p.origin
+            raise self._conflict(m, None)
 
     # --- expressions
     def expr(self, e: ast.Expr) -> T.TExpr:
@@ -226,13 +220,30 @@ class _DefChecker:
         return (name in self.config or name in self.g.sigs or name in BUILTINS
                 or name in self.g.abstracts)
 
-    def _expect(self, value: T.TExpr, want: Tensor, e: ast.Expr, why: str) -> None:
+    def _expect(self, value: T.TExpr, want: Tensor, e: ast.Expr, why,
+                note: str | None = None) -> None:
+        """value must have type want; `why` starts the message (a function of the expected
+        type as then known, when it has open sizes), and `note` ends it."""
+        origin = (value, want, e, why, note)
         try:
-            self.subst = unify_tensors(value.type, want, self.subst, self.deferred)
-        except Mismatch:
-            got = apply_subst(value.type, self.subst)
-            raise _err("shape", f"{why}, but {describe(e)} is {got}{_flat_sum(value, self)}",
-                       e.span, *_axis_note(got, apply_subst(want, self.subst))) from None
+            self.subst = unify_tensors(value.type, want, self.subst, self.deferred, origin)
+        except Mismatch as m:
+            raise self._conflict(m, origin) from None
+
+    def _conflict(self, m: Mismatch, origin) -> DpError:
+        """The error for a failed constraint, where it was made: a deferred one fails at the
+        value it was deferred from, shown with the sizes known when it failed."""
+        s = m.subst if m.subst is not None else self.subst
+        value, want, e, why, note = m.origin or origin or (None,) * 5
+        if value is None:
+            return _err("shape", f"the sizes of {self.d.name} cannot be matched: {m.reason}",
+                        self.d.span)
+        got, want = apply_subst(value.type, s), apply_subst(want, s)
+        text = why(want) if callable(why) else why
+        notes = _axis_note(got, want) + (() if m.plain else (m.reason,)) + (
+            (note,) if note else ())
+        return _err("shape", f"{text}, but {describe(e)} is {got}{_flat_sum(value, self)}",
+                    e.span, *notes)
 
     def _elementwise(self, op: str, a: T.TExpr, b: T.TExpr, e: ast.BinOp) -> T.TExpr:
         name = {"+": "add", "-": "sub", "*": "mul", "/": "div"}[op]
@@ -289,6 +300,7 @@ class _DefChecker:
         if name in self.config:
             return T.ConfigMod(name)
         if name in BUILTINS:
+            value_sig(name, span)
             return T.BuiltinMod(name)
         if name in self.g.abstracts:
             raise _err("type", f"{name} is abstract: pass an implementation of it", span)
@@ -328,11 +340,12 @@ class _DefChecker:
         return tuple(bound), tuple(sizes)
 
     def _check_binding(self, owner: str, h: ast.HeaderItem, ref: T.ModRef, span) -> None:
-        want = h.sig
-        if want is None:
-            return
+        """A module passed for `h` has the signature it declares, or its default's."""
         got = self._ref_sig(ref)
+        want = h.sig
         if isinstance(want, ast.NamedSig):
+            if want.name not in self.g.abstracts:
+                return  # the owner's declaration says so
             ok = isinstance(ref, T.GlobalMod) and (
                 self.g.implements.get(ref.name) == want.name
                 or sig_matches(got, self.g.abstracts[want.name]))
@@ -342,15 +355,27 @@ class _DefChecker:
                 raise _err("type", f"{owner} needs a {want.name} for '{h.name}', but "
                            f"{ref.name} is {got}", span,
                            f"{want.name} is {self.g.abstracts[want.name]}")
-        else:
-            need = _TypeBuilder({}, True, True).sig(want)
-            if not sig_unifies(got, need):
-                raise _err("type", f"{owner} needs '{h.name}' to be {need}, but "
-                           f"{ref.name} is {got}", span)
+            return
+        need = _TypeBuilder({}, True, True).sig(want) if want is not None else None
+        like = ""
+        if need is None:
+            need, like = self._default_sig(h), f" like its default {_default_name(h)}"
+        if need is not None and not sig_unifies(got, need):
+            raise _err("type", f"{owner} needs '{h.name}' to be {need}{like}, but "
+                       f"{ref.name} is {got}", span,
+                       *((f"{owner}'s '{h.name}' is declared at {where(h.span)}",)
+                         if like and h.span else ()))
+
+    def _default_sig(self, h: ast.HeaderItem) -> ModSig | None:
+        """The signature of a configuration argument's default, when it names a module."""
+        name = _default_name(h)
+        if name in BUILTINS:
+            return BUILTINS[name].value
+        return self.g.sigs.get(name)
 
     def _ref_sig(self, ref: T.ModRef) -> ModSig:
         if isinstance(ref, T.BuiltinMod):
-            return SEQUENCE_SIGS.get(ref.name, _ELEMENTWISE_SIG)
+            return value_sig(ref.name, None)
         if isinstance(ref, T.GlobalMod):
             return self.g.sigs[ref.name]
         c = self.config[ref.name]
@@ -362,7 +387,7 @@ class _DefChecker:
 
     def call(self, name: str, span, args, kwargs, e) -> T.TExpr:
         if name in BUILTINS and name not in self.config:
-            return self._builtin(name, args, kwargs, e)
+            return check_call(self, BUILTINS[name], args, kwargs, e)
         ref = self._ref(name, span, kwargs)
         sig = self._ref_sig(ref)
         positional = list(args)
@@ -390,13 +415,10 @@ class _DefChecker:
         if elementwise:
             result = self._broadcast(name, targs, e)
         else:
+            declared = self.g.spans.get(name)
+            note = f"{name}: {sig} is declared at {where(declared)}" if declared else None
             for a, want, src in zip(targs, inst.args, positional, strict=True):
-                try:
-                    self._expect(a, want, src, f"{name} expects {_show(want, self.subst)} here")
-                except DpError as err:
-                    declared = self.g.spans.get(name)
-                    raise (err.with_note(f"{name}: {sig} is declared at {where(declared)}")
-                           if declared else err) from None
+                self._expect(a, want, src, lambda w: f"{name} expects {w} here", note)
             result = self._result(name, sig, inst, targs, positional, e)
         site = name.lower() if isinstance(ref, T.GlobalMod) else name
         index = self.site_counts.get(site, 0) + 1
@@ -458,31 +480,15 @@ class _DefChecker:
                            f"different shapes", e.span) from None
         return shaped[0].type
 
-    def _builtin(self, name: str, args, kwargs, e) -> T.TExpr:
-        if name in VOLUME:
-            return volume_builtin(self, name, args, kwargs, e)
-        if name in SEQUENCE:
-            return sequence_builtin(self, name, args, kwargs, e)
-        if name in ATTENTION:
-            return attention_builtin(self, name, args, kwargs, e)
-        if len(args) != 1 or kwargs:
-            raise _err("arity", f"{name} takes 1 argument, but {len(args) + len(kwargs)} "
-                       f"{'was' if len(args) + len(kwargs) == 1 else 'were'} given", e.span)
-        x = self.expr(args[0])
-        if x.type.vocab is not None:
-            raise _err("type", f"{name} needs real values, but got {x.type}", e.span)
-        if name in ELEMENTWISE:
-            return T.TPrim(name, (x,), x.type, e.span)
-        if name in LAST_AXIS:
-            if x.type.rank == 0:
-                raise _err("shape", f"{name} needs a vector, but got {x.type}", e.span)
-            return T.TPrim(name, (x,), x.type, e.span)
-        assert name in REDUCTIONS
-        return T.TPrim(name, (x,), scalar(), e.span)
-
-
 # --- small helpers ----------------------------------------------------------------------------
 _AXES = ("channels", "height", "width")
+
+
+def _default_name(h: ast.HeaderItem) -> str | None:
+    d = h.default
+    if isinstance(d, ast.Name):
+        return d.name
+    return d.func if isinstance(d, ast.Call) and not d.args else None
 
 
 def _fails(d, s: dict) -> bool:

@@ -2,8 +2,8 @@
 reductions of a sequence to one element (`seq_mean`, `seq_max`, `seq_first`, `seq_last`).
 
 `map(M, xs)` and `scan(cell, xs)` are one call site of M: one set of parameters shared by
-every element (DESIGN 3.4). Their call is checked like any other, on placeholder arguments
-that stand for one element (and, for scan, the running state).
+every element (docs/language.md). Their call is checked like any other, on placeholder
+arguments that stand for one element (and, for scan, the running state).
 """
 
 from __future__ import annotations
@@ -13,18 +13,7 @@ from . import typed as T
 from .check_volumes import describe
 from .dims import Mismatch, fresh, unify
 from .signatures import _err, _plural
-from .types import ModSig, Tensor, apply_subst, unify_tensors
-
-REDUCE_SEQUENCE = ("seq_mean", "seq_max", "seq_first", "seq_last")
-
-
-def _reduction_sig() -> ModSig:
-    d, n = fresh("d", True), fresh("n", True)
-    return ModSig((Tensor((n, d), None, (1, 1)),), Tensor((d,), None, (1,)), (d, n))
-
-
-# a reduction can be passed as a module: `Collapse(xs; over = seq_max)`
-SEQUENCE_SIGS = {name: _reduction_sig() for name in REDUCE_SEQUENCE}
+from .types import Tensor, apply_subst, unify_tensors
 
 
 def element(t: Tensor) -> Tensor:
@@ -47,19 +36,18 @@ def _sequence(c, e: ast.Expr, what: str) -> T.TExpr:
     return xs
 
 
-def sequence_builtin(c, name: str, args, kwargs, e) -> T.TExpr:
-    if name in ("map", "scan"):
-        return _map(c, name, args, kwargs, e)
-    if kwargs or len(args) != 1:
-        raise _err("arity", f"{name} takes 1 argument, but {len(args) + len(kwargs)} "
-                   f"{'was' if len(args) + len(kwargs) == 1 else 'were'} given", e.span)
-    if name == "token":
-        x = c.expr(args[0])
-        t = apply_subst(x.type, c.subst)
-        if t.rank != 1 or t.vocab is not None:
-            raise _err("shape", f"token needs scores R^V, one per token of the vocabulary, but "
-                       f"{describe(args[0])} is {t}", e.span)
-        return T.TPrim("token", (x,), Tensor((), t.shape[0]), e.span)
+def token_rule(c, name: str, args, sizes, e) -> T.TPrim:
+    """`token(s)`: scores R^V as a token of a vocabulary of V."""
+    x = c.expr(args[0])
+    t = apply_subst(x.type, c.subst)
+    if t.rank != 1 or t.vocab is not None:
+        raise _err("shape", f"token needs scores R^V, one per token of the vocabulary, but "
+                   f"{describe(args[0])} is {t}", e.span)
+    return T.TPrim("token", (x,), Tensor((), t.shape[0]), e.span)
+
+
+def seq_reduce_rule(c, name: str, args, sizes, e) -> T.TPrim:
+    """`seq_mean(xs)` and the like: a sequence to one of its elements' type."""
     xs = _sequence(c, args[0], name)
     if xs.type.vocab is not None:
         raise _err("type", f"{name} needs real values, but {describe(args[0])} is {xs.type}",
@@ -67,9 +55,8 @@ def sequence_builtin(c, name: str, args, kwargs, e) -> T.TExpr:
     return T.TPrim(name, (xs,), element(xs.type), e.span)
 
 
-def _map(c, name: str, args, kwargs, e) -> T.TMap:
-    if len(args) != 2 or kwargs:
-        raise _err("arity", f"{name} takes a module and a sequence: {name}(M, xs)", e.span)
+def map_rule(c, name: str, args, sizes, e) -> T.TMap:
+    """`map(M, xs)` and `scan(cell, xs)`."""
     mod, seq_ast = args
     ref = c.module_ref(mod)
     sig = c._ref_sig(ref)

@@ -1,4 +1,5 @@
-"""Stage 2, the builtins on volumes: conv2d, maxpool2d and flatten, with their shape rules.
+"""Stage 2, the builtins on volumes: the type rules of conv2d, maxpool2d and flatten
+(their records are in builtins.py).
 
 A volume is `R^(c, h, w)`. The rules are written over dimensions, so a generic `Conv` is checked
 once; sizes that must divide exactly (`h / 2` for a tiling pool) fail where they become numbers.
@@ -9,33 +10,33 @@ from __future__ import annotations
 from . import ast
 from . import typed as T
 from .dims import Dim, Mismatch, dim_from, resolve, unify
-from .signatures import VOLUME, _err, _plural
+from .signatures import _err
 from .types import Tensor, apply_subst
 
 
-def volume_builtin(c, name: str, args, kwargs, e) -> T.TPrim:
-    """Type `conv2d(x, W, b; stride = s, padding = p)`, `maxpool2d(x; size = k)`, `flatten(x)`."""
-    attrs = {}
-    for kw in kwargs:
-        if kw.name not in VOLUME[name]:
-            have = ", ".join(VOLUME[name]) or "no size arguments"
-            raise _err("name", f"{name} has no argument '{kw.name}'; it has {have}", kw.span)
-        attrs[kw.name] = c.dim_value(name, kw)
-    nargs = 3 if name == "conv2d" else 1
-    if len(args) != nargs:
-        raise _err("arity", f"{name} takes {_plural(nargs, 'argument')}, but {len(args)} "
-                   f"{'was' if len(args) == 1 else 'were'} given", e.span)
+def _reals(c, name: str, args) -> list[T.TExpr]:
     xs = [c.expr(a) for a in args]
     for x, a in zip(xs, args, strict=True):
         if x.type.vocab is not None:
             raise _err("type", f"{name} needs real values, but {describe(a)} is {x.type}",
                        a.span)
-    if name == "flatten":
-        return _flatten(c, xs[0], e)
-    x = _volume(c, name, xs[0], args[0])
-    if name == "maxpool2d":
-        return _maxpool(c, xs[0], x, attrs, e)
-    return _conv(c, xs, x, args, attrs, e)
+    return xs
+
+
+def conv2d_rule(c, name: str, args, sizes: dict, e) -> T.TPrim:
+    """`conv2d(x, W, b)`, same padding; `conv2d(x, W, b; stride = s, padding = p)`."""
+    xs = _reals(c, name, args)
+    return _conv(c, xs, _volume(c, name, xs[0], args[0]), args, dict(sizes), e)
+
+
+def maxpool2d_rule(c, name: str, args, sizes: dict, e) -> T.TPrim:
+    """`maxpool2d(x)`, `maxpool2d(x; size = k)`, `maxpool2d(x; size = k, stride = s)`."""
+    xs = _reals(c, name, args)
+    return _maxpool(c, xs[0], _volume(c, name, xs[0], args[0]), sizes, e)
+
+
+def flatten_rule(c, name: str, args, sizes: dict, e) -> T.TPrim:
+    return _flatten(c, _reals(c, name, args)[0], e)
 
 
 def describe(e) -> str:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from . import ast
 from . import typed as T
+from .builtins import BUILTINS
+from .check_blocks import check_blocks
 from .check_body import _DefChecker
+from .check_sources import Modules
 from .dims import fresh
 from .errors import DpError, DpErrors, Span, where
-from .signatures import BUILTINS, SizeArg, _err, _Globals, _suggest, _TypeBuilder, sig_matches
+from .signatures import SizeArg, _err, _Globals, _TypeBuilder, sig_matches
 from .types import ModSig, Tensor, scalar
 
 
@@ -78,6 +81,7 @@ def _check(programs: list[ast.Program],
     if expr is not None:  # declared last, so no program can use it
         e_def, e_sig = expr
         g.sigs[e_def.name], g.defs[e_def.name], g.spans[e_def.name] = e_sig, e_def, e_def.span
+    errors.extend(_module_argument_types(items, g))
     for name in g.sigs:
         try:
             g.sizes[name] = _size_args(name, g)
@@ -99,14 +103,10 @@ def _check(programs: list[ast.Program],
             errors.append(e)
     if expr is not None and expr[0].name in tdefs:
         g.sigs[expr[0].name] = tdefs[expr[0].name].sig
-    for item in items:
-        if isinstance(item, (ast.TrainBlock, ast.RunBlock)):
-            errors.extend(_check_uses(item, g))
+    train, runs = _check_uses(programs, g, errors)
     if errors:
-        raise DpErrors(errors)
-    return T.TProgram(tdefs, dict(g.abstracts), dict(g.sigs),
-                      tuple(i for i in items if isinstance(i, ast.TrainBlock)),
-                      tuple(i for i in items if isinstance(i, ast.RunBlock)),
+        raise DpErrors(_once(errors))
+    return T.TProgram(tdefs, dict(g.abstracts), dict(g.sigs), train, runs,
                       {name: tuple(sizes) for name, sizes in g.sizes.items()})
 
 
@@ -152,25 +152,37 @@ def _no_duplicate(name: str, span: Span, g: _Globals) -> None:
 
 
 def _abstract(name: str, span: Span, g: _Globals) -> ModSig:
-    if name not in g.abstracts:
-        raise _err("name", f"unknown abstract module '{name}'", span,
-                   *(_suggest(name, g.abstracts)
-                     or ("the abstract modules: " + ", ".join(sorted(g.abstracts)),)))
-    return g.abstracts[name]
+    return g.abstract(name, span)
 
 
-def _check_uses(block, g: _Globals) -> list[DpError]:
-    """Train and run blocks may only name modules that exist and are concrete."""
+def _module_argument_types(items, g: _Globals) -> list[DpError]:
+    """An abstract name typing a module argument must exist, whether or not the module is used
+    (its calls then skip the check, so the error is said once)."""
     errors = []
-    exprs = [block.model] if isinstance(block, ast.TrainBlock) else [
-        a for p in block.prints for e in p.exprs if isinstance(e, ast.Call) for a in e.args]
-    for e in exprs:
-        if isinstance(e, ast.Name) and e.name[:1].isupper():
-            if e.name in g.abstracts:
-                errors.append(_err("type", f"{e.name} is abstract: train an implementation of "
-                                   "it", e.span))
-            elif e.name not in g.defs:
-                errors.append(_err("name", f"unknown module '{e.name}'", e.span,
-                                   *_suggest(e.name, g.defs)))
+    for item in items:
+        if isinstance(item, (ast.Signature, ast.Definition)):
+            heads = item.config if isinstance(item, ast.Signature) else item.header
+            for h in heads:
+                try:
+                    if isinstance(h.sig, ast.NamedSig):
+                        g.abstract(h.sig.name, h.sig.span)
+                except DpError as e:
+                    errors.append(e)
     return errors
 
+
+def _once(errors: list[DpError]) -> list[DpError]:
+    """The errors in order, each said once (a definition and a declaration pass may agree)."""
+    seen, out = set(), []
+    for e in errors:
+        key = (e.kind, e.message, e.span)
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
+
+
+def _check_uses(programs: list[ast.Program], g: _Globals, errors: list[DpError]):
+    """Train and run blocks (check_blocks.py): the records of the user's program, the last."""
+    modules = Modules(dict(g.sigs), frozenset(g.defs), dict(g.abstracts))
+    return check_blocks(programs, modules, errors)

@@ -1,16 +1,22 @@
-"""Dimensions: literals, variables and the arithmetic of DESIGN 3.2; substitution and unification.
+"""Dimensions: literals, variables and their arithmetic (docs/language.md); substitution and
+unification.
 
-A `Subst` maps variables to dimensions. `unify` returns a new substitution and never mutates;
-it raises `Mismatch` when two dimensions cannot be equal. Rigid variables (the dimension
-names of the signature being checked) may only equal themselves.
+A `Subst` maps variables to dimensions. `unify` returns a new substitution and never mutates it;
+it raises `Mismatch` when two dimensions cannot be equal. Rigid variables (the dimension names of
+the signature being checked) may only equal themselves; flexible ones (a callee's names, fresh at
+each call) are solved for. Both sides are compared as polynomials, so an equation linear in its
+one open variable is solved whatever the order of its terms (`n + 1 = 1 + k` gives n = k,
+`n / 2 = k` gives n = 2 * k); any other waits in a list of deferred constraints, tried again each
+time a variable is bound.
 """
 
 from __future__ import annotations
 
 import itertools
-from fractions import Fraction
+import math
 from dataclasses import dataclass
-from typing import Union
+from fractions import Fraction
+from typing import NamedTuple, Union
 
 _ids = itertools.count(1)
 
@@ -54,21 +60,41 @@ def fresh(name: str, rigid: bool = False) -> DimVar:
 
 
 class Mismatch(Exception):
-    """Two dimensions that cannot be equal; `reason` says why in words."""
+    """Two dimensions that cannot be equal; `reason` says why in words.
 
-    def __init__(self, reason: str = ""):
+    `plain` marks a reason that only restates the inequality (`3 != 4`), which a message that
+    already shows both sides leaves out. A deferred constraint that fails when it is tried
+    again carries the `origin` it was deferred with; `subst` is the substitution at the
+    failure, so a message can show what was known by then."""
+
+    def __init__(self, reason: str = "", plain: bool = False):
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.plain = reason, plain
+        self.origin: object = None
+        self.subst: Subst | None = None
+
+
+class Pending(NamedTuple):
+    """A deferred constraint a == b, and where it was made (whatever the caller passed)."""
+
+    a: "Dim"
+    b: "Dim"
+    origin: object = None
 
 
 def resolve(d: Dim, s: Subst) -> Dim:
-    """Apply a substitution and fold constant arithmetic."""
+    """Apply a substitution and fold constant arithmetic; an expression something was
+    substituted into is brought to its simplest form (`k - 1 + 2` is `k + 1`)."""
     if isinstance(d, DimVar):
         if d in s:
             return resolve(s[d], s)
         return d
     if isinstance(d, DimExpr):
-        return dim_from(d.op, resolve(d.left, s), resolve(d.right, s))
+        left, right = resolve(d.left, s), resolve(d.right, s)
+        if left is d.left and right is d.right:
+            return d
+        out = dim_from(d.op, left, right)
+        return simplify(out) if isinstance(out, DimExpr) else out
     return d
 
 
@@ -88,6 +114,7 @@ def _fold(op: str, a: int, b: int) -> int:
     return a // b
 
 
+# --- polynomials: {monomial: coefficient}, a monomial a sorted tuple of atoms -----------------
 def _poly(d: Dim) -> dict:
     """d as a polynomial {monomial: coefficient}, so `c * h / 2` equals `c * (h / 2)`.
 
@@ -96,7 +123,8 @@ def _poly(d: Dim) -> dict:
     """
     if isinstance(d, int):
         return {(): Fraction(d)} if d else {}
-    if isinstance(d, DimVar) or d.op == "//" or (d.op == "/" and not isinstance(d.right, int)):
+    if isinstance(d, DimVar) or d.op == "//" or (d.op == "/" and not isinstance(d.right, int)
+                                                  or d.right == 0):
         return {(d,): Fraction(1)}
     a, b = _poly(d.left), _poly(d.right)
     if d.op == "/":
@@ -108,11 +136,45 @@ def _poly(d: Dim) -> dict:
                 m = tuple(sorted(ma + mb, key=repr))
                 out[m] = out.get(m, 0) + ca * cb
     else:
-        sign = 1 if d.op == "+" else -1
-        out = dict(a)
-        for m, c in b.items():
-            out[m] = out.get(m, 0) + sign * c
+        out = _add(a, b, 1 if d.op == "+" else -1)
     return {m: c for m, c in out.items() if c}
+
+
+def _add(a: dict, b: dict, sign: int) -> dict:
+    out = dict(a)
+    for m, c in b.items():
+        out[m] = out.get(m, 0) + sign * c
+    return {m: c for m, c in out.items() if c}
+
+
+def _atom_key(x) -> tuple:
+    return (0, x.name, x.uid) if isinstance(x, DimVar) else (1, str(x), 0)
+
+
+def _from_poly(p: dict) -> Dim:
+    """The polynomial as a dimension: terms of higher degree first, the number last, and one
+    exact division by the common denominator (`(k - 1) / 2`)."""
+    den = math.lcm(*(c.denominator for c in p.values())) if p else 1
+    terms = sorted(p.items(), key=lambda t: (-len(t[0]), [_atom_key(x) for x in t[0]]))
+    terms.sort(key=lambda t: t[1] < 0)  # stable: positive terms first, so `3 - k`, not `-k + 3`
+    out: Dim = 0
+    for m, c in terms:
+        n = int(c * den)
+        term: Dim = abs(n)
+        for x in sorted(m, key=_atom_key):
+            term = dim_from("*", term, x)
+        if out == 0 and n < 0:
+            out = dim_from("-", 0, term) if m else n
+        elif out == 0:
+            out = term
+        else:
+            out = dim_from("+" if n > 0 else "-", out, term)
+    return dim_from("/", out, den) if den != 1 else out
+
+
+def simplify(d: Dim) -> Dim:
+    """d in the normal form of its polynomial (numbers folded, like terms collected)."""
+    return _from_poly(_poly(d))
 
 
 def free_vars(d: Dim) -> set[DimVar]:
@@ -123,40 +185,76 @@ def free_vars(d: Dim) -> set[DimVar]:
     return set()
 
 
-def _solve(d: Dim, target: int, s: Subst) -> Subst:
-    """Solve `d == target` for the one flexible variable in d (linear, exact)."""
-    if isinstance(d, DimVar):
-        return _bind(d, target, s)
-    assert isinstance(d, DimExpr)
-    a, b, op = d.left, d.right, d.op
-    if op == "//":
-        raise _Deferred()  # floor division has many solutions; wait for the operands
-    if isinstance(b, int):
-        inverse = {"+": target - b, "-": target + b, "*": None, "/": target * b}[op]
-        if op == "*":
-            if b == 0 or target % b:
-                raise Mismatch(f"{target} is not a multiple of {b}")
-            inverse = target // b
-        return _solve(a, inverse, s)
-    if isinstance(a, int):
-        if op == "+":
-            return _solve(b, target - a, s)
-        if op == "-":
-            return _solve(b, a - target, s)
-        if op == "*":
-            if a == 0 or target % a:
-                raise Mismatch(f"{target} is not a multiple of {a}")
-            return _solve(b, target // a, s)
-    raise _Deferred()
+def _poly_vars(p: dict) -> set[DimVar]:
+    return {v for m in p for x in m for v in free_vars(x)}
 
 
-class _Deferred(Exception):
-    """A constraint not solvable yet (more than one unknown); checked again later."""
+# --- solving ----------------------------------------------------------------------------------
+def _solution(diff: dict, v: DimVar) -> Dim | None:
+    """The value of v that makes the polynomial `diff` zero, when diff is linear in v with a
+    coefficient that divides the rest (`2 * n - 2 * k`: n = k); None when it is not."""
+    if any(x != v and v in free_vars(x) for m in diff for x in m):
+        return None  # v inside a floor division or a division by a variable
+    if any(m.count(v) > 1 for m in diff):
+        return None
+    coef = {tuple(x for x in m if x != v): c for m, c in diff.items() if v in m}
+    rest = {m: c for m, c in diff.items() if v not in m}
+    if len(coef) != 1:
+        return None  # v times a sum: not divided here
+    (unit, c), = coef.items()
+    value = {}
+    for m, r in rest.items():
+        left = list(m)
+        for x in unit:
+            if x not in left:
+                return None
+            left.remove(x)
+        value[tuple(left)] = -r / c
+    if set(value) <= {()}:
+        number = value.get((), Fraction(0))
+        if number.denominator != 1:
+            raise Mismatch(f"{v} would be {number}, which is not a whole number")
+        return int(number)
+    out = _from_poly(value)
+    if _never_whole(value):
+        raise Mismatch(f"{v} would be {out}, which is never a whole number")
+    return out
+
+
+def _never_whole(p: dict) -> bool:
+    """True when no sizes make the polynomial a whole number: scaled to whole coefficients
+    over a denominator, the number is not a multiple of what the other terms can make
+    (`(2 * k + 1) / 2`)."""
+    den = math.lcm(*(c.denominator for c in p.values()))
+    step = math.gcd(den, *(int(c * den) for m, c in p.items() if m))
+    return int(p.get((), 0) * den) % step != 0
+
+
+def _unify(a: Dim, b: Dim, s: Subst, deferred: list | None, origin) -> Subst:
+    """One constraint a == b: solved, deferred (appended to `deferred`), or a Mismatch."""
+    a, b = resolve(a, s), resolve(b, s)
+    if a == b:
+        return s
+    for x, y in ((a, b), (b, a)):  # a bare open variable takes the other side as it is written
+        if isinstance(x, DimVar) and not x.rigid and x not in free_vars(y):
+            return _bind(x, y, s)
+    diff = _add(_poly(a), _poly(b), -1)
+    if not diff:
+        return s
+    flexible = {v for v in _poly_vars(diff) if not v.rigid}
+    if len(flexible) == 1:
+        v = next(iter(flexible))
+        value = _solution(diff, v)
+        if value is not None:
+            return _bind(v, value, s)
+    if flexible and deferred is not None:
+        deferred.append(Pending(a, b, origin))
+        return s
+    raise Mismatch(f"{a} != {b}", plain=True)
 
 
 def _bind(v: DimVar, d: Dim, s: Subst) -> Subst:
-    if v.rigid:
-        raise Mismatch(f"{v} stands for any size here, so it cannot be fixed to {d}")
+    """s with the flexible v bound to d."""
     if isinstance(d, int) and d <= 0:
         raise Mismatch(f"{v} would be {d}, but sizes must be positive")
     if v in free_vars(d):
@@ -166,29 +264,33 @@ def _bind(v: DimVar, d: Dim, s: Subst) -> Subst:
     return out
 
 
-def unify(a: Dim, b: Dim, s: Subst, deferred: list | None = None) -> Subst:
-    """Make a and b equal under s; unsolvable-for-now constraints go to `deferred`."""
-    a, b = resolve(a, s), resolve(b, s)
-    if a == b or _poly(a) == _poly(b):
-        return s
-    if isinstance(a, DimVar) and not a.rigid:
-        return _bind(a, b, s)
-    if isinstance(b, DimVar) and not b.rigid:
-        return _bind(b, a, s)
-    if isinstance(a, int) and isinstance(b, int):
-        raise Mismatch(f"{a} != {b}")
-    try:
-        if isinstance(b, int) and isinstance(a, DimExpr):
-            return _solve(a, b, s)
-        if isinstance(a, int) and isinstance(b, DimExpr):
-            return _solve(b, a, s)
-    except _Deferred:
-        pass
-    flexible = [v for v in free_vars(a) | free_vars(b) if not v.rigid]
-    if flexible and deferred is not None:
-        deferred.append((a, b))
-        return s
-    raise Mismatch(f"{a} != {b}")
+def unify(a: Dim, b: Dim, s: Subst, deferred: list | None = None, origin=None) -> Subst:
+    """Make a and b equal under s. With a `deferred` list, a constraint not solvable yet is
+    kept there (with `origin`), and the list is retried whenever this binds a variable."""
+    out = _unify(a, b, s, deferred, origin)
+    if deferred and out is not s:
+        out = settle(out, deferred)
+    return out
+
+
+def settle(s: Subst, deferred: list) -> Subst:
+    """Try the deferred constraints again until a whole pass binds nothing; the ones still open
+    stay in `deferred`. One that fails raises its Mismatch with its origin."""
+    changed = True
+    while changed and deferred:
+        changed = False
+        pending = list(deferred)
+        deferred.clear()
+        for i, p in enumerate(pending):
+            try:
+                out = _unify(p.a, p.b, s, deferred, p.origin)
+            except Mismatch as m:
+                deferred.extend(pending[i:])
+                m.origin, m.subst = p.origin, s
+                raise
+            changed = changed or out is not s
+            s = out
+    return s
 
 
 def dim_from(text_op: str, left: Dim, right: Dim) -> Dim:

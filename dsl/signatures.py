@@ -1,7 +1,7 @@
-"""What the checker's passes share: the builtin names, turning type syntax into types, and
+"""What the checker's passes share: the initializers, turning type syntax into types, and
 matching signatures. Split from checker.py so that the per-definition pass (check_body.py) and
-the builtin rules (check_volumes.py, check_sequences.py, check_attention.py) import it without
-importing the checker that drives them."""
+the builtin rules (check_volumes.py, check_sequences.py, check_attention.py, whose records are
+in builtins.py) import it without importing the checker that drives them."""
 
 from __future__ import annotations
 
@@ -12,16 +12,6 @@ from .dims import Dim, DimVar, Mismatch, dim_from, fresh, resolve
 from .errors import DpError, Span, plural, suggest
 from .types import ModSig, Tensor, scalar, unify_tensors
 
-ELEMENTWISE = ("relu", "tanh", "sigmoid", "exp", "log", "sqrt", "abs", "gelu", "square")
-LAST_AXIS = ("softmax", "log_softmax")
-REDUCTIONS = ("sum", "mean", "max")
-# builtins on volumes, with the size arguments each accepts (check_volumes.py has their rules)
-VOLUME = {"conv2d": ("stride", "padding"), "maxpool2d": ("size", "stride"), "flatten": ()}
-# builtins on sequences (check_sequences.py): map and scan take a module first
-SEQUENCE = ("map", "scan", "token", "seq_mean", "seq_max", "seq_first", "seq_last")
-# builtins of attention and transformers (check_attention.py)
-ATTENTION = ("split_heads", "join_heads", "transpose", "causal", "normalize", "repeat")
-BUILTINS = ELEMENTWISE + LAST_AXIS + REDUCTIONS + tuple(VOLUME) + SEQUENCE + ATTENTION
 INITIALIZERS = {"glorot": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1, "fan_in": 0}
 
 
@@ -110,7 +100,6 @@ def sig_unifies(a: ModSig, b: ModSig) -> bool:
     return True
 
 
-
 @dataclass
 class _Globals:
     sigs: dict = field(default_factory=dict)        # name -> ModSig
@@ -120,6 +109,14 @@ class _Globals:
     config: dict = field(default_factory=dict)     # name -> tuple[HeaderItem]
     sizes: dict = field(default_factory=dict)      # name -> {size argument: SizeArg}
     spans: dict = field(default_factory=dict)
+
+    def abstract(self, name: str, span: Span | None) -> ModSig:
+        """The abstract module `name`; an error at `span` if there is none."""
+        if name not in self.abstracts:
+            raise _err("name", f"unknown abstract module '{name}'", span,
+                       *(_suggest(name, self.abstracts)
+                         or ("the abstract modules: " + ", ".join(sorted(self.abstracts)),)))
+        return self.abstracts[name]
 
 
 @dataclass(frozen=True)

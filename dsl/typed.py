@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from . import ast
 from .errors import Span
 from .types import ModSig, Tensor
 
@@ -155,6 +154,78 @@ class TProgram:
     defs: dict[str, TDef]
     abstracts: dict[str, ModSig]
     signatures: dict[str, ModSig]
-    trains: tuple[ast.TrainBlock, ...]
-    runs: tuple[ast.RunBlock, ...]
+    train: TTrain | None  # the train block of the user's program (the last one checked)
+    runs: tuple[TRun, ...]  # its run blocks
     sizes: dict[str, tuple[str, ...]]  # module -> its size arguments (`k`, `s`, `p`)
+
+
+# --- train and run blocks (dsl/check_blocks.py) -----------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TSource:
+    """Data a block names, its arguments checked and their defaults filled in."""
+
+    kind: str  # a name of blocks.SOURCES: digits, npz, csv, text, reversal, random
+    args: tuple[tuple[str, object], ...]  # every named argument, by the source's table
+    span: Span
+    file: str | None = None  # a file name as written, relative to the program's folder
+    text: str | None = None  # a text known by name (`text(pydoc_topics)`)
+    targets: bool = True  # it gives targets (random, csv(label = none) do not)
+    windows: bool = False  # text(split = train): random windows of the training text
+
+    def arg(self, name: str):
+        return dict(self.args)[name]
+
+
+@dataclass(frozen=True, slots=True)
+class TOptimizer:
+    name: str
+    hyper: tuple[tuple[str, float], ...]  # every hyperparameter, the defaults filled in
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TTrain:
+    """A checked train block; `check_blocks.override` applies `dp train --set` by its rules."""
+
+    model: str
+    model_span: Span
+    data: TSource
+    loss: str
+    optimizer: TOptimizer
+    batch: int
+    epochs: int
+    steps: int | None
+    seed: int
+    checkpoint: str | None  # relative to the program's folder
+    eval: TSource | None
+    outputs: str  # "classes", "tokens" or "values" (real outputs of squared_error)
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TReport:
+    """One item of a print: text as written (`name` "text"), or a report on a module."""
+
+    name: str  # "text" or a name of blocks.REPORTS
+    label: str  # the text, or the report as written, shown before its value
+    span: Span
+    model: str | None = None
+    model_span: Span | None = None
+    data: TSource | None = None
+    loss: str = "cross_entropy"  # the model's loss: its train block's, else by its outputs
+    outputs: str = "classes"  # as TTrain.outputs
+    count: int = 0  # predict's examples, generate's characters
+    prompt: str = ""
+    options: tuple[tuple[str, object], ...] = ()  # generate's temperature, top_k and seed
+
+
+@dataclass(frozen=True, slots=True)
+class TPrint:
+    items: tuple[TReport, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TRun:
+    prints: tuple[TPrint, ...]
+    span: Span

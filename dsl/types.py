@@ -47,15 +47,23 @@ def apply_subst(t: Tensor, s: Subst) -> Tensor:
     return Tensor(tuple(resolve(d, s) for d in t.shape), vocab, t.groups)
 
 
-def unify_tensors(a: Tensor, b: Tensor, s: Subst, deferred: list | None = None) -> Subst:
+def unify_tensors(a: Tensor, b: Tensor, s: Subst, deferred: list | None = None,
+                  origin=None) -> Subst:
+    """Unify the sizes axis by axis (see dims.unify for `deferred` and `origin`); a Mismatch
+    carries the substitution of the axes before the one that failed, so a message can show
+    what they fixed."""
     if (a.vocab is None) != (b.vocab is None):
-        raise Mismatch("a token is not a real vector")
+        raise Mismatch("a token is not a real vector", plain=True)
     if len(a.shape) != len(b.shape):
-        raise Mismatch(f"rank {len(a.shape)} != {len(b.shape)}")
-    if a.vocab is not None:
-        s = unify(a.vocab, b.vocab, s, deferred)
-    for x, y in zip(a.shape, b.shape, strict=True):
-        s = unify(x, y, s, deferred)
+        raise Mismatch(f"rank {len(a.shape)} != {len(b.shape)}", plain=True)
+    pairs = ([(a.vocab, b.vocab)] if a.vocab is not None else []) + list(zip(a.shape, b.shape))
+    for x, y in pairs:
+        try:
+            s = unify(x, y, s, deferred, origin)
+        except Mismatch as m:
+            if m.subst is None:
+                m.subst = s
+            raise
     return s
 
 

@@ -35,7 +35,8 @@ def _u(*shape: int) -> Arg:
     return Arg(shape)
 
 
-UNARY = ["neg", "relu", "tanh", "sigmoid", "exp", "abs", "square", "gelu", "identity"]
+UNARY = ["neg", "relu", "tanh", "sigmoid", "exp", "abs", "square", "gelu", "softplus",
+         "identity"]
 POSITIVE = ["log", "sqrt"]
 BINARY = ["add", "sub", "mul", "maximum", "minimum"]
 UNARY_SHAPES = [(1,), (5,), (4, 7), (2, 3, 4), ()]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_dp
+from conftest import ROOT, dp_here
 from dp.interpreter.training.metrics import read_records
 from dp.interpreter.commands.plot import curves
 
@@ -21,10 +21,10 @@ def trained(tmp_path_factory):
     shutil.copy(ROOT / "programs" / "digits_mlp.dp", program)
     program.write_text(program.read_text().replace(
         "epochs 20", "epochs 4"))
-    code, _, err = run_dp("train", program)
+    code, _, err = dp_here("train", program)
     assert code == 0, err
-    code, _, err = run_dp("train", program, "--set", "lr=0.01", "--checkpoint",
-                          folder / "slow.safetensors")
+    code, _, err = dp_here("train", program, "--set", "lr=0.01", "--checkpoint",
+                           folder / "slow.safetensors")
     assert code == 0, err
     return folder
 
@@ -38,7 +38,7 @@ def test_curves_follow_the_metrics(trained):
 
 
 def test_plot_of_a_program_writes_a_png(trained):
-    code, out, err = run_dp("plot", trained / "digits.dp")
+    code, out, err = dp_here("plot", trained / "digits.dp")
     assert (code, err) == (0, "")
     png = trained / "digits.loss.png"
     assert out == f"wrote {png}: 1 run, 188 steps\n"
@@ -50,8 +50,8 @@ def test_plot_of_a_program_writes_a_png(trained):
 
 def test_plot_compares_runs(trained):
     out_png = trained / "both.png"
-    code, out, err = run_dp("plot", trained / "digits.metrics.jsonl",
-                            trained / "slow.safetensors", "-o", out_png)
+    code, out, err = dp_here("plot", trained / "digits.metrics.jsonl",
+                             trained / "slow.safetensors", "-o", out_png)
     assert (code, err) == (0, "")
     assert out == f"wrote {out_png}: 2 runs, 376 steps\n"
     assert Image.open(out_png).format == "PNG"
@@ -73,13 +73,13 @@ def test_plot_errors(tmp_path, content, kind, message):
     metrics = tmp_path / "x.metrics.jsonl"
     if content is not None:
         metrics.write_text(content)
-    code, out, err = run_dp("plot", metrics)
+    code, out, err = dp_here("plot", metrics)
     assert code == (2 if kind == "usage" else 1) and out == ""
     assert err.startswith(f"error[{kind}]: ") and message in err and "Traceback" not in err
 
 
 def test_plot_writes_only_png(trained):
-    code, _, err = run_dp("plot", trained / "digits.dp", "-o", trained / "x.svg")
+    code, _, err = dp_here("plot", trained / "digits.dp", "-o", trained / "x.svg")
     assert code == 2 and err.startswith("error[usage]: dp plot writes a PNG")
 
 
@@ -92,6 +92,6 @@ def test_metrics_records_are_json_lines(trained):
 def test_plot_of_a_program_without_training(tmp_path):
     program = tmp_path / "p.dp"
     program.write_text("Id: R^2 -> R^2\nId(x) = x\n")
-    code, out, err = run_dp("plot", program)
+    code, out, err = dp_here("plot", program)
     assert (code, out, err) == (2, "", f"error[usage]: {program} has no train block, so it has "
                                        f"no runs to plot\n")

@@ -18,7 +18,7 @@ import numpy as np
 import pexpect
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, dp_here
 from dp.dsl.loader import load
 from dp.interpreter.commands import repl
 from dp.interpreter.data.dataset import load_digits
@@ -208,8 +208,7 @@ def test_a_loaded_program_runs_with_its_trained_parameters(tmp_path):
     program = tmp_path / "digits.dp"
     shutil.copy(ROOT / "programs" / "digits_mlp.dp", program)
     program.write_text(program.read_text().replace("epochs 20", "epochs 2"))
-    assert subprocess.run([sys.executable, "-m", "dp.interpreter.commands.cli", "train",
-                           str(program)], capture_output=True).returncode == 0
+    assert dp_here("train", str(program))[0] == 0
     code, out, err = _pipe("x = digits(split = test)[5]\nDigits(x)\n", str(program))
     assert (code, err) == (0, "")
     ckpt = tmp_path / "digits.safetensors"

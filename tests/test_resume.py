@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import ROOT, run_dp
+from conftest import ROOT, dp_here, run_dp
 from dp.interpreter.training import checkpoint
 from dp.interpreter.training.metrics import metrics_path
 
@@ -108,25 +108,25 @@ def test_ctrl_c_saves_the_step_and_resumes(tmp_path):
 
 def test_resume_of_a_finished_run_trains_nothing(tmp_path):
     program = _program(tmp_path)
-    code, out, err = run_dp("train", program, "--set", "epochs=2")
+    code, out, err = dp_here("train", program, "--set", "epochs=2")
     assert code == 0, err
     before = (tmp_path / "prog.safetensors").read_bytes()
-    code, out, err = run_dp("train", program, "--set", "epochs=2", "--resume")
+    code, out, err = dp_here("train", program, "--set", "epochs=2", "--resume")
     assert code == 0, err
     assert "resuming from" in out and "trained 94 steps" in out and "epoch" not in out
     assert (tmp_path / "prog.safetensors").read_bytes() == before
-    code, out, err = run_dp("train", program, "--set", "epochs=3", "--resume")  # train longer
+    code, out, err = dp_here("train", program, "--set", "epochs=3", "--resume")  # train longer
     assert code == 0, err
     assert "epoch 3/3" in out and "epoch 2/3" not in out and "trained 141 steps" in out
 
 
 def test_damaged_checkpoint_resumes_from_the_previous_one(tmp_path):
     program = _program(tmp_path)
-    code, _, err = run_dp("train", program, "--set", "epochs=3")
+    code, _, err = dp_here("train", program, "--set", "epochs=3")
     assert code == 0, err
     ckpt = tmp_path / "prog.safetensors"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated
-    code, out, err = run_dp("train", program, "--set", "epochs=3", "--resume")
+    code, out, err = dp_here("train", program, "--set", "epochs=3", "--resume")
     assert code == 0, err
     assert f"{ckpt} cannot be read; going on from {ckpt}.previous" in out
     assert "resuming from" in out and "at step 94" in out and "epoch 3/3" in out
@@ -135,7 +135,7 @@ def test_damaged_checkpoint_resumes_from_the_previous_one(tmp_path):
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_checkpoint_without_previous_is_a_clear_error(tmp_path, damage):
     program = _program(tmp_path)
-    code, _, err = run_dp("train", program, "--set", "epochs=1")
+    code, _, err = dp_here("train", program, "--set", "epochs=1")
     assert code == 0, err
     ckpt = tmp_path / "prog.safetensors"
     (tmp_path / "prog.safetensors.previous").unlink(missing_ok=True)
@@ -145,7 +145,7 @@ def test_damaged_checkpoint_without_previous_is_a_clear_error(tmp_path, damage):
     else:
         data[-5] ^= 0x01
     ckpt.write_bytes(bytes(data))
-    code, out, err = run_dp("train", program, "--resume")
+    code, out, err = dp_here("train", program, "--resume")
     assert code == 1 and "Traceback" not in err
     assert err.startswith("error[checkpoint]: ")
     assert ("truncated" if damage == "truncate" else "checksum mismatch") in err
@@ -153,19 +153,19 @@ def test_damaged_checkpoint_without_previous_is_a_clear_error(tmp_path, damage):
 
 def test_resume_errors(tmp_path):
     program = _program(tmp_path)
-    code, out, err = run_dp("train", program, "--resume")
+    code, out, err = dp_here("train", program, "--resume")
     assert (code, out) == (2, "")
     assert err == (f"error[usage]: --resume: there is no checkpoint at "
                    f"{tmp_path / 'prog.safetensors'} to go on from\n"
                    f"   = note: train without --resume to start a run\n")
-    assert run_dp("train", program, "--set", "epochs=1")[0] == 0
-    code, out, err = run_dp("train", program, "--resume", "--set", "seed=5")
+    assert dp_here("train", program, "--set", "epochs=1")[0] == 0
+    code, out, err = dp_here("train", program, "--resume", "--set", "seed=5")
     assert code == 1
     assert err.startswith(f"error[checkpoint]: --resume: {tmp_path / 'prog.safetensors'} was "
                           f"trained with seed 0, this run has 5\n")
     assert "resume with --set seed=0" in err
     program.write_text(program.read_text().replace("epochs 20", "epochs 21"))
-    code, out, err = run_dp("train", program, "--resume")
+    code, out, err = dp_here("train", program, "--resume")
     assert code == 1 and "was trained from another version of the program" in err
 
 
@@ -173,7 +173,7 @@ def test_metrics_file_is_written_beside_the_checkpoint(tmp_path):
     program = _program(tmp_path)
     program.write_text(program.read_text().replace(
         "epochs 20", "epochs 3"))
-    code, out, err = run_dp("train", program)
+    code, out, err = dp_here("train", program)
     assert code == 0, err
     assert "epoch 3/3  loss " in out and "held-out loss " in out and "accuracy 0.9" in out
     records = [json.loads(line) for line in
@@ -203,8 +203,8 @@ def test_killed_at_random_moments_leaves_a_loadable_checkpoint(tmp_path):
 def test_resume_needs_the_same_optimizer_state_and_a_training_state(tmp_path):
     program = _program(tmp_path)
     ckpt = tmp_path / "prog.safetensors"
-    assert run_dp("train", program, "--set", "epochs=1", "--set", "momentum=0")[0] == 0
-    code, out, err = run_dp("train", program, "--resume")
+    assert dp_here("train", program, "--set", "epochs=1", "--set", "momentum=0")[0] == 0
+    code, out, err = dp_here("train", program, "--resume")
     assert (code, out) == (1, "training Digits: R^64 -> R^10 (9,610 parameters) on 1,500 "
                               "examples with sgd, batch 32\n")
     assert err == (f"error[checkpoint]: --resume: {ckpt} has no optimizer state 'momentum' "
@@ -213,7 +213,7 @@ def test_resume_needs_the_same_optimizer_state_and_a_training_state(tmp_path):
     tensors, meta = checkpoint.load_checkpoint(ckpt)
     del meta["stream"], meta["format"], meta["sha256"]
     checkpoint.save_checkpoint(ckpt, tensors, meta)  # as an older dp wrote them
-    code, out, err = run_dp("train", program, "--resume", "--set", "momentum=0")
+    code, out, err = dp_here("train", program, "--resume", "--set", "momentum=0")
     assert code == 1 and err == (
         f"error[checkpoint]: --resume: {ckpt} holds no training state (it was written by an "
         f"older dp)\n   = note: train without --resume to start again\n")
@@ -221,12 +221,12 @@ def test_resume_needs_the_same_optimizer_state_and_a_training_state(tmp_path):
 
 def test_bad_checkpoint_every_and_eval_on_training_text(tmp_path):
     program = _program(tmp_path)
-    code, out, err = run_dp("train", program, "--checkpoint-every", "0")
+    code, out, err = dp_here("train", program, "--checkpoint-every", "0")
     assert (code, out, err) == (2, "", "error[usage]: --checkpoint-every must be a positive "
                                        "number of steps, not 0\n")
     program = _program(tmp_path, MASKED.replace("seed 3\n", "seed 3\n  eval text(pydoc_topics, "
                                                 "mask = 0.15)\n"))
-    code, out, err = run_dp("train", program)
+    code, out, err = dp_here("train", program)
     assert (code, out) == (1, "")
     assert err == (f"error[value]: eval reads held-out data, e.g. text(...; split = test)\n"
                    f"  --> {program}:6:8\n   |\n 6 |   eval text(pydoc_topics, mask = 0.15)\n"

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, run_dp
+from conftest import ROOT, dp_here
 
 RUNTIME = ROOT / "tests" / "programs" / "runtime"
 CASES = [("train", "missing_data"), ("train", "bad_data"), ("train", "wrong_width"),
@@ -18,14 +18,14 @@ CASES = [("train", "missing_data"), ("train", "bad_data"), ("train", "wrong_widt
 
 @pytest.mark.parametrize("command,name", CASES, ids=[c[1] for c in CASES])
 def test_golden_runtime_error(command, name):
-    code, out, err = run_dp(command, f"tests/programs/runtime/{name}.dp", cwd=ROOT)
+    code, out, err = dp_here(command, f"tests/programs/runtime/{name}.dp", cwd=ROOT)
     assert err == (RUNTIME / f"{name}.err").read_text()
     assert code == 1 and "Traceback" not in err
     assert "training" not in out  # nothing ran
 
 
 def test_check_also_checks_the_train_settings():
-    code, out, err = run_dp("check", "tests/programs/runtime/bad_setting.dp", cwd=ROOT)
+    code, out, err = dp_here("check", "tests/programs/runtime/bad_setting.dp", cwd=ROOT)
     assert (code, out) == (1, "")
     assert err == (RUNTIME / "bad_setting.err").read_text()
 
@@ -36,7 +36,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
     shutil.copy(RUNTIME / "no_checkpoint.dp", program)
     shutil.copy(RUNTIME / "narrow.csv", tmp_path / "narrow.csv")
     program.write_text(program.read_text().replace("R^4", "R^2"))
-    code, _, err = run_dp("train", str(program))
+    code, _, err = dp_here("train", str(program))
     assert code == 0, err
     ckpt = tmp_path / "net.safetensors"
     data = bytearray(ckpt.read_bytes())
@@ -47,7 +47,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
     else:
         data = bytearray(b"\x80\x04not a checkpoint at all")
     ckpt.write_bytes(bytes(data))
-    code, out, err = run_dp("run", str(program))
+    code, out, err = dp_here("run", str(program))
     assert code == 1 and out == ""
     assert err.startswith("error[checkpoint]: ") and str(ckpt) in err
     assert "Traceback" not in err
@@ -62,21 +62,21 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage):
     ("--seed", "-1", "error[usage]: --seed must be non-negative, but it is -1\n"),
 ])
 def test_bad_overrides_are_usage_errors(flag, value, message):
-    code, out, err = run_dp("train", "programs/digits_mlp.dp", flag, value, cwd=ROOT)
+    code, out, err = dp_here("train", "programs/digits_mlp.dp", flag, value, cwd=ROOT)
     assert (code, out, err) == (2, "", message)
 
 
 def test_lr_override_is_validated_like_the_program():
-    code, out, err = run_dp("train", "programs/digits_mlp.dp", "--lr", "-0.5", cwd=ROOT)
+    code, out, err = dp_here("train", "programs/digits_mlp.dp", "--lr", "-0.5", cwd=ROOT)
     assert code == 1 and out == ""
     assert err.startswith("error[value]: sgd lr must be positive, but it is -0.5\n"
                           "  --> programs/digits_mlp.dp:8:33\n")
 
 
 def test_set_overrides_settings_and_optimizer_arguments(tmp_path):
-    code, out, err = run_dp("train", "programs/digits_mlp.dp", "--set", "epochs=1", "--set",
-                            "lr=0.05", "--set", "momentum=0.5", "--checkpoint",
-                            str(tmp_path / "m.safetensors"), cwd=ROOT)
+    code, out, err = dp_here("train", "programs/digits_mlp.dp", "--set", "epochs=1", "--set",
+                             "lr=0.05", "--set", "momentum=0.5", "--checkpoint",
+                             str(tmp_path / "m.safetensors"), cwd=ROOT)
     assert code == 0, err
     assert "epoch 1/1" in out and "trained 47 steps" in out
 
@@ -91,6 +91,6 @@ def test_set_overrides_settings_and_optimizer_arguments(tmp_path):
     ("momentum=-1", "error[value]: sgd momentum must be non-negative, but it is -1.0\n"),
 ])
 def test_bad_set_is_a_clear_error(value, message):
-    code, out, err = run_dp("train", "programs/digits_mlp.dp", "--set", value, cwd=ROOT)
+    code, out, err = dp_here("train", "programs/digits_mlp.dp", "--set", value, cwd=ROOT)
     assert err.startswith(message) and "training" not in out
     assert code == (1 if message.startswith("error[value]") else 2)

@@ -8,8 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_dp
+from conftest import ROOT, dp_here
 from dp.dsl import load_text, parse
+from dp.dsl.check_sources import check_source
 from dp.dsl.errors import DpError
 from dp.interpreter.data import tasks
 from dp.interpreter.data import text
@@ -18,10 +19,10 @@ from dp.interpreter.data.sources import dataset
 from test_sequences import _numeric_grad
 
 
-def parse_expr(source: str):
-    """One expression, as a run block's print reads it."""
+def parse_source(source: str):
+    """One data source, as a run block's print reads it, checked by its rules."""
     program = parse(f"run:\n  print {source}\n", "expr.dp")
-    return program.items[0].prints[0].exprs[0]
+    return check_source(program.items[0].prints[0].exprs[0])
 
 TINY_S2S = """
 Swap: Token[6]^4 -> Token[6]^3
@@ -121,7 +122,7 @@ def test_sequence_to_sequence_learns_to_reverse(tmp_path):
     greedy writing when run: most held-out strings come out exactly reversed."""
     program = tmp_path / "reverse.dp"
     program.write_text(REVERSE)
-    code, out, err = run_dp("train", str(program))
+    code, out, err = dp_here("train", str(program))
     assert code == 0, err
     exact = float(re.search(r"exact_match\(Reverse, .*\) = ([0-9.]+)", out)[1])
     assert exact >= 0.9, out
@@ -140,7 +141,7 @@ def test_mask_windows_hide_a_share_and_score_only_those():
 
 def test_masked_text_has_the_mask_token_and_fixed_held_out_masks(tmp_path):
     (tmp_path / "book.txt").write_text("the cat sat on the mat. " * 40)
-    e = parse_expr('text("book.txt", split = test, mask = 0.2)')
+    e = parse_source('text("book.txt", split = test, mask = 0.2)')
     a, b = dataset(e, str(tmp_path), (16,)), dataset(e, str(tmp_path), (16,))
     assert a.vocab.size == 12 and text.MASK in a.vocab.chars
     np.testing.assert_array_equal(a.x, b.x)
@@ -148,14 +149,15 @@ def test_masked_text_has_the_mask_token_and_fixed_held_out_masks(tmp_path):
 
 
 @pytest.mark.parametrize("source, words", [
-    ('text("book.txt", mask = 1.5)', "mask is the share of characters hidden"),
+    ('text("book.txt", mask = 1.5)', "text mask must be a share of the characters, at least 0 "
+                                     "and below 1 (such as 0.15), but it is 1.5"),
     ('text("marked.txt", mask = 0.15)', "contains '\u2588' (U+2588), which stands for a masked"),
 ])
 def test_masked_text_errors(tmp_path, source, words):
     (tmp_path / "book.txt").write_text("the cat sat on the mat. " * 40)
     (tmp_path / "marked.txt").write_text("a \u2588 block " * 40)
     with pytest.raises(DpError, match=re.escape(words)):
-        dataset(parse_expr(source), str(tmp_path), (16,))
+        dataset(parse_source(source), str(tmp_path), (16,))
 
 
 def test_cross_entropy_of_masked_text_is_the_mean_over_hidden_characters():
@@ -192,7 +194,7 @@ def test_bert_learns_to_fill_in_masked_characters(tmp_path):
     (tmp_path / "book.txt").write_text("the cat sat on the mat. a dog ran to the log. " * 30)
     program = tmp_path / "fill.dp"
     program.write_text(BERT_BOOK)
-    code, out, err = run_dp("train", str(program))
+    code, out, err = dp_here("train", str(program))
     assert code == 0, err
     acc = float(re.search(r"accuracy\(Fill, .*\) = ([0-9.]+)", out)[1])
     base = re.search(r"baseline\(Fill, .*\) = ([0-9.]+) nats/char; always ' ': accuracy "
@@ -214,12 +216,12 @@ train Book on text("book.txt"):
 run:
   print accuracy(Book, text("book.txt", split = test, mask = 0.15))
 """)
-    code, out, err = run_dp("train", str(program))
+    code, out, err = dp_here("train", str(program))
     assert code == 1
     assert "error[data]: the model was trained without the mask token '\u2588'" in err
 
 
 def test_the_programs_check():
     for name in ("bert_masked", "seq2seq_reverse"):
-        code, out, err = run_dp("check", f"programs/{name}.dp", cwd=ROOT)
+        code, out, err = dp_here("check", f"programs/{name}.dp", cwd=ROOT)
         assert code == 0, err

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_dp
+from conftest import ROOT, dp_here
 from dp.dsl import load_text
 from dp.interpreter.core.execute import Executable
 from dp.interpreter.core import lower as lower_module
@@ -107,7 +107,7 @@ Seq(xs) = seq_mean(SequenceRNN(xs; cell = {cell}, h = 6))
 def test_a_cell_that_carries_runs_only_along_a_sequence(tmp_path):
     program = tmp_path / "step.dp"
     program.write_text("Step: (R^6, R^4) -> R^6\nStep(h, x) = LSTM(h, x)\n")
-    code, out, err = run_dp("check", str(program))
+    code, out, err = dp_here("check", str(program))
     assert code == 1
     assert err.startswith("error[type]: LSTM carries c from one step to the next, so it runs "
                           "along a sequence: scan(LSTM, xs)\n")
@@ -139,7 +139,7 @@ Net(xs) = Collapse(xs; over = {over})
 
 
 def test_check_shows_the_char_lm_layout():
-    code, out, err = run_dp("check", "programs/charlm_rnn.dp", cwd=ROOT)
+    code, out, err = dp_here("check", "programs/charlm_rnn.dp", cwd=ROOT)
     assert code == 0, err
     assert ("languagemodel = LanguageModel: Token[103]^64 -> Token[103]^64; d = 64, "
             "body = SequenceRNN") in out
@@ -170,7 +170,7 @@ def test_a_char_lm_trains_beats_the_unigram_baseline_and_writes_text(tmp_path):
     _book(tmp_path)
     program = tmp_path / "book.dp"
     program.write_text(LM_PROGRAM.format(v=11, steps=150))
-    code, out, err = run_dp("train", str(program))
+    code, out, err = dp_here("train", str(program))
     assert code == 0, err
     loss = float(re.search(r"loss\(Book, .*\) = ([0-9.]+)", out)[1])
     base = float(re.search(r"baseline\(Book, .*\) = ([0-9.]+)", out)[1])
@@ -179,7 +179,7 @@ def test_a_char_lm_trains_beats_the_unigram_baseline_and_writes_text(tmp_path):
     assert written.startswith("the ") and len(written) == 44
     assert set(written) <= set("the cat sat on the mat. ")
     # after loading, the same vocabulary and seed give the same text
-    code, again, err = run_dp("run", str(program))
+    code, again, err = dp_here("run", str(program))
     assert code == 0, err
     assert again.rstrip("\n").splitlines()[-1] == written
 
@@ -188,7 +188,7 @@ def test_a_vocabulary_that_does_not_match_the_model_is_a_data_error(tmp_path):
     _book(tmp_path)
     program = tmp_path / "book.dp"
     program.write_text(LM_PROGRAM.format(v=12, steps=5))
-    code, out, err = run_dp("train", str(program))
+    code, out, err = dp_here("train", str(program))
     assert code == 1
     assert err.startswith("error[data]: Book predicts tokens of a vocabulary of 12, but the "
                           "text has 11 distinct characters\n")
@@ -199,7 +199,7 @@ def test_generation_refuses_a_character_the_model_never_saw(tmp_path):
     _book(tmp_path)
     program = tmp_path / "book.dp"
     program.write_text(LM_PROGRAM.format(v=11, steps=2).replace('"the ", 40', '"the Z", 4'))
-    code, out, err = run_dp("train", str(program))
+    code, out, err = dp_here("train", str(program))
     assert code == 1
     assert err.startswith("error[data]: the prompt has a character that is not in the "
                           "vocabulary: 'Z' (U+005A) at index 4")
@@ -211,7 +211,7 @@ def test_digits_read_row_by_row_learn_with_each_cell(tmp_path, cell):
     text = (ROOT / "programs/digits_rows_rnn.dp").read_text()
     program = tmp_path / "rows.dp"
     program.write_text(text.replace("cell = SimpleRNN", f"cell = {cell}") + MY_CELL)
-    code, out, err = run_dp("train", str(program), "--epochs", "3")
+    code, out, err = dp_here("train", str(program), "--epochs", "3")
     assert code == 0, err
     acc = float(re.search(r"accuracy\(DigitsRNN, .*\) = ([0-9.]+)", out)[1])
     assert acc >= 0.6
@@ -224,7 +224,7 @@ def test_the_char_lm_takes_an_lstm_by_changing_one_word(tmp_path):
     assert text.count("cell = SimpleRNN") == 1
     program = tmp_path / "charlm_lstm.dp"
     program.write_text(text.replace("cell = SimpleRNN", "cell = LSTM").replace(", 300;", ", 30;"))
-    code, out, err = run_dp("train", str(program), "--steps", "40")
+    code, out, err = dp_here("train", str(program), "--steps", "40")
     assert code == 0, err
     assert "(118,695 parameters)" in out
     loss = float(re.search(r"loss\(CharRNN, .*\) = ([0-9.]+)", out)[1])
@@ -234,8 +234,8 @@ def test_the_char_lm_takes_an_lstm_by_changing_one_word(tmp_path):
 
 @pytest.mark.slow
 def test_digits_rows_rnn_reaches_ninety_percent(tmp_path):
-    code, out, err = run_dp("train", "programs/digits_rows_rnn.dp", "--checkpoint",
-                            str(tmp_path / "rows.safetensors"), cwd=ROOT)
+    code, out, err = dp_here("train", "programs/digits_rows_rnn.dp", "--checkpoint",
+                             str(tmp_path / "rows.safetensors"), cwd=ROOT)
     assert code == 0, err
     assert float(re.search(r"accuracy\(DigitsRNN, .*\) = ([0-9.]+)", out)[1]) >= 0.90
 
@@ -244,7 +244,7 @@ def test_a_generate_setting_it_does_not_have_is_an_error(tmp_path):
     _book(tmp_path)
     program = tmp_path / "book.dp"
     program.write_text(LM_PROGRAM.format(v=11, steps=2).replace("top_k = 3", "top_p = 3"))
-    code, out, err = run_dp("train", str(program))
+    code, out, err = dp_here("train", str(program))
     assert code == 1
     assert err.startswith("error[name]: generate has no setting 'top_p'; it has temperature, "
                           f"top_k, seed\n  --> {program}:11:")

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_dp
+from conftest import ROOT, dp_here
 from dp.dsl import DpError, load_text
 from dp.interpreter.training.checkpoint import load_checkpoint
 from dp.interpreter.core.model import Model
@@ -27,7 +27,7 @@ def _model(text: str, act: str = "relu", dtype=np.float64) -> Model:
     return model
 
 
-@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "gelu", "identity"])
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "gelu", "softplus", "identity"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "squared_error"])
 def test_feedforward_gradient_matches_central_differences(act, loss):
     model = _model(NET, act)
@@ -96,12 +96,12 @@ def _accuracy(out: str) -> float:
 def test_training_reduces_the_loss_and_reaches_accuracy(tmp_path, write_program):
     _blobs(tmp_path)
     path = write_program(PROGRAM.replace("EPOCHS", "10"))
-    code, out, err = run_dp("train", path)
+    code, out, err = dp_here("train", path)
     assert code == 0, err
     losses = [float(m) for m in re.findall(r"epoch +\d+/10 +loss ([0-9.]+)", out)]
     assert len(losses) == 10 and losses[-1] < 0.5 * losses[0]
     assert _accuracy(out) >= 0.95
-    code, out2, err = run_dp("run", path)  # the saved parameters give the same accuracy
+    code, out2, err = dp_here("run", path)  # the saved parameters give the same accuracy
     assert code == 0, err
     assert _accuracy(out2) == _accuracy(out)
 
@@ -111,7 +111,7 @@ def test_same_seed_same_parameters(tmp_path, write_program):
     path = write_program(PROGRAM.replace("EPOCHS", "2"))
     outs = []
     for name in ("a.safetensors", "b.safetensors"):
-        code, _, err = run_dp("train", path, "--checkpoint", str(tmp_path / name))
+        code, _, err = dp_here("train", path, "--checkpoint", str(tmp_path / name))
         assert code == 0, err
         outs.append(load_checkpoint(str(tmp_path / name))[0])
     assert outs[0].keys() == outs[1].keys()
@@ -123,19 +123,19 @@ def test_same_seed_same_parameters(tmp_path, write_program):
 def test_digits_mlp_reaches_the_reference_accuracy(tmp_path):
     """The main job: mlp_digits (DESIGN section 5) reaches at least 97.5% test accuracy."""
     ckpt = tmp_path / "digits.safetensors"
-    code, out, err = run_dp("train", "programs/digits_mlp.dp", "--checkpoint", str(ckpt),
-                            cwd=ROOT)
+    code, out, err = dp_here("train", "programs/digits_mlp.dp", "--checkpoint", str(ckpt),
+                             cwd=ROOT)
     assert code == 0, err
     assert "epoch 20/20" in out
     assert _accuracy(out) >= 0.975
-    code, out2, err = run_dp("run", "programs/digits_mlp.dp", "--checkpoint", str(ckpt),
-                             cwd=ROOT)
+    code, out2, err = dp_here("run", "programs/digits_mlp.dp", "--checkpoint", str(ckpt),
+                              cwd=ROOT)
     assert code == 0, err
     assert _accuracy(out2) == _accuracy(out)
 
 
 def test_check_prints_signatures_parameters_and_counts():
-    code, out, err = run_dp("check", "programs/digits_mlp.dp", cwd=ROOT)
+    code, out, err = dp_here("check", "programs/digits_mlp.dp", cwd=ROOT)
     assert code == 0, err
     assert out == (
         "programs/digits_mlp.dp: ok (1 module)\n"

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_dp
+from conftest import ROOT, dp_here
 from dp.dsl import load_text
 from dp.interpreter.core.model import Model
 from test_sequences import _numeric_grad
@@ -128,7 +128,7 @@ Net(ts) = BERT(ts; layers = 3, heads = 2, ff = 8, d = 8)
 
 
 def test_the_transformer_charlm_has_the_reference_layout():
-    code, out, err = run_dp("check", "programs/charlm_transformer.dp", cwd=ROOT)
+    code, out, err = dp_here("check", "programs/charlm_transformer.dp", cwd=ROOT)
     assert code == 0, err
     assert re.search(r"total +117,479\n", out)  # torch_ref.py's TinyGPT: 117,479
 
@@ -154,7 +154,7 @@ def test_a_transformer_language_model_trains_and_writes_text(tmp_path):
     (tmp_path / "book.txt").write_text("the cat sat on the mat. " * 60)
     program = tmp_path / "book.dp"
     program.write_text(LM)
-    code, out, err = run_dp("train", str(program))
+    code, out, err = dp_here("train", str(program))
     assert code == 0, err
     loss = float(re.search(r"loss\(Book, .*\) = ([0-9.]+)", out)[1])
     base = float(re.search(r"baseline\(Book, .*\) = ([0-9.]+)", out)[1])
@@ -178,7 +178,7 @@ train Rows on digits(split = train):
 run:
   print accuracy(Rows, digits(split = test))
 """)
-    code, out, err = run_dp("train", str(program))
+    code, out, err = dp_here("train", str(program))
     assert code == 0, err
     assert float(re.search(r"accuracy\(Rows, .*\) = ([0-9.]+)", out)[1]) >= 0.8
 
@@ -195,6 +195,6 @@ Net(x) = transpose(W) @ x
     program = tmp_path / "heads.dp"
     program.write_text("Net: R^4 -> (R^4)^2\nNet(x) = join_heads(split_heads(P; h = 2))\n"
                        "  param P: (R^4)^2 ~ glorot\n")
-    code, out, err = run_dp("check", str(program))
+    code, out, err = dp_here("check", str(program))
     assert code == 1
     assert err.startswith("error[type]: split_heads needs a batched value")

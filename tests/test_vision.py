@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_dp
+from conftest import ROOT, dp_here
 from dp.dsl import DpError, load_text
 from dp.dsl.dims import DimVar, dim_from
 from dp.interpreter.core.lower import lower
@@ -38,7 +38,7 @@ def test_dimension_arithmetic_prints_with_the_fewest_parentheses():
 
 
 def test_alexnet_has_the_published_layout_and_parameter_count():
-    code, out, err = run_dp("check", "stdlib/vision.dp", cwd=ROOT)
+    code, out, err = dp_here("check", "stdlib/vision.dp", cwd=ROOT)
     assert code == 0, err
     alexnet = out[out.index("AlexNet: R^(3, 224, 224) -> R^1000"):]
     for line in [
@@ -107,7 +107,7 @@ def test_digit_rows_feed_a_volume_and_a_wrong_size_is_a_data_error(tmp_path, wri
     path = write_program("Net: R^(1, 7, 7) -> R^10\nNet(x) = FeedForward(flatten(x))\n"
                          "train Net on digits(split = train):\n"
                          "  loss cross_entropy; optimizer sgd(lr = 0.1); batch 32; epochs 1\n")
-    code, out, err = run_dp("train", path, "--checkpoint", str(tmp_path / "c.safetensors"))
+    code, out, err = dp_here("train", path, "--checkpoint", str(tmp_path / "c.safetensors"))
     assert code == 1
     assert err.startswith("error[data]: Net expects inputs of shape R^(1, 7, 7) (49 values), "
                           "but the data has examples of shape R^64\n")
@@ -144,7 +144,7 @@ train Net on digits(split = train):
 run:
   print accuracy(Net, digits(split = test))
 """)
-    code, out, err = run_dp("train", path, "--checkpoint", str(tmp_path / "c.safetensors"))
+    code, out, err = dp_here("train", path, "--checkpoint", str(tmp_path / "c.safetensors"))
     assert code == 0, err
     assert _accuracy(out) >= 0.85
 
@@ -153,11 +153,11 @@ run:
 def test_digits_cnn_reaches_the_reference_accuracy(tmp_path):
     """cnn_digits (DESIGN section 5) reaches at least 97% test accuracy."""
     ckpt = str(tmp_path / "cnn.safetensors")
-    code, out, err = run_dp("train", "programs/digits_cnn.dp", "--checkpoint", ckpt, cwd=ROOT)
+    code, out, err = dp_here("train", "programs/digits_cnn.dp", "--checkpoint", ckpt, cwd=ROOT)
     assert code == 0, err
     assert "epoch 15/15" in out
     assert _accuracy(out) >= 0.97
-    code, out2, err = run_dp("run", "programs/digits_cnn.dp", "--checkpoint", ckpt, cwd=ROOT)
+    code, out2, err = dp_here("run", "programs/digits_cnn.dp", "--checkpoint", ckpt, cwd=ROOT)
     assert code == 0, err
     assert _accuracy(out2) == _accuracy(out)
 
@@ -165,8 +165,8 @@ def test_digits_cnn_reaches_the_reference_accuracy(tmp_path):
 @pytest.mark.slow
 def test_the_small_alexnet_for_digits_trains(tmp_path):
     ckpt = str(tmp_path / "alex.safetensors")
-    code, out, err = run_dp("train", "programs/digits_alexnet.dp", "--checkpoint", ckpt,
-                            cwd=ROOT)
+    code, out, err = dp_here("train", "programs/digits_alexnet.dp", "--checkpoint", ckpt,
+                             cwd=ROOT)
     assert code == 0, err
     assert _accuracy(out) >= 0.97
     assert "params(SmallAlexNet) = 238,730\n" in out
@@ -175,7 +175,7 @@ def test_the_small_alexnet_for_digits_trains(tmp_path):
 def test_alexnet_forward_on_random_images(tmp_path):
     program = tmp_path / "alexnet.dp"
     program.write_text("run:\n  print time(AlexNet, random(n = 2))\n")
-    code, out, err = run_dp("run", str(program))
+    code, out, err = dp_here("run", str(program))
     assert code == 0, err
     assert out.startswith("AlexNet is not trained here: its parameters are initialized with "
                           "seed 0\n")

@@ -7,19 +7,14 @@ import os
 from pathlib import Path
 
 from dp.dsl import typed as T
+from dp.dsl.check_blocks import override
 from dp.dsl.errors import DpError
 from dp.dsl.loader import load_programs
 from dp.interpreter.core.lower import lower
 from dp.interpreter.core.model import Model
 from dp.interpreter.core.plan import format_plan
-from dp.interpreter.training.reports import check_block, run_block
-from dp.interpreter.training.train import (
-    checkpoint_path,
-    load_trained,
-    parse_sets,
-    program_hash,
-    train_config,
-)
+from dp.interpreter.training.reports import run_block
+from dp.interpreter.training.train import checkpoint_path, load_trained, parse_sets, program_hash
 from dp.interpreter.training.train import train as train_model
 
 from .structure import describe_module
@@ -32,12 +27,10 @@ def check(args) -> int:
         for item in read_program(args.file)[1].items:
             print(item)
         return 0
-    tprog, _ = load_programs([args.file])
+    tprog, _ = load_programs([args.file])  # its train and run blocks are checked too
     mine = {str(Path(args.file).resolve())}
     shown = [d for d in tprog.defs.values()
              if str(Path(d.span.file).resolve()) in mine]
-    for block in (b for b in tprog.trains if b.span.file == args.file):
-        train_config(block)  # settings are checked too, before anything runs
     if args.summary:
         from .summary import summary_lines
 
@@ -53,67 +46,56 @@ def check(args) -> int:
     return 0
 
 
-def _train_block(tprog: T.TProgram, file: str):
-    blocks = [b for b in tprog.trains if b.span.file == file]
-    if not blocks:
+def _train_block(tprog: T.TProgram, file: str) -> T.TTrain:
+    if tprog.train is None:
         raise DpError("usage", f"{file} has no train block",
                       None, ("add one: train Model on digits(split = train): ...",))
-    return blocks[0]
-
-
-def _loss_of(block) -> str:
-    return next((s.value.name for s in block.settings if s.name == "loss"), "cross_entropy")
+    return tprog.train
 
 
 def train_cmd(args) -> int:
     tprog, sources = load_programs([args.file])
-    block = _train_block(tprog, args.file)
     flags = {"epochs": args.epochs, "steps": args.steps, "seed": args.seed, "lr": args.lr}
-    config = train_config(block, {**parse_sets(args.set),
-                                  **{k: v for k, v in flags.items() if v is not None}})
-    model = Model(tprog, block.model.name, block.model.span)
+    config = override(_train_block(tprog, args.file),
+                      {**parse_sets(args.set), **{k: v for k, v in flags.items()
+                                                  if v is not None}})
+    model = Model(tprog, config.model, config.model_span)
     ckpt = checkpoint_path(args.file, args.checkpoint, config)
-    for rb in (b for b in tprog.runs if b.span.file == args.file):
-        check_block(rb, {model.name: model})
-    summary = train_model(model, block, config, os.path.dirname(args.file) or ".", ckpt,
+    summary = train_model(model, config, os.path.dirname(args.file) or ".", ckpt,
                           program_hash(sources[args.file]), resume=args.resume,
                           every=args.checkpoint_every)
     print(f"trained {summary['steps']} steps in {summary['seconds']:.2f} s; final loss "
           f"{summary['final_loss']:.4f}; saved {ckpt}", flush=True)
-    for rb in (b for b in tprog.runs if b.span.file == args.file):
-        run_block(rb, {model.name: model}, config.loss, os.path.dirname(args.file) or ".",
-                  sources)
+    for rb in tprog.runs:
+        run_block(rb, {model.name: model}, os.path.dirname(args.file) or ".")
     return 0
 
 
 def run(args) -> int:
-    tprog, sources = load_programs([args.file])
-    blocks = [b for b in tprog.runs if b.span.file == args.file]
-    if not blocks:
+    tprog, _ = load_programs([args.file])
+    if not tprog.runs:
         raise DpError("usage", f"{args.file} has no run block",
                       None, ("add one: run:\n       print accuracy(Model, data)",))
-    trains = [b for b in tprog.trains if b.span.file == args.file]
-    if trains:
-        block = trains[0]
-        model = Model(tprog, block.model.name, block.model.span)
-        load_trained(model, checkpoint_path(args.file, args.checkpoint, train_config(block)))
-        models, loss = {model.name: model}, _loss_of(block)
+    if tprog.train is not None:
+        config = tprog.train
+        model = Model(tprog, config.model, config.model_span)
+        load_trained(model, checkpoint_path(args.file, args.checkpoint, config))
+        models = {model.name: model}
     else:
-        models, loss = _untrained(tprog, blocks, args.seed or 0), "cross_entropy"
-    for rb in blocks:
-        run_block(rb, models, loss, os.path.dirname(args.file) or ".", sources)
+        models = _untrained(tprog, args.seed or 0)
+    for rb in tprog.runs:
+        run_block(rb, models, os.path.dirname(args.file) or ".")
     return 0
 
 
-def _untrained(tprog: T.TProgram, blocks, seed: int) -> dict[str, Model]:
+def _untrained(tprog: T.TProgram, seed: int) -> dict[str, Model]:
     """A program with no train block runs its modules as initialized from the seed."""
     models = {}
-    for e in (a for b in blocks for p in b.prints for c in p.exprs
-              for a in getattr(c, "args", ())[:1]):
-        if getattr(e, "name", None) in tprog.defs and e.name not in models:
-            models[e.name] = Model(tprog, e.name, e.span)
-            models[e.name].init(seed)
-            print(f"{e.name} is not trained here: its parameters are initialized with seed "
+    for r in (r for b in tprog.runs for p in b.prints for r in p.items):
+        if r.model is not None and r.model not in models:
+            models[r.model] = Model(tprog, r.model, r.model_span)
+            models[r.model].init(seed)
+            print(f"{r.model} is not trained here: its parameters are initialized with seed "
                   f"{seed}", flush=True)
     return models
 

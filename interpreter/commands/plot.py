@@ -51,14 +51,12 @@ def metrics_file(run: str) -> str:
         return run
     if run.endswith(".dp"):
         from dp.dsl.loader import load_programs
-        from dp.interpreter.training.train import checkpoint_path, train_config
+        from dp.interpreter.training.train import checkpoint_path
 
         tprog, _ = load_programs([run])
-        blocks = [b for b in tprog.trains if b.span.file == run]
-        if not blocks:
+        if tprog.train is None:
             raise DpError("usage", f"{run} has no train block, so it has no runs to plot")
-        config = train_config(blocks[0])
-        return metrics_path(checkpoint_path(run, None, config))
+        return metrics_path(checkpoint_path(run, None, tprog.train))
     return metrics_path(run)
 
 

@@ -22,20 +22,22 @@ from dataclasses import dataclass
 
 import numpy as np
 from dp.dsl import ast
+from dp.dsl.blocks import SOURCES
+from dp.dsl.check_sources import check_source
 from dp.dsl.checker import check, check_expr, concrete_type
 from dp.dsl.errors import DpError, Span, format_error
 from dp.dsl.errors import suggest as _suggest
 from dp.dsl.loader import read_program, stdlib_programs
 from dp.dsl.parser import parse, parse_input
-from dp.dsl.signatures import BUILTINS
+from dp.dsl.builtins import BUILTINS
 from dp.dsl.types import Tensor
 from dp.interpreter.core.execute import Executable
 from dp.interpreter.core.lower import BYTES_LIMIT, lower
 from dp.interpreter.core.model import greedy
 from dp.interpreter.core.params import allocate, initialize
-from dp.interpreter.data.sources import SOURCES, dataset, literal
+from dp.interpreter.data.sources import dataset
 from dp.interpreter.training.checkpoint import load_checkpoint
-from dp.interpreter.training.train import checkpoint_path, train_config
+from dp.interpreter.training.train import checkpoint_path
 from prompt_toolkit.completion import Completer, Completion
 
 from .internal_error import internal_error
@@ -171,11 +173,12 @@ class Session:
         text, program = read_program(path)
         self.sources[path] = text
         self.declare(program.items, loaded=path)
-        for block in (i for i in program.items if isinstance(i, ast.TrainBlock)):
-            name = getattr(block.model, "name", None)
-            ckpt = checkpoint_path(path, None, train_config(block))
-            if name not in self.tprog.defs or not os.path.exists(ckpt):
-                continue
+        trains = tuple(i for i in program.items if isinstance(i, ast.TrainBlock))
+        if trains:  # checked against the session's modules, as `dp check` would
+            block = check(_programs(self.items) + [ast.Program(path, trains)]).train
+            name, ckpt = block.model, checkpoint_path(path, None, block)
+            if not os.path.exists(ckpt):
+                return
             tensors, meta = load_checkpoint(ckpt)
             self.trained[name] = {k[len(name) + 1:]: v for k, v in tensors.items()
                                   if k.startswith(name + ".")}
@@ -271,14 +274,15 @@ class Session:
         out in another type of the same size, row-major, as a model's input would be."""
         want = concrete_type(e.type) if isinstance(e, ast.Ascribe) else None
         e = e.expr if isinstance(e, ast.Ascribe) else e
-        source = e.table
-        if source.func not in EXAMPLES:
+        source = check_source(e.table)
+        if source.kind not in EXAMPLES:
             raise DpError("value", "a value can be one example of digits(...), "
-                          f"npz(\"file.npz\") or csv(\"file.csv\"), not of {source.func}(...)",
+                          f"npz(\"file.npz\") or csv(\"file.csv\"), not of {source.kind}(...)",
                           source.span)
         ds = dataset(source, ".")
-        i = literal(e.index, "the number of the example")
-        if not isinstance(i, int) or not 0 <= i < len(ds):
+        number = isinstance(e.index, ast.Number) and e.index.value.is_integer()
+        i = int(e.index.value) if number else -1
+        if not 0 <= i < len(ds):
             raise DpError("value", f"{ds.name} has {len(ds):,} examples, numbered 0 to "
                           f"{len(ds) - 1}", e.index.span)
         x = np.ascontiguousarray(ds.x[i], np.float32)

@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass
 
 from dp.dsl import typed as T
+from dp.dsl.builtins import BUILTINS, Builtin
 from dp.dsl.dims import DimVar, Mismatch, resolve
 from dp.dsl.errors import DpError, Span, where
+from dp.dsl.types import Tensor, apply_subst
 
 from .fuse import fuse
 from .plan import Atom, Const, ParamSpec, Plan, Var
@@ -91,8 +93,9 @@ def _inline(plan: Plan, tprog: T.TProgram, ref: T.ModRef, dims_env: dict, prefix
             args: list[Atom], call: T.TCall | None = None, carry: dict | None = None) -> Atom:
     """Module `ref` (resolved: no configuration names left in it) on `args`. A cell that
     carries values takes the previous step's from `carry` and leaves its new ones there."""
-    if isinstance(ref, T.BuiltinMod):
-        return _builtin(plan, ref.name, args[0], call.span if call else None)
+    if isinstance(ref, T.BuiltinMod):  # passed as a module: as if applied to the arguments
+        e = T.TPrim(ref.name, call.args, call.type, call.span)
+        return _lower_builtin(plan, tprog, None, BUILTINS[ref.name], e, args)
     frame = _frame(tprog, ref, dims_env, prefix, call)
     frame.values.update(zip(frame.tdef.inputs, args, strict=True))
     tdef = frame.tdef
@@ -159,7 +162,7 @@ def _resolve(ref: T.ModRef, f: _Frame) -> T.ModRef:
                        tuple((n, f.size(d)) for n, d in ref.dims))
 
 
-def _bind_dims(tprog: T.TProgram, ref: T.GlobalMod, shapes, span) -> dict:
+def _bind_dims(tprog: T.TProgram, ref: T.GlobalMod, shapes, span, role: str = "") -> dict:
     """The sizes of a module passed as an argument: the ones given with it, its defaults, and
     what its arguments' concrete shapes fix (one example each: no batch axis)."""
     tdef = tprog.defs.get(ref.name)
@@ -173,13 +176,37 @@ def _bind_dims(tprog: T.TProgram, ref: T.GlobalMod, shapes, span) -> dict:
             dims[var] = default
     dims.update({byname[n]: v for n, v in ref.dims if n in byname})
     for t, shape in zip(tdef.sig.args, shapes, strict=True):
-        if len(t.shape) != len(shape):
-            raise DpError("shape", f"{ref.name}: {tdef.sig} cannot take a value of shape "
-                          f"{list(shape)}", span)
-        for d, size in zip(t.shape, shape, strict=True):
-            if isinstance(d, DimVar) and d not in dims:
-                dims[d] = size
+        if len(t.shape) != len(shape) or not all(
+                _binds(d, size, dims) for d, size in zip(t.shape, shape, strict=True)):
+            given = ", ".join(f"{n} = {v}" for n, v in ref.dims)
+            raise DpError("shape", f"{role}{ref.name}: {tdef.sig}{', which' if role else ''} "
+                          f"cannot take "
+                          f"{Tensor(tuple(shape), None, t.groups)} here", span,
+                          (f"it is given {given}",) if given else ())
     return dims
+
+
+def _binds(d, size: int, dims: dict) -> bool:
+    """Whether dimension d of a signature can be `size`, binding it if it is a free name."""
+    if isinstance(d, DimVar):
+        dims.setdefault(d, size)
+        return dims[d] == size
+    return not isinstance(d, int) or d == size
+
+
+def _check_result(f: _Frame, e: T.TCall, ref: T.ModRef, out: Atom) -> None:
+    """A module argument must give what the definition it is passed to expects of it."""
+    got = () if isinstance(out, Const) else out.shape[1:] if out.batched else out.shape
+    dims = e.type.shape + ((e.type.vocab,) if e.type.vocab is not None else ())  # scores
+    try:
+        want = [resolve(resolve(d, f.tdef.subst), f.dims) for d in dims]
+    except Mismatch:
+        return  # a size that does not divide: lowering the definition says so
+    if len(got) != len(want) or any(isinstance(w, int) and w != g
+                                     for w, g in zip(want, got, strict=True)):
+        shown = apply_subst(apply_subst(e.type, f.tdef.subst), f.dims)
+        raise DpError("shape", f"{f.tdef.name} needs its argument '{e.callee.name}' to give "
+                      f"{shown} here, but {ref.name} gives {Tensor(got)}", e.span)
 
 
 def _body(plan: Plan, tprog: T.TProgram, frame: _Frame) -> Atom:
@@ -198,26 +225,16 @@ def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
     if isinstance(e, T.TCall):
         return _call(plan, tprog, f, e, [_emit(plan, tprog, f, a) for a in e.args])
     if isinstance(e, T.TMap):
-        return _repeat(plan, tprog, f, e) if e.kind == "repeat" else _map(plan, tprog, f, e)
+        return _lower_builtin(plan, tprog, f, BUILTINS[e.kind], e, [])
     args = [_emit(plan, tprog, f, a) for a in e.args]
+    if e.op in BUILTINS:
+        return _lower_builtin(plan, tprog, f, BUILTINS[e.op], e, args)
     if e.op == "matmul":
         return _matmul(plan, args[0], args[1], e.span)
     if e.op in ("add", "sub", "mul", "div"):
         return _binary(plan, e.op, args[0], args[1], e.span)
-    if e.op in ("sum", "mean", "max"):
-        x = args[0]
-        start = 1 if x.batched else 0
-        axes = tuple(range(start, len(x.shape)))
-        if not axes:
-            return x
-        shape = x.shape[:start]
-        return plan.add(e.op, (x,), shape, x.batched, e.span, axes=axes)
     if e.op == "dim":
         return Const(float(f.size(dict(e.attrs)["value"])))
-    if e.op in ("conv2d", "maxpool2d", "flatten"):
-        return _volume(plan, f, e, args)
-    if e.op in ("split_heads", "join_heads", "transpose"):
-        return _heads(plan, f, e, args[0])
     if e.op == "previous":
         return _previous(plan, f, e)
     if e.op == "embed":
@@ -227,10 +244,27 @@ def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
                           "module gives over a vocabulary: tokens are the model's input and "
                           "previous", e.span)
         return plan.add("embed", (ids, table), ids.shape + table.shape[1:], True, e.span)
-    return _builtin(plan, e.op, args[0], e.span)
+    assert e.op == "neg", e.op
+    x = args[0]
+    return Const(-x.value) if isinstance(x, Const) else plan.add("neg", (x,), x.shape,
+                                                                  x.batched, e.span)
 
 
-def _repeat(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TMap) -> Atom:
+def _lower_builtin(plan: Plan, tprog: T.TProgram, f: _Frame | None, b: Builtin, e,
+                   args: list[Atom]) -> Atom:
+    """A builtin as its record says: its lowering function, or its primitive on its argument.
+    `f` is None when the builtin was passed as a module (then it has no sizes of its own)."""
+    if args and isinstance(args[0], Const):  # `sqrt(e)` of a dimension: a number
+        if b.fold is None:
+            raise DpError("type", f"{b.name} of a constant: write the number instead", e.span)
+        return Const(float(b.fold(args[0].value)))
+    if b.lowering is None:
+        x = args[0]
+        return plan.add(b.primitives[0], (x,), x.shape, x.batched, e.span)
+    return LOWERINGS[b.lowering](plan, tprog, f, b, e, args)
+
+
+def _repeat(plan: Plan, tprog: T.TProgram, f: _Frame, b: Builtin, e: T.TMap, args) -> Atom:
     """L instances one after the other: `block1`, `block2`... each with its own parameters."""
     x = _emit(plan, tprog, f, e.seq)
     extra = [_emit(plan, tprog, f, a) for a in e.extra]
@@ -250,9 +284,10 @@ def _previous(plan: Plan, f: _Frame, e: T.TPrim) -> Var:
     return plan.previous
 
 
-def _heads(plan: Plan, f: _Frame, e: T.TPrim, x: Var) -> Var:
+def _heads(plan: Plan, tprog, f: _Frame, b: Builtin, e: T.TPrim, args: list[Atom]) -> Var:
     """split_heads: [B, n, d] -> [B, h, n, d / h]; join_heads the way back; transpose swaps
     the last two axes."""
+    x = args[0]
     if e.op == "transpose":
         axes = tuple(range(len(x.shape) - 2)) + (len(x.shape) - 1, len(x.shape) - 2)
         return plan.add("transpose", (x,), tuple(x.shape[a] for a in axes), x.batched, e.span,
@@ -290,8 +325,11 @@ def _call(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TCall, args: list[Atom]
     # a module argument: its sizes come from its arguments; its result's fix the rest here
     ref = f.config[e.callee.name]
     dims = ({} if isinstance(ref, T.BuiltinMod) or e.elementwise else
-            _bind_dims(tprog, ref, [a.shape[1:] for a in args], e.span))
+            _bind_dims(tprog, ref, [a.shape[1:] for a in args], e.span,
+                       f"{f.tdef.name}'s '{e.callee.name}' is "))
     out = _inline(plan, tprog, ref, dims, site, args, e, carry)
+    if not e.elementwise:
+        _check_result(f, e, ref, out)
     for d, size in zip(e.type.shape, out.shape[1:]):
         r = resolve(d, f.tdef.subst)
         if isinstance(r, DimVar) and r not in f.dims:
@@ -299,23 +337,22 @@ def _call(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TCall, args: list[Atom]
     return out
 
 
-def _map(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TMap) -> Atom:
+def _map(plan: Plan, tprog: T.TProgram, f: _Frame, b: Builtin, e: T.TMap, args) -> Atom:
     """map: the sequence axis joins the batch axis, the call runs once, and they part again."""
     xs = _emit(plan, tprog, f, e.seq)
-    if e.kind == "scan":
-        return _scan(plan, tprog, f, e, xs)
-    b, n = xs.shape[0], xs.shape[1]
-    flat = plan.add("reshape", (xs,), (b * n,) + xs.shape[2:], True, e.span,
-                    shape=(b * n,) + xs.shape[2:])
+    batch, n = xs.shape[0], xs.shape[1]
+    flat = plan.add("reshape", (xs,), (batch * n,) + xs.shape[2:], True, e.span,
+                    shape=(batch * n,) + xs.shape[2:])
     out = _call(plan, tprog, f, e.call, [flat])
-    shape = (b, n) + out.shape[1:]
+    shape = (batch, n) + out.shape[1:]
     return plan.add("reshape", (out,), shape, True, e.span, shape=shape)
 
 
-def _scan(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TMap, xs: Var) -> Atom:
+def _scan(plan: Plan, tprog: T.TProgram, f: _Frame, b: Builtin, e: T.TMap, args) -> Atom:
     """A cell along the sequence from a zero state. The standard cells run as one fused kernel
     (their language definition is its specification; tests hold the kernel to it); any other
     cell is unrolled, one inlined step per element, with parameters shared by path."""
+    xs = _emit(plan, tprog, f, e.seq)
     ref = _resolve(e.call.callee, f)
     state = tuple(f.size(d) for d in e.type.shape[1:])
     if isinstance(ref, T.GlobalMod) and ref.name in SCAN_KERNELS:
@@ -324,15 +361,15 @@ def _scan(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TMap, xs: Var) -> Atom:
         gates = _gates(plan, tprog, frame, SCAN_KERNELS[ref.name][1])
         if gates is not None:
             return _fused_scan(plan, SCAN_KERNELS[ref.name][0], gates, xs, state, e.span)
-    b, n = xs.shape[0], xs.shape[1]
-    h = plan.add("fill", (Const(0.0),), (b,) + state, True, e.span, shape=(b,) + state)
+    batch, n = xs.shape[0], xs.shape[1]
+    h = plan.add("fill", (Const(0.0),), (batch,) + state, True, e.span, shape=(batch,) + state)
     carry: dict = {}
     steps = []
     for t in range(n):
-        x = plan.add("take", (xs,), (b,) + xs.shape[2:], True, e.span, axis=1, index=t)
+        x = plan.add("take", (xs,), (batch,) + xs.shape[2:], True, e.span, axis=1, index=t)
         h = _call(plan, tprog, f, e.call, [h, x], carry)
         steps.append(h)
-    return plan.add("stack", tuple(steps), (b, n) + state, True, e.span, axis=1)
+    return plan.add("stack", tuple(steps), (batch, n) + state, True, e.span, axis=1)
 
 
 def _gates(plan: Plan, tprog: T.TProgram, frame: _Frame, acts: tuple) -> list | None:
@@ -384,7 +421,7 @@ SCAN_KERNELS = {"SimpleRNN": ("rnn_scan", ("tanh",)),
                 "LSTM": ("lstm_scan", ("sigmoid", "sigmoid", "tanh", "sigmoid"))}
 
 
-def _volume(plan: Plan, f: _Frame, e: T.TPrim, args: list[Atom]) -> Var:
+def _volume(plan: Plan, tprog, f: _Frame, b: Builtin, e: T.TPrim, args: list[Atom]) -> Var:
     x = args[0]
     if not isinstance(x, Var) or not x.batched:
         raise DpError("type", f"{e.op} needs a batched value (a module's input or what it "
@@ -402,30 +439,53 @@ def _volume(plan: Plan, f: _Frame, e: T.TPrim, args: list[Atom]) -> Var:
     return plan.add(e.op, tuple(args), shape, True, e.span, **attrs)
 
 
-def _builtin(plan: Plan, op: str, x: Atom, span) -> Atom:
-    """A one-argument builtin: elementwise, the last-axis ones, token, and the reductions
-    of a sequence to one element."""
-    if isinstance(x, Const):  # `sqrt(e)` of a dimension: a number
-        value = _FOLD.get(op)
-        if value is None:
-            raise DpError("type", f"{op} of a constant: write the number instead", span)
-        return Const(float(value(x.value)))
-    if op == "token":  # scores stand for the distribution over tokens
+def _last_axis(plan: Plan, tprog, f, b: Builtin, e: T.TPrim, args: list[Atom]) -> Var:
+    """softmax, log_softmax, normalize: along the last axis of one example."""
+    x = args[0]
+    if _example_rank(x) == 0:  # passed as `R -> R` and given a number
+        raise DpError("shape", f"{b.name} needs a vector, but it is given a number R here",
+                      e.span)
+    return plan.add(b.primitives[0], (x,), x.shape, x.batched, e.span)
+
+
+def _causal(plan: Plan, tprog, f, b: Builtin, e: T.TPrim, args: list[Atom]) -> Var:
+    """Not a primitive: fuse.py folds the mask into the softmax that takes it."""
+    x = args[0]
+    if _example_rank(x) < 2 or x.shape[-1] != x.shape[-2]:
+        raise DpError("shape", f"causal masks square scores R^(n, n), but it is given "
+                      f"{Tensor(x.shape[1 if x.batched else 0:])} here", e.span)
+    return plan.add("causal_mask", (x,), x.shape, x.batched, e.span)
+
+
+def _reduce_all(plan: Plan, tprog, f, b: Builtin, e, args: list[Atom]) -> Atom:
+    """sum, mean, max: every entry of one example."""
+    x = args[0]
+    start = 1 if x.batched else 0
+    axes = tuple(range(start, len(x.shape)))
+    if not axes:
         return x
-    if op == "normalize":
-        return plan.add("layernorm", (x,), x.shape, x.batched, span)
-    if op == "causal":  # not a primitive: fuse.py folds it into the softmax that takes it
-        return plan.add("causal_mask", (x,), x.shape, x.batched, span)
-    if op in ("seq_mean", "seq_max"):
-        return plan.add(op[4:], (x,), x.shape[:1] + x.shape[2:], True, span, axes=(1,))
-    if op in ("seq_first", "seq_last"):
-        i = 0 if op == "seq_first" else x.shape[1] - 1
-        return plan.add("take", (x,), x.shape[:1] + x.shape[2:], True, span, axis=1, index=i)
-    return plan.add(op, (x,), x.shape, x.batched, span)
+    return plan.add(b.primitives[0], (x,), x.shape[:start], x.batched, e.span, axes=axes)
 
 
-_FOLD = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs,
-         "square": lambda v: v * v}
+def _reduce_sequence(plan: Plan, tprog, f, b: Builtin, e, args: list[Atom]) -> Var:
+    """seq_mean, seq_max over the positions; seq_first, seq_last take one."""
+    x = args[0]
+    shape = x.shape[:1] + x.shape[2:]
+    if b.primitives[0] != "take":
+        return plan.add(b.primitives[0], (x,), shape, True, e.span, axes=(1,))
+    i = 0 if b.name == "seq_first" else x.shape[1] - 1
+    return plan.add("take", (x,), shape, True, e.span, axis=1, index=i)
+
+
+def _token(plan: Plan, tprog, f, b: Builtin, e, args: list[Atom]) -> Atom:
+    """Scores stand for the distribution over tokens."""
+    return args[0]
+
+
+# what a builtin's record names as its lowering (dsl/builtins.py)
+LOWERINGS = {"last_axis": _last_axis, "causal": _causal, "reduce_all": _reduce_all,
+             "reduce_sequence": _reduce_sequence, "token": _token, "volume": _volume,
+             "heads": _heads, "map": _map, "scan": _scan, "repeat": _repeat}
 
 
 def _example_rank(a: Atom) -> int:
@@ -458,31 +518,41 @@ def _binary(plan: Plan, op: str, a: Atom, b: Atom, span) -> Atom:
 
 
 def _matmul(plan: Plan, a: Var, b: Var, span) -> Var:
+    """`a @ b` computed for each example as the checker types it (vectors, matrices, stacks of
+    matrices), with the batch axis first on each side computed from the input. NumPy would read
+    a batched vector as a matrix whose rows are the examples: on the right it becomes a
+    one-column matrix of its example, on the left a one-row one when the right side is batched
+    too (against a parameter the examples may be the rows: `x @ W` is one GEMM). The unit axes
+    are dropped after."""
     ra, rb = _example_rank(a), _example_rank(b)
-    if not a.batched and b.batched and ra == 2 and rb == 1:
+    if not a.batched and b.batched and ra == 2 and rb == 1:  # `W x`: one GEMM over the batch
         return plan.add("linear", (b, a), b.shape[:-1] + a.shape[:1], True, span)
-    if a.batched and b.batched and (ra == 1 or rb == 1):
-        # per-example vector products: give the vector a unit axis, multiply, drop it
-        a2 = _expand(plan, a, a.shape[:-1] + (1, a.shape[-1]), span) if ra == 1 else a
-        b2 = _expand(plan, b, b.shape + (1,), span) if rb == 1 else b
-        shape = _matmul_shape(a2.shape, b2.shape)
-        out = plan.add("matmul", (a2, b2), shape, True, span)
-        final = shape[:-2] + (() if ra == 1 else shape[-2:-1]) + (() if rb == 1 else shape[-1:])
-        return _expand(plan, out, final, span)
-    shape = _matmul_shape(a.shape, b.shape)
-    return plan.add("matmul", (a, b), shape, a.batched or b.batched, span)
+    batched = a.batched or b.batched
+    ea, eb = (x.shape[1:] if x.batched else x.shape for x in (a, b))
+    want = ((a if a.batched else b).shape[:1] if batched else ()) + _matmul_shape(ea, eb)
+    row, col = ra == 1 and a.batched and b.batched, rb == 1 and b.batched
+    a2 = _expand(plan, a, a.shape[:-1] + (1,) + a.shape[-1:], span) if row else a
+    b2 = _expand(plan, b, b.shape + (1,), span) if col else b
+    shape = _matmul_shape(a2.shape, b2.shape)
+    out = plan.add("matmul", (a2, b2), shape, batched, span)
+    return out if shape == want else _expand(plan, out, want, span)
 
 
 def _expand(plan: Plan, x: Var, shape, span) -> Var:
+    """x with unit axes added or dropped (a reshape, a view at run time)."""
     return plan.add("reshape", (x,), tuple(shape), x.batched, span, shape=tuple(shape))
 
 
 def _matmul_shape(sa, sb) -> tuple[int, ...]:
+    """np.matmul's result shape: a vector operand loses its axis, stacks broadcast."""
     if len(sa) == 1 and len(sb) == 1:
         return ()
     if len(sa) == 1:
         return tuple(sb[:-2]) + (sb[-1],)
     if len(sb) == 1:
         return tuple(sa[:-1])
-    batch = sa[:-2] if len(sa) >= len(sb) else sb[:-2]
-    return tuple(batch) + (sa[-2], sb[-1])
+    stack_a, stack_b = tuple(sa[:-2]), tuple(sb[:-2])
+    n = max(len(stack_a), len(stack_b))
+    stack_a, stack_b = (1,) * (n - len(stack_a)) + stack_a, (1,) * (n - len(stack_b)) + stack_b
+    stack = tuple(x if y == 1 else y for x, y in zip(stack_a, stack_b, strict=True))
+    return stack + (sa[-2], sb[-1])

@@ -10,13 +10,11 @@ import math
 
 import numpy as np
 from dp.dsl import typed as T
-from dp.dsl.errors import DpError, Span
+from dp.dsl.errors import Span
 
 from .execute import Executable
 from .lower import concrete_sig, lower
 from .params import allocate, count, initialize
-
-LOSSES = ("cross_entropy", "squared_error")
 
 
 class Model:
@@ -121,12 +119,3 @@ def _add_loss(plan, loss: str, span) -> None:
     else:
         mean = plan.add("batch_mean", (per_example,), (), False, span)
     plan.outputs[:] = [mean, out]
-
-
-def check_loss(loss: str, model: Model, span) -> None:
-    if loss not in LOSSES:
-        raise DpError("name", f"unknown loss '{loss}'; known: {', '.join(LOSSES)}", span)
-    tokens = model.sig.result.vocab is not None
-    if loss == "cross_entropy" and len(model.out_shape) != 1 and not tokens:
-        raise DpError("shape", f"cross_entropy needs scores R^k, but {model.name} gives "
-                      f"{model.sig.result}", span)

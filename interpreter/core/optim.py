@@ -29,16 +29,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from dp.dsl import typed as T
+from dp.dsl.blocks import optimizer_hyper
 from dp.dsl.errors import DpError, Span
 
 from .kernels import optim as K
-
-# name -> {hyperparameter: default}; None marks a required one.
-DEFAULTS: dict[str, dict[str, float | None]] = {
-    "sgd": {"lr": None, "momentum": 0.0, "weight_decay": 0.0, "nesterov": 0.0},
-    "adam": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
-    "adamw": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
-}
 
 
 @dataclass
@@ -73,46 +68,13 @@ class Optimizer:
 
 
 def make_optimizer(name: str, args: dict[str, float], span: Span | None = None) -> Optimizer:
-    """Validate a program's `optimizer name(k = v, ...)` clause and fill in the defaults."""
-    if name not in DEFAULTS:
-        raise DpError("name", f"unknown optimizer '{name}'; known: {', '.join(sorted(DEFAULTS))}",
-                      span)
-    known = DEFAULTS[name]
-    for k in args:
-        if k not in known:
-            raise DpError("name", f"{name} has no hyperparameter '{k}'; "
-                                  f"it has {', '.join(sorted(known))}", span)
-    if "lr" not in args and known["lr"] is None:
-        raise DpError("value", f"{name} needs a learning rate, e.g. {name}(lr = 0.1)", span)
-    hyper: dict[str, float] = {}
-    for k, d in known.items():
-        try:
-            hyper[k] = float(args.get(k, d))
-        except (TypeError, ValueError):
-            raise DpError("type", f"{name} {k} must be a number, but it is {args[k]!r}",
-                          span) from None
+    """`name(args)` by the rules of dsl/blocks.py (the table of optimizers), defaults filled."""
+    return Optimizer(name, optimizer_hyper(name, args, span))
 
-    def bad(k: str, rule: str):
-        return DpError("value", f"{name} {k} must be {rule}, but it is {args.get(k, hyper[k])}",
-                       span)
 
-    for k, x in hyper.items():
-        if not math.isfinite(x):
-            raise bad(k, "finite")
-    if hyper["lr"] <= 0:
-        raise bad("lr", "positive")
-    for k in ("momentum", "weight_decay", "eps"):
-        if k in hyper and hyper[k] < 0:
-            raise bad(k, "non-negative")
-    for k in ("beta1", "beta2"):
-        if k in hyper and not 0 <= hyper[k] < 1:
-            raise bad(k, "in [0, 1)")
-    if name == "sgd":
-        if hyper["nesterov"] not in (0.0, 1.0):
-            raise bad("nesterov", "0 or 1")
-        if hyper["nesterov"] and hyper["momentum"] == 0:
-            raise DpError("value", "sgd nesterov = 1 needs a positive momentum", span)
-    return Optimizer(name, hyper)
+def from_record(record: T.TOptimizer) -> Optimizer:
+    """The optimizer a checked train block names (its hyperparameters are already whole)."""
+    return Optimizer(record.name, dict(record.hyper))
 
 
 def clip_grad_norm(grads: np.ndarray, max_norm: float) -> float:

@@ -1,6 +1,8 @@
-"""Data named in a program (`digits(split = train)`, `npz("f.npz")`, `csv("f.csv")`) -> Dataset.
-
-File names are relative to the program's folder. Every mistake points at the expression.
+"""Data a checked program names (a typed.TSource: `digits(split = train)`, `npz("f.npz")`,
+`csv("f.csv")`...) -> Dataset. The checker has applied the arguments' rules; what is left is
+what needs the data itself (a missing file, a bad cell, labels out of range), each an
+`error[data]` pointing at the data expression. File names are relative to the program's
+folder.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from dp.dsl import ast
+from dp.dsl import typed as T
 from dp.dsl.errors import DpError, Span
 from dp.dsl.types import Tensor
 
@@ -17,8 +19,6 @@ from . import dataset as data
 from . import tasks, text
 from .streams import WindowStream
 
-SOURCES = {"digits": ("split",), "npz": ("x", "y"), "csv": ("label",), "random": ("n", "seed"),
-           "text": ("split", "mask"), "reversal": ("split",)}
 HELD_OUT_MASKED = 100  # windows of held-out masked text: about 1,000 hidden characters at 0.15
 
 
@@ -43,88 +43,46 @@ class Windows:
         return iter(WindowStream(self, batch, seed))
 
 
-def literal(e: ast.Expr, what: str):
-    """The value of a literal argument: a number, a string, or a bare word (`train`)."""
-    if isinstance(e, ast.Number):
-        return int(e.value) if e.value.is_integer() else e.value
-    if isinstance(e, ast.String):
-        return e.value
-    if isinstance(e, ast.Name):
-        return e.name
-    raise DpError("type", f"{what} must be a number, a string or a word", e.span)
-
-
-def dataset(e: ast.Expr, base_dir: str, shape: tuple[int, ...] = (),
-            vocab: text.Vocab | None = None) -> data.Dataset | Windows:
-    """The data `e` names, for a model whose input has `shape`: `random(n = 8)` draws n
-    standard-normal inputs; `text(...)` is training windows or the held-out windows
-    (`split = test`), encoded with `vocab` when the model was trained with one."""
-    if not isinstance(e, ast.Call) or e.func not in SOURCES:
-        raise DpError("name", "expected a data source: digits(split = train), "
-                      "npz(\"file.npz\"), csv(\"file.csv\"), text(pydoc_topics), "
-                      "reversal(split = train) or random(n = 8)", e.span)
-    known = SOURCES[e.func]
-    kwargs = {}
-    for kw in e.kwargs:
-        if kw.name not in known:
-            raise DpError("name", f"{e.func} has no argument '{kw.name}'; it has "
-                          f"{', '.join(known)}", kw.span)
-        kwargs[kw.name] = literal(kw.value, kw.name)
-    if e.func == "random":
-        n, seed = kwargs.get("n", 1), kwargs.get("seed", 0)
-        if e.args or not all(isinstance(v, int) and v >= 0 for v in (n, seed)) or n == 0:
-            raise DpError("value", "random takes a positive whole number of examples and a "
-                          "seed: random(n = 8, seed = 0)", e.span)
-        x = np.random.default_rng(seed).standard_normal((n,) + tuple(shape), np.float32)
+def dataset(source: T.TSource, base_dir: str, shape: tuple[int, ...] = (),
+            vocab: text.Vocab | None = None, ids: int | None = None) -> data.Dataset | Windows:
+    """The data a checked source names, for a model whose input has `shape`: `random(n = 8)`
+    draws n standard-normal inputs (or, for a model that reads tokens of `ids` kinds, token
+    ids uniformly); `text(...)` is training windows or the held-out windows (`split = test`),
+    encoded with `vocab` when the model was trained with one."""
+    arg = source.arg
+    if source.kind == "random":
+        rng, size = np.random.default_rng(arg("seed")), (arg("n"),) + tuple(shape)
+        x = (rng.standard_normal(size, np.float32) if ids is None else
+             rng.integers(0, ids, size, dtype=np.int64))
         return data.Dataset(x, None, "random")
-    if e.func == "text":
-        return _text(e, base_dir, shape, vocab, str(kwargs.get("split", "train")),
-                     kwargs.get("mask", 0))
-    if e.func == "reversal":
-        return tasks.reversal(str(kwargs.get("split", "train")), shape, e.span)
-    if e.func == "digits":
-        if e.args:
-            raise DpError("arity", "digits takes no positional arguments; use "
-                          "digits(split = train)", e.span)
-        return data.load_digits(str(kwargs.get("split", "train")), e.span)
-    if len(e.args) != 1 or not isinstance(e.args[0], ast.String):
-        raise DpError("arity", f"{e.func} takes the file name as a string, e.g. "
-                      f"{e.func}(\"data.{e.func}\")", e.span)
-    path = os.path.join(base_dir, e.args[0].value)
-    if e.func == "npz":
-        return data.load_npz(path, str(kwargs.get("x", "x")), kwargs.get("y", "y"), e.span)
-    label = kwargs.get("label", "last")
-    return data.load_csv(path, None if label == "none" else label, e.span)
+    if source.kind == "text":
+        return _text(source, base_dir, shape, vocab)
+    if source.kind == "reversal":
+        return tasks.reversal(arg("split"), shape, source.span)
+    if source.kind == "digits":
+        return data.load_digits(arg("split"), source.span)
+    path = os.path.join(base_dir, source.file)
+    if source.kind == "npz":
+        return data.load_npz(path, arg("x"), arg("y"), source.span)
+    return data.load_csv(path, arg("label"), source.span)
 
 
-def _text(e: ast.Call, base_dir: str, shape, vocab, split: str, mask):
+def _text(source: T.TSource, base_dir: str, shape, vocab):
     """`text(...)`: windows for a language model, or with `mask = 0.15` masked windows (the
     mask token in 15% of the places, and only those scored) for a model like BERT."""
-    if len(e.args) != 1 or not isinstance(e.args[0], (ast.String, ast.Name)):
-        raise DpError("arity", "text takes a file name, text(\"book.txt\"), or the text that "
-                      "comes with Python, text(pydoc_topics)", e.span)
-    what = e.args[0]
-    if isinstance(what, ast.Name):
-        if what.name != "pydoc_topics":
-            raise DpError("name", f"unknown text '{what.name}'; give a file name as a string, "
-                          "or pydoc_topics", what.span)
-        source, name = text.pydoc_topics(), "pydoc_topics"
+    if source.file is None:
+        body, name = text.pydoc_topics(), source.text
     else:
-        source, name = text.read_text(os.path.join(base_dir, what.value), what.span), what.value
-    if split not in ("train", "test"):
-        raise DpError("value", f"text has the splits train and test, not '{split}'", e.span)
-    if len(shape) != 1:
-        raise DpError("data", "text feeds a model of token sequences, Token[V]^n", e.span)
-    if isinstance(mask, str) or not 0 <= mask < 1:
-        raise DpError("value", "mask is the share of characters hidden, a number from 0 to 1 "
-                      "such as text(pydoc_topics, mask = 0.15)", e.span)
-    corpus = (text.Corpus.masked if mask else text.Corpus.of)(source, vocab, name, e.span)
-    if split == "train":
-        return Windows(corpus, shape[0], e.span, mask)
+        body = text.read_text(os.path.join(base_dir, source.file), source.span)
+        name = source.file
+    mask = source.arg("mask")
+    corpus = (text.Corpus.masked if mask else text.Corpus.of)(body, vocab, name, source.span)
+    if source.windows:
+        return Windows(corpus, shape[0], source.span, mask)
     if not mask:
-        x, y = text.heldout_windows(corpus.val_ids, shape[0], span=e.span)
+        x, y = text.heldout_windows(corpus.val_ids, shape[0], span=source.span)
         return data.Dataset(x, y, f"{name} (held out)", corpus)
-    x, _ = text.heldout_windows(corpus.val_ids, shape[0], HELD_OUT_MASKED, e.span)
+    x, _ = text.heldout_windows(corpus.val_ids, shape[0], HELD_OUT_MASKED, source.span)
     x, y = text.mask_windows(x, mask, corpus.mask_id, np.random.RandomState(0))
     return data.Dataset(x, y, f"{name} (held out, masked)", corpus)
 
@@ -177,10 +135,14 @@ def fit_data(ds: data.Dataset, model, loss: str, span) -> data.Dataset:
         if ds.y.min() < low or ds.y.max() >= k:
             raise DpError("data", f"{model.name} scores {k} classes (0 to {k - 1}), but the "
                           f"labels range from {ds.y.min()} to {ds.y.max()}", span)
-    elif ds.y.shape[1:] != model.out_shape:
+        return ds
+    y = ds.y.astype(model.dtype)  # real targets; whole numbers are values too
+    if y.shape[1:] != model.out_shape and y.ndim == 1 and model.out_shape == (1,):
+        y = y[:, None]  # one target a line for a model of one output, R^1
+    if y.shape[1:] != model.out_shape:
         raise DpError("data", f"{model.name} gives outputs of shape {_fmt(model.out_shape)}, "
                       f"but the targets have shape {_fmt(ds.y.shape[1:])}", span)
-    return ds
+    return data.Dataset(ds.x, y, ds.name, ds.corpus)
 
 
 def _fmt(shape) -> str:

@@ -9,8 +9,8 @@ from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total_steps: int, out=sys.stdout, done: int = 0):
-        self.out = out
+    def __init__(self, total_steps: int, out=None, done: int = 0):
+        self.out = sys.stdout if out is None else out  # read when called: redirect_stdout works
         self.bar = tqdm(total=total_steps, initial=done, unit="step", file=sys.stderr,
                         leave=False, disable=not sys.stderr.isatty(), dynamic_ncols=True)
         self.examples, self.seconds = 0, 0.0

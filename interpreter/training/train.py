@@ -17,13 +17,12 @@ import threading
 import time
 from dataclasses import dataclass
 
-from dp.dsl import ast
+from dp.dsl import typed as T
 from dp.dsl.errors import DpError, Span
-from dp.dsl.errors import suggest as _suggest
-from dp.interpreter.core.model import Model, check_loss
-from dp.interpreter.core.optim import DEFAULTS, Optimizer, make_optimizer
+from dp.interpreter.core.model import Model
+from dp.interpreter.core.optim import Optimizer, from_record
 from dp.interpreter.data import text
-from dp.interpreter.data.sources import Windows, check_vocab, dataset, fit_data, literal
+from dp.interpreter.data.sources import Windows, check_vocab, dataset, fit_data
 from dp.interpreter.data.streams import ExampleStream, WindowStream
 
 from . import checkpoint
@@ -31,81 +30,8 @@ from .metrics import MetricsLog, metrics_path
 from .progress import Progress
 from .reports import accuracy_counts
 
-SETTINGS = ("loss", "optimizer", "batch", "epochs", "steps", "seed", "checkpoint", "eval")
-OVERRIDES = ("batch", "epochs", "steps", "seed")  # and the optimizer's arguments
 VERSION = "0.1.0"
 _TRAINING_STATE = ("optimizer.", "rng.")  # checkpoint tensors that are not parameters
-
-
-@dataclass
-class TrainConfig:
-    loss: str
-    optimizer: Optimizer
-    batch: int
-    epochs: int
-    steps: int | None
-    seed: int
-    checkpoint: str | None
-    span: Span
-    eval: ast.Expr | None = None  # held-out data evaluated after every epoch
-
-
-def _int_setting(s: ast.Setting) -> int:
-    v = literal(s.value, s.name)
-    if not isinstance(v, int) or v <= 0:
-        raise DpError("value", f"{s.name} must be a positive whole number", s.value.span)
-    return v
-
-
-def train_config(block: ast.TrainBlock, overrides: dict | None = None) -> TrainConfig:
-    """Read and validate the settings of a train block (before anything runs)."""
-    found: dict[str, ast.Setting] = {}
-    for s in block.settings:
-        if s.name not in SETTINGS:
-            raise DpError("name", f"unknown training setting '{s.name}'", s.span,
-                          ("settings: " + ", ".join(SETTINGS),))
-        if s.name in found:
-            raise DpError("name", f"the setting '{s.name}' is given twice", s.span)
-        found[s.name] = s
-    for need in ("loss", "optimizer"):
-        if need not in found:
-            raise DpError("name", f"the train block needs a '{need}' setting", block.span,
-                          ("e.g. loss cross_entropy; optimizer sgd(lr = 0.1)",))
-    loss = found["loss"].value
-    if not isinstance(loss, ast.Name):
-        raise DpError("type", "loss must name a loss, e.g. loss cross_entropy", loss.span)
-    sets = {k: v for k, v in (overrides or {}).items() if v is not None}
-    opt = found["optimizer"].value
-    if isinstance(opt, ast.Name):
-        name, args = opt.name, {}
-    elif isinstance(opt, ast.Call) and not opt.args:
-        name, args = opt.func, {kw.name: literal(kw.value, kw.name) for kw in opt.kwargs}
-    else:
-        raise DpError("type", "optimizer must be like sgd(lr = 0.1, momentum = 0.9)", opt.span)
-    hyper = DEFAULTS.get(name, {})
-    for k in [k for k in sets if k in hyper]:  # the optimizer's own rules check them, below
-        args[k] = _number(k, sets.pop(k), float)
-    for k, v in sets.items():
-        if k not in OVERRIDES:
-            known = list(OVERRIDES) + list(hyper)
-            raise DpError("usage", f"--set {k}: the program has no setting '{k}'", None,
-                          _suggest(k, known) + (f"settings: {', '.join(OVERRIDES)}; "
-                                                f"{name}: {', '.join(hyper)}",))
-        v = sets[k] = _number(k, v, int)
-        if v < 0 or (v == 0 and k != "seed"):
-            rule = "non-negative" if k == "seed" else "positive"
-            raise DpError("usage", f"--{k} must be {rule}, but it is {v}")
-    optimizer = make_optimizer(name, args, opt.span)
-    ints = {k: _int_setting(found[k]) for k in ("batch", "epochs", "steps") if k in found}
-    seed = literal(found["seed"].value, "seed") if "seed" in found else 0
-    ckpt = found.get("checkpoint")
-    config = TrainConfig(loss.name, optimizer, ints.get("batch", 32), ints.get("epochs", 1),
-                         ints.get("steps"), int(seed),
-                         str(literal(ckpt.value, "checkpoint")) if ckpt else None, block.span,
-                         found["eval"].value if "eval" in found else None)
-    for k, v in sets.items():
-        setattr(config, k, v)
-    return config
 
 
 def parse_sets(items: list[str]) -> dict[str, str]:
@@ -119,17 +45,6 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return sets
 
 
-def _number(name: str, value, kind):
-    """A value from the command line: already a number (--lr) or the text of --set."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    try:
-        return kind(value)
-    except ValueError:
-        what = "a whole number" if kind is int else "a number"
-        raise DpError("usage", f"--set {name}={value}: {name} must be {what}") from None
-
-
 def program_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -139,14 +54,14 @@ def default_checkpoint(program_path: str) -> str:
     return os.path.join(os.path.dirname(program_path) or ".", f"{stem}.safetensors")
 
 
-def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: str,
-          ckpt_path: str, source_hash: str, out=sys.stdout, resume: bool = False,
-          every: int | None = None) -> dict:
-    """Train `model` in place as the block says, saving a checkpoint after every epoch (or
-    `every` steps) and at the end, and the metrics beside it; return a summary. With
-    `resume`, go on from the checkpoint and end where an uninterrupted run would."""
-    check_loss(config.loss, model, block.span)
-    stream, total, period, what = _stream(model, block, config, base_dir)
+def train(model: Model, config: T.TTrain, base_dir: str, ckpt_path: str, source_hash: str,
+          out=None, resume: bool = False, every: int | None = None) -> dict:
+    """Train `model` in place as the checked train block says, saving a checkpoint after
+    every epoch (or `every` steps) and at the end, and the metrics beside it; return a
+    summary. With `resume`, go on from the checkpoint and end where an uninterrupted run
+    would."""
+    out = sys.stdout if out is None else out  # read when called: redirect_stdout works
+    stream, total, period, what = _stream(model, config, base_dir)
     held = _held_out(config, model, base_dir)
     if every is not None and every <= 0:
         raise DpError("usage", f"--checkpoint-every must be a positive number of steps, "
@@ -154,21 +69,22 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
     if resume and not any(map(os.path.exists, (ckpt_path, checkpoint.previous_path(ckpt_path)))):
         raise DpError("usage", f"--resume: there is no checkpoint at {ckpt_path} to go on "
                       f"from", None, ("train without --resume to start a run",))
+    optimizer = from_record(config.optimizer)
     print(f"training {model.name}: {model.sig} ({model.num_params:,} parameters) on {what} "
           f"with {config.optimizer.name}, batch {config.batch}", file=out, flush=True)
     model.init(config.seed)
-    state = config.optimizer.init_state(model.flat.size, model.dtype)
+    state = optimizer.init_state(model.flat.size, model.dtype)
     epochs = isinstance(stream, ExampleStream)  # else text: a line every tenth of the steps
     if resume:
-        run = _resume(model, config, state, stream, ckpt_path, source_hash, out)
+        run = _resume(model, config, optimizer, state, stream, ckpt_path, source_hash, out)
         log = MetricsLog(metrics_path(ckpt_path), resume_step=run.step,
                          note={"kind": "resume", "step": run.step, "checkpoint": run.source})
     else:
         run = _Run()
         log = MetricsLog(metrics_path(ckpt_path), {
-            "kind": "run", "program": block.span.file, "model": model.name,
+            "kind": "run", "program": config.span.file, "model": model.name,
             "program_sha256": source_hash, "loss": config.loss,
-            "optimizer": config.optimizer.name, **config.optimizer.hyper,
+            "optimizer": optimizer.name, **optimizer.hyper,
             "batch": config.batch, "seed": config.seed, "steps": total,
             "unit": "epoch" if epochs else "step", "period": period})
     progress = Progress(total, out, done=run.step)
@@ -188,8 +104,8 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
             loss = model.loss_and_grad(config.loss, xb, yb)
             run.step += 1
             if not math.isfinite(loss):
-                raise _numeric(loss, run.step, block)
-            config.optimizer.update(model.flat, model.grad_flat, state, run.step)
+                raise _numeric(loss, run.step, config.span)
+            optimizer.update(model.flat, model.grad_flat, state, run.step)
             now = time.perf_counter()
             run.seconds = now - started
             run.period_sum += loss
@@ -222,20 +138,17 @@ def train(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: st
     return {"steps": run.step, "seconds": run.seconds, "final_loss": run.last_mean}
 
 
-def _stream(model: Model, block: ast.TrainBlock, config: TrainConfig, base_dir: str):
-    """(the batches, steps in all, steps between report lines, what the data is)."""
-    ds = dataset(block.data, base_dir, model.arg_shapes[0])
+def _stream(model: Model, config: T.TTrain, base_dir: str):
+    """(the batches, steps in all, steps between report lines, what the data is). Text has
+    a number of steps: the checker sees to it."""
+    ds = dataset(config.data, base_dir, model.arg_shapes[0])
     if isinstance(ds, Windows):
-        check_vocab(ds, model, block.data.span)
-        if config.steps is None:
-            raise DpError("value", "training on text needs a number of steps: it draws "
-                          "random windows, so there are no epochs", block.span,
-                          ("e.g. steps 300",))
+        check_vocab(ds, model, config.data.span)
         model.vocab = ds.vocab
         return (WindowStream(ds, config.batch, config.seed), config.steps,
                 max(1, -(-config.steps // 10)),
                 f"random windows of {ds.seq} characters of {ds.corpus.name}")
-    ds = fit_data(ds, model, config.loss, block.data.span)
+    ds = fit_data(ds, model, config.loss, config.data.span)
     model.vocab = ds.vocab
     stream = ExampleStream(ds, config.batch, config.seed)
     return (stream, config.steps or stream.per_epoch * config.epochs, stream.per_epoch,
@@ -294,14 +207,11 @@ def _interrupted(step: int, total: int, path: str) -> DpError:
     return err
 
 
-def _held_out(config: TrainConfig, model: Model, base_dir: str):
-    """The `eval` setting's data, read once, or None."""
+def _held_out(config: T.TTrain, model: Model, base_dir: str):
+    """The `eval` setting's data (held out: the checker sees to it), read once, or None."""
     if config.eval is None:
         return None
     ds = dataset(config.eval, base_dir, model.arg_shapes[0], model.vocab)
-    if isinstance(ds, Windows):
-        raise DpError("value", "eval reads held-out data, e.g. text(...; split = test)",
-                      config.eval.span)
     return fit_data(ds, model, config.loss, config.eval.span)
 
 
@@ -324,8 +234,8 @@ def _scores_text(scores: dict) -> str:
     return "  ".join(parts)
 
 
-def _resume(model: Model, config: TrainConfig, state: dict, stream, path: str,
-            source_hash: str, out) -> _Run:
+def _resume(model: Model, config: T.TTrain, optimizer: Optimizer, state: dict, stream,
+            path: str, source_hash: str, out) -> _Run:
     """Parameters, optimizer state, data streams and counters from the checkpoint."""
     tensors, meta, used = checkpoint.load_checkpoint_or_previous(path)
     if used != path:
@@ -363,15 +273,14 @@ def _resume(model: Model, config: TrainConfig, state: dict, stream, path: str,
     return run
 
 
-def _numeric(loss: float, step: int, block: ast.TrainBlock) -> DpError:
-    err = DpError("numeric", f"the loss became {loss} at step {step}; training stopped",
-                  block.span, ("try a smaller learning rate; the last good checkpoint is "
-                               "unchanged",))
+def _numeric(loss: float, step: int, span: Span) -> DpError:
+    err = DpError("numeric", f"the loss became {loss} at step {step}; training stopped", span,
+                  ("try a smaller learning rate; the last good checkpoint is unchanged",))
     err.exit_code = 3
     return err
 
 
-def _save(model: Model, config: TrainConfig, state: dict, stream, path: str,
+def _save(model: Model, config: T.TTrain, state: dict, stream, path: str,
           source_hash: str, run: _Run) -> None:
     tensors = dict(model.params)
     tensors.update({f"optimizer.{k}": v for k, v in state.items()})
@@ -389,11 +298,11 @@ def _save(model: Model, config: TrainConfig, state: dict, stream, path: str,
     checkpoint.save_checkpoint(path, tensors, meta)
 
 
-def checkpoint_path(file: str, given: str | None, config: TrainConfig) -> str:
+def checkpoint_path(file: str, given: str | None, config: T.TTrain | None) -> str:
     """--checkpoint, else the program's `checkpoint` setting (relative to it), else beside it."""
     if given:
         return given
-    if config.checkpoint:
+    if config is not None and config.checkpoint:
         return os.path.join(os.path.dirname(file), config.checkpoint)
     return default_checkpoint(file)
 

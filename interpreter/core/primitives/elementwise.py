@@ -46,6 +46,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
+def _softplus(x: np.ndarray) -> np.ndarray:
+    # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): exp never overflows, and large |x| stays exact.
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
 def _gelu_tanh(x: np.ndarray) -> np.ndarray:
     """t = tanh(c (x + a x^3)), computed in place in one fresh array (0-d arrays too)."""
     t = np.multiply(x, x, out=np.empty_like(x))
@@ -94,6 +99,7 @@ _unary("sqrt", np.sqrt, lambda g, out, x: g * 0.5 / out)
 _unary("abs", np.abs, lambda g, out, x: g * np.sign(x), smooth=False, kinks=(near_zero,))
 _unary("square", np.square, lambda g, out, x: g * (2 * x))
 _unary("gelu", _gelu, _gelu_dx)
+_unary("softplus", _softplus, lambda g, out, x: g * _sigmoid(x))
 
 
 # ---------------------------------------------------------------------------------------------
