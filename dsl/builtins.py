@@ -160,9 +160,8 @@ def _table() -> dict[str, Builtin]:
                        ("seq_last", "take"))),
         # attention and transformers
         Builtin("split_heads", ("xs",), split_heads_rule, ("h",),
-                primitives=("reshape", "transpose"), lowering="heads"),
-        Builtin("join_heads", x, join_heads_rule, primitives=("transpose", "reshape"),
-                lowering="heads"),
+                primitives=("split_heads",), lowering="heads"),
+        Builtin("join_heads", x, join_heads_rule, primitives=("join_heads",), lowering="heads"),
         Builtin("transpose", x, transpose_rule, primitives=("transpose",), lowering="heads"),
         Builtin("repeat", ("L", "Block", "x"), repeat_rule, more=True,
                 usage="a count, a module and a value: repeat(L, Block, x), or "

@@ -4,12 +4,13 @@ blocks.py) and the modules a block names. check_blocks.py and check_runs.py put 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import ast
 from . import typed as T
 from .blocks import SOURCE_FORMS, SOURCES, TEXTS, Arg
 from .errors import DpError, suggest
+from .signatures import unbound_error
 from .types import ModSig
 
 
@@ -21,6 +22,7 @@ class Modules:
     sigs: dict[str, ModSig]
     defined: frozenset[str]
     abstracts: dict[str, ModSig]
+    unbound: dict[str, str] = field(default_factory=dict)  # module -> an argument with no default
 
 
 def attempt(errors: list[DpError], fn, *args):
@@ -54,6 +56,8 @@ def module(e: ast.Expr, modules: Modules, data: bool) -> tuple[str, ModSig]:
         raise DpError("shape", f"{name}: {sig} has open dimensions; a model to train or run "
                       "needs concrete sizes", e.span,
                       (f"write a module with a concrete signature that uses {name}",))
+    if name in modules.unbound:
+        raise unbound_error(name, modules.unbound[name], e.span)
     if data and len(sig.args) != 1:
         raise DpError("arity", f"data feeds a module of one argument, but {name} takes "
                       f"{len(sig.args)}: {sig}", e.span)

@@ -14,6 +14,7 @@ from . import typed as T
 from .builtins import BUILTINS
 from .check_blocks import check_blocks
 from .check_body import _DefChecker
+from .check_graph import module_graph_errors
 from .check_sources import Modules
 from .dims import fresh
 from .errors import DpError, DpErrors, Span, where
@@ -88,7 +89,7 @@ def _check(programs: list[ast.Program],
         except DpError as e:
             errors.append(e)
     for name, d in g.defs.items():
-        if name not in g.sigs:
+        if name not in g.sigs and name not in g.spans:  # not a signature that failed
             errors.append(_err("type", f"{name} has a definition but no signature", d.span,
                                f"write its signature first, e.g. `{name}: R^n -> R^m`"))
     tdefs = {}
@@ -103,7 +104,8 @@ def _check(programs: list[ast.Program],
             errors.append(e)
     if expr is not None and expr[0].name in tdefs:
         g.sigs[expr[0].name] = tdefs[expr[0].name].sig
-    train, runs = _check_uses(programs, g, errors)
+    errors.extend(module_graph_errors(tdefs))
+    train, runs = _check_uses(programs, g, tdefs, errors)
     if errors:
         raise DpErrors(_once(errors))
     return T.TProgram(tdefs, dict(g.abstracts), dict(g.sigs), train, runs,
@@ -182,7 +184,14 @@ def _once(errors: list[DpError]) -> list[DpError]:
     return out
 
 
-def _check_uses(programs: list[ast.Program], g: _Globals, errors: list[DpError]):
-    """Train and run blocks (check_blocks.py): the records of the user's program, the last."""
-    modules = Modules(dict(g.sigs), frozenset(g.defs), dict(g.abstracts))
+def _check_uses(programs: list[ast.Program], g: _Globals, tdefs: dict[str, T.TDef],
+                errors: list[DpError]):
+    """Train and run blocks (check_blocks.py): the records of the user's program, the last.
+    A module with a module argument that has no default cannot be trained or run by itself."""
+    unbound = {}
+    for name, t in tdefs.items():
+        first = next((c.name for c in t.config if c.default is None), None)
+        if first is not None:
+            unbound[name] = first
+    modules = Modules(dict(g.sigs), frozenset(g.defs), dict(g.abstracts), unbound)
     return check_blocks(programs, modules, errors)

@@ -93,6 +93,14 @@ def read_source(path: str) -> str | None:
         return None
 
 
+def source_lines(text: str) -> list[str]:
+    """The lines of a source as the parser counts them: split at "\n" only (str.splitlines
+    also splits at form feeds and other separators, which would put a message under the
+    wrong line), a "\r" before it dropped, no empty line after a final newline."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return lines[:-1] if text.endswith("\n") else lines
+
+
 def format_error(err: DpError, sources: dict[str, str] | None = None) -> str:
     """Render one error; `sources` maps file names to text (else the file is read)."""
     if isinstance(err, DpErrors):
@@ -104,7 +112,7 @@ def format_error(err: DpError, sources: dict[str, str] | None = None) -> str:
         text = (sources or {}).get(span.file)
         if text is None:
             text = read_source(span.file)
-        lines = text.splitlines() if text is not None else []
+        lines = source_lines(text) if text is not None else []
         if 1 <= span.line <= len(lines):
             src = lines[span.line - 1].expandtabs(1)
             width = len(str(span.line))

@@ -19,7 +19,56 @@ def _err(kind: str, msg: str, span: Span | None, *notes: str) -> DpError:
     return DpError(kind, msg, span, tuple(notes))
 
 
+def unbound_error(name: str, arg: str, span: Span | None) -> DpError:
+    """A module with a module argument that has no default, named to be trained or run."""
+    return _err("arity", f"{name} needs its configuration argument '{arg}' bound to train or run "
+                f"it: write a module that uses {name}(...; {arg} = ...)", span)
+
+
 _suggest, _plural = suggest, plural
+
+
+def expr_text(e: ast.Expr, limit: int = 40) -> str:
+    """An expression as the language writes it (standard spacing, parentheses where nested),
+    for messages: never the syntax tree's repr. Longer than `limit`: its start and `...`."""
+    text = _text(e, 6)
+    return text if len(text) <= limit else text[:limit - 4].rstrip() + " ..."
+
+
+def _text(e, depth: int) -> str:
+    """Nested deeper than `depth`: `...` (an expression may be nested a thousand deep)."""
+    if depth < 0:
+        return "..."
+    d = depth - 1
+    if isinstance(e, ast.Number):
+        return e.text
+    if isinstance(e, ast.String):
+        return f'"{e.value}"'
+    if isinstance(e, ast.Name):
+        return e.name
+    if isinstance(e, ast.Neg):
+        return "-" + _inner(e.operand, d)
+    if isinstance(e, ast.BinOp):
+        return f"{_inner(e.left, d)} {e.op} {_inner(e.right, d)}"
+    if isinstance(e, ast.Apply):
+        return f"{_inner(e.func, d)} {_inner(e.arg, d)}"
+    if isinstance(e, ast.Index):
+        return f"{_inner(e.table, d)}[{_text(e.index, d)}]"
+    if isinstance(e, ast.Ascribe):
+        return f"({_text(e.expr, d)} : ...)"
+    if isinstance(e, ast.Call):
+        inside = ", ".join(_text(a, d) for a in e.args)
+        if e.kwargs:
+            inside += "; " + ", ".join(f"{k.name} = {_text(k.value, d)}" for k in e.kwargs)
+        return f"{e.func}({inside})"
+    return "an expression"
+
+
+def _inner(e, depth: int) -> str:
+    """An operand: in parentheses when it is an operation itself."""
+    text = _text(e, depth)
+    parts = isinstance(e, (ast.BinOp, ast.Apply, ast.Neg)) and text != "..."
+    return f"({text})" if parts else text
 
 
 # --- signatures -------------------------------------------------------------------------------
@@ -52,6 +101,10 @@ class _TypeBuilder:
         if isinstance(t, ast.PowType):
             base = self.tensor(t.base)
             dims = tuple(self.dim(d) for d in t.dims)
+            for d, size in zip(t.dims, dims, strict=True):
+                if isinstance(size, int) and size <= 0:
+                    raise _err("shape", f"a size must be at least 1, but this one is {size}",
+                               d.span)
             groups = (len(dims),) + (base.groups or ((len(base.shape),) if base.shape else ()))
             return Tensor(dims + base.shape, base.vocab, groups)
         raise _err("type", "a tuple type can only be the arguments of a signature", t.span)

@@ -23,6 +23,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from dp.interpreter.core import plan as _plan  # noqa: E402
+
+_plan.CHECK_PLANS = True  # every plan lowered in the tests is re-checked (plan.typecheck_plan)
+
 
 def run_dp(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 600):
     """`dp ARGS` as a user runs it: a subprocess, returning (exit code, stdout, stderr)."""

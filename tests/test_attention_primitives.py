@@ -363,11 +363,11 @@ def _attention_plan(batch=2, n=4, d=3):
     for path in ("Wq", "Wk", "Wv"):
         plan.params[path] = plan.new_var((d, d), False)
         plan.specs[path] = ParamSpec(path, (d, d), "zeros", (), None)
-    h = plan.add("layernorm", (x,), (batch, n, d), True, None, eps=1e-5)
-    q, k, v = (plan.add("linear", (h, plan.params[w]), (batch, n, d), True, None)
-               for w in ("Wq", "Wk", "Wv"))
-    a = plan.add("attention", (q, k, v), (batch, n, d), True, None, scale=0.5, causal=True)
-    plan.outputs.append(plan.add("sum", (a,), (), False, None, axes=(0, 1, 2)))
+    h = plan.add("layernorm", (x,), eps=1e-5)
+    q, k, v = (plan.add("linear", (h, plan.params[w])) for w in ("Wq", "Wk", "Wv"))
+    a = plan.add("attention", (q, k, v), scale=0.5, causal=True)
+    assert a.shape == (batch, n, d) and a.batched
+    plan.outputs.append(plan.add("sum", (a,), batched=False, axes=(0, 1, 2)))
     typecheck_plan(plan)
     return plan
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
-from dp.dsl import DpError, load_text, parse
-from dp.dsl import ast
+from dp.dsl import DpError, ast, load_text, parse
+from dp.dsl.check_graph import MAX_NESTING
 from dp.dsl.dims import resolve
+from dp.dsl.parser import MAX_DEPTH
+from dp.dsl.signatures import expr_text
+from dp.interpreter.commands.structure import describe_module
+from dp.interpreter.core.lower import lower
 
 # SequenceModel: (R^d)^n -> (R^d)^n and RNN: (R^h, R^d) -> R^h come from stdlib/sequences.dp
 SEQUENCES = """
@@ -115,3 +118,140 @@ def test_a_module_argument_must_fit_its_abstract_type():
     with pytest.raises(DpError) as info:
         load_text(text)
     assert info.value.message.startswith("Twice needs a SequenceModel for 'f', but Cell is")
+
+
+# --- how modules use one another: no cycles, a bounded nesting --------------------------------
+def _errors(text: str) -> list[tuple[str, str, int, int]]:
+    with pytest.raises(DpError) as info:
+        load_text(text, "t.dp")
+    return [(e.kind, e.message, e.span.line, e.span.col)
+            for e in getattr(info.value, "errors", [info.value])]
+
+
+WRAP = "Wrap(; f: R^4 -> R^4): R^4 -> R^4\nWrap(x; f: R^4 -> R^4) = f(x)\n"
+
+
+@pytest.mark.parametrize("text, message, line, col", [
+    ("Net: R^4 -> R^4\nNet(x) = Net(x)\n", "Net uses itself: Net -> Net", 2, 10),
+    ("Net: R^4 -> R^4\nNet(x) = relu(Net x)\n", "Net uses itself: Net -> Net", 2, 15),
+    ("A: R^4 -> R^4\nA(x) = B(x)\nB: R^4 -> R^4\nB(x) = 2 * A(x)\n",
+     "A uses itself: A -> B -> A", 4, 12),
+    ("W: R^4 -> R^4\nW(x; f: R^4 -> R^4 = W) = f(x)\n",
+     "W uses itself: W -> W (the default of 'f')", 2, 6),
+    (WRAP + "Net: R^4 -> R^4\nNet(x) = Wrap(x; f = Net)\n",
+     "Net uses itself: Net -> Net (passed to Wrap as 'f')", 4, 10),
+    (WRAP + "Net: R^4 -> R^4\nNet(x) = Wrap(x; f = Wrap(; f = Net))\n",
+     "Net uses itself: Net -> Net (passed to Wrap as 'f')", 4, 10),
+    ("Net: (R^4)^3 -> (R^4)^3\nNet(xs) = map(B, xs)\nB: R^4 -> R^4\n"
+     "B(x) = seq_mean(Net(S(x)))\nS: R^4 -> (R^4)^3\nS(x) =\n  param E: (R^4)^3 ~ glorot\n  E\n",
+     "Net uses itself: Net -> B -> Net", 4, 17),
+    ("Top: (R^4)^3 -> (R^4)^3\nTop(xs) = scan(Cell, xs)\nCell: (R^4, R^4) -> R^4\n"
+     "Cell(h, x) = h + seq_last(Top(S(x)))\nS: R^4 -> (R^4)^3\nS(x) =\n"
+     "  param E: (R^4)^3 ~ glorot\n  E\n", "Top uses itself: Top -> Cell -> Top", 4, 27),
+    ("Top: R^4 -> R^4\nTop(x) = repeat(2, B, x)\nB: R^4 -> R^4\nB(x) = x + Top(x)\n",
+     "Top uses itself: Top -> B -> Top", 4, 12),
+])
+def test_a_module_that_uses_itself_is_an_error_at_the_use_that_closes_the_cycle(
+        text, message, line, col):
+    assert _errors(text) == [("type", message, line, col)]
+
+
+def _chain(levels: int, last: str = "relu(x)", link: str = "{}(x)") -> str:
+    """M0 uses M1 ... uses M{levels - 1}: `levels` modules nested in one another."""
+    out = [f"M{i}: R^4 -> R^4\nM{i}(x) = {link.format(f'M{i + 1}')}\n"
+           for i in range(levels - 1)]
+    return "".join(out) + f"M{levels - 1}: R^4 -> R^4\nM{levels - 1}(x) = {last}\n"
+
+
+def test_modules_nest_at_most_the_limit_and_deeper_is_one_error_at_the_use_too_deep():
+    assert MAX_NESTING == 200
+    load_text(_chain(MAX_NESTING))
+    for levels in (MAX_NESTING + 1, 3000):
+        assert _errors(_chain(levels)) == [(
+            "limit", "M200 is nested 201 modules deep here, more than the limit of 200: "
+            "M0 -> M1 -> ... -> M199 -> M200", 2 * 199 + 2, 11)]
+
+
+@pytest.mark.parametrize("link", ["{}(x)", "Wrap(x; f = {})", "repeat(1, {}, x)",
+                                  "relu(relu(relu({}(x))))"])
+def test_lowering_reaches_the_nesting_limit(link):
+    """The frames lowering takes per level of modules (at most 8 measured, through a module
+    argument) fit in the recursion limit the parser sets, at the deepest nesting allowed."""
+    last = "relu(W x)\n  param W: R^(4, 4) ~ glorot"
+    tprog = load_text(WRAP + _chain(MAX_NESTING, last, link))
+    (path,) = lower(tprog, "M0", 2).specs  # one parameter, under every level's site
+    sites = {"{}(x)": "m{}", "Wrap(x; f = {})": "wrap.f", "repeat(1, {}, x)": "m{}1"}
+    site = sites.get(link, "m{}")
+    assert path == ".".join(["M0"] + [site.format(i) for i in range(1, MAX_NESTING)] + ["W"])
+
+
+def test_nesting_counts_the_expressions_around_each_use_too():
+    """Lowering recurses through expressions as through modules: 33 modules, each used inside
+    30 calls of relu, are 1 + 32 * 31 = 993 levels and lower; 34 are 1,024, too deep."""
+    link = "relu(" * 30 + "{}(x)" + ")" * 30
+    last = "relu(" * 900 + "W x" + ")" * 900 + "\n  param W: R^(4, 4) ~ glorot"
+    (path,) = lower(load_text(_chain(33, last, link)), "M0", 2).specs
+    assert path.count(".") == 33
+    assert _errors(_chain(34, "relu(x)", link)) == [(
+        "limit", f"M33 is nested 1024 levels deep here, more than the limit of {MAX_DEPTH}: "
+        "M0 -> M1 -> ... -> M32 -> M33", 66, 160)]
+
+
+# --- a module argument with no default ----------------------------------------------------------
+def test_a_module_with_an_open_argument_checks_and_is_described_with_it():
+    tprog = load_text(WRAP, "t.dp")
+    lines = describe_module(tprog, tprog.defs["Wrap"])
+    assert lines == ["Wrap: R^4 -> R^4", "  f = f: R^4 -> R^4",
+                     "  module argument f: R^4 -> R^4, bound where Wrap is used"]
+    with pytest.raises(DpError) as info:
+        lower(tprog, "Wrap", 1)
+    assert info.value.message == ("Wrap needs its configuration argument 'f' bound to train or "
+                                  "run it: write a module that uses Wrap(...; f = ...)")
+
+
+def test_a_module_with_an_open_argument_cannot_be_run_by_a_run_block():
+    text = WRAP + "run:\n  print time(Wrap, random(n = 8))\n"
+    assert _errors(text) == [(
+        "arity", "Wrap needs its configuration argument 'f' bound to train or run it: "
+        "write a module that uses Wrap(...; f = ...)", 4, 14)]
+
+
+# --- messages show expressions as they are written --------------------------------------------
+def test_an_initializer_that_is_not_a_name_or_call_is_shown_as_written():
+    text = "P: R^8 -> R^8\nP(x) = x + b\n  param b: R^8 ~ y \"\"\n"
+    assert _errors(text) == [("syntax", "an initializer is a name or a call, like glorot or "
+                              "normal(0.02), but this is y \"\"", 3, 18)]
+
+
+@pytest.mark.parametrize("src, text", [
+    ("-(a + b) @ W x", "(-(a + b)) @ (W x)"),
+    ("f(a, 1.5; k = g(x), m = 2)", "f(a, 1.5; k = g(x), m = 2)"),
+    ("E[t] * (x : R^4)", "E[t] * (x : ...)"),
+    ("f(" * 30 + "x" + ")" * 30, "f(f(f(f(f(f(f(...)))))))"),
+    ("a + " * 40 + "a", "((((((... + ...) + a) + a) + a) + a) ..."),
+])
+def test_expressions_in_messages_are_source_text_never_the_tree(src, text):
+    expr = parse(f"P: R -> R\nP(x) = {src}\n").items[1].body[-1].expr
+    assert expr_text(expr) == text
+
+
+def test_a_parameter_named_like_a_module_is_the_parameter():
+    """A user's module named W must not turn the standard library's `W x` into a call."""
+    tprog = load_text("W: R^4 -> R^4\nW(x) = relu(x)\nNet: R^4 -> R^2\n"
+                      "Net(x) = FeedForward(W(x))\n")
+    assert set(tprog.defs) >= {"W", "Net"}
+
+
+# --- sizes are at least 1 ---------------------------------------------------------------------
+@pytest.mark.parametrize("text, message, line, col", [
+    ("Net: R^(4 - 4) -> R\nNet(x) = sum(x)\n", "a size must be at least 1, but this one is 0",
+     1, 9),
+    ("Net: R^(1, 2, 2) -> R\nNet(x) = sum(OverlapPool(x))\n",
+     "OverlapPool cannot be used here: it would give R^(1, 0, 0), but every size must be at "
+     "least 1", 2, 14),
+    ("P: R^n -> R^(n - 3)\nP(x) = W x\n  param W: R^(n - 3, n) ~ glorot\n"
+     "Net: R^2 -> R\nNet(x) = sum(P(x))\n",
+     "P cannot be used here: it would give R^-1, but every size must be at least 1", 5, 14),
+])
+def test_a_size_of_zero_or_less_is_an_error_where_it_arises(text, message, line, col):
+    assert _errors(text) == [("shape", message, line, col)]

@@ -295,12 +295,14 @@ def _cnn_plan(batch=2, c=2, h=7, w=6, c2=3, k=3):
         plan.params[path] = plan.new_var(shape, False)
         plan.specs[path] = ParamSpec(path, shape, "zeros", (), None)
     W, b = plan.params["W"], plan.params["b"]
-    h1 = plan.add("conv2d", (x, W, b), (batch, c2, h, w), True, None, stride=1, padding=1)
-    h2 = plan.add("relu", (h1,), h1.shape, True, None)
+    h1 = plan.add("conv2d", (x, W, b), stride=1, padding=1)
+    assert h1.shape == (batch, c2, h, w)
+    h2 = plan.add("relu", (h1,))
     ph, pw = (h - 3) // 2 + 1, (w - 3) // 2 + 1
-    h3 = plan.add("maxpool2d", (h2,), (batch, c2, ph, pw), True, None, size=3, stride=2)
-    h4 = plan.add("reshape", (h3,), (batch, c2 * ph * pw), True, None, shape=(batch, -1))
-    plan.outputs.append(plan.add("sum", (h4,), (), False, None, axes=(0, 1)))
+    h3 = plan.add("maxpool2d", (h2,), size=3, stride=2)
+    h4 = plan.add("reshape", (h3,), shape=(batch, -1))
+    assert h3.shape == (batch, c2, ph, pw) and h4.shape == (batch, c2 * ph * pw)
+    plan.outputs.append(plan.add("sum", (h4,), batched=False, axes=(0, 1)))
     typecheck_plan(plan)
     return plan
 

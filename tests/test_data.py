@@ -9,8 +9,9 @@ import pytest
 
 from dp.dsl.errors import DpError, Span
 from dp.interpreter.data import dataset as data
-from dp.interpreter.data.dataset import (Dataset, batches, load_csv, load_digits,
-                                         load_digits_images, load_npz)
+from dp.interpreter.data.csv_file import load_csv
+from dp.interpreter.data.dataset import Dataset, batches, load_digits, load_digits_images
+from dp.interpreter.data.npz import load_npz
 
 SPAN = Span("prog.dp", 3, 5, 3, 20)
 
@@ -350,8 +351,7 @@ def test_no_raw_exception_on_garbage(tmp_path):
 
 
 def test_module_exports():
-    assert set(data.__all__) >= {"Dataset", "load_digits", "load_digits_images", "load_npz",
-                                 "load_csv", "batches"}
+    assert set(data.__all__) >= {"Dataset", "load_digits", "load_digits_images", "batches"}
     assert os.path.exists(data.DIGITS_FILE)
 
 

@@ -166,6 +166,11 @@ for _q, _k, _v, _causal, _heads in [
 ]:
     CASES.append(Case("attention", (_u(*_q), _u(*_k), _u(*_v)),
                       {"scale": 0.7, "causal": _causal, "heads": _heads}))
+# split_heads [..., n, H*e] -> [..., H, n, e] and join_heads back (a reshape and a swap of axes).
+CASES += [Case("split_heads", (_u(*s),), {"heads": h})
+          for s, h in [((2, 3, 4), 2), ((1, 1), 1), ((3, 6), 3), ((2, 2, 4, 6), 3)]]
+CASES += [Case("join_heads", (_u(*s),), {"heads": s[-3]})
+          for s in [(2, 2, 3, 2), (1, 1, 1), (3, 4, 2), (2, 2, 3, 4, 1)]]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

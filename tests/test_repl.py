@@ -17,12 +17,11 @@ import zlib
 import numpy as np
 import pexpect
 import pytest
-
 from conftest import ROOT, dp_here
 from dp.dsl.loader import load
 from dp.interpreter.commands import repl
-from dp.interpreter.data.dataset import load_digits
 from dp.interpreter.core.model import Model
+from dp.interpreter.data.dataset import load_digits
 from dp.interpreter.training.train import load_trained
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -68,7 +67,7 @@ def _values(printed: str) -> np.ndarray:
 
 
 def _random_value(name: str, shape, seed: int = 0) -> np.ndarray:
-    """What `name: R^shape` draws (interpreter/repl.py, Session._random)."""
+    """What `name: R^shape` draws (commands/repl_values.py, random_value)."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     return rng.standard_normal(shape, np.float32)
 
@@ -239,7 +238,7 @@ def _session() -> repl.Session:
 def test_an_unexpected_exception_is_an_internal_error_and_the_session_goes_on(monkeypatch):
     s = _session()
     s.feed("v: R^3")
-    monkeypatch.setattr(repl, "lower", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(repl, "Model", lambda *a, **k: 1 / 0)
     s.feed("v + 1")
     monkeypatch.undo()
     s.feed("v + 1")
@@ -289,3 +288,19 @@ def test_syntax_errors_point_at_the_input(line, message):
     err = s.err.getvalue()
     assert err.startswith(message) and "  --> <repl>:1:" in err
     assert f" 1 | {line}\n" in err
+
+
+def test_every_call_in_an_expression_has_the_parameters_of_a_model_of_its_callee():
+    s = _session()
+    for line in ("Mix: (R^3, R^3) -> R^3", "Mix(a, b) = W a + b", "  param W: R^(3, 3) ~ glorot",
+                 "", "u: R^3", "v: R^3", "y = Mix(u, v) - 2 * Mix(v, u)"):
+        s.feed(line)
+    assert s.err.getvalue() == ""
+    model = Model(s.tprog, "Mix")  # a module of two arguments, run by the same class
+    model.init(0)
+    u, v = s.values["u"].array[None], s.values["v"].array[None]
+    want = model.predict(u, v)[0] - 2 * model.predict(v, u)[0]
+    np.testing.assert_allclose(s.values["y"].array, want, rtol=1e-5)
+    assert not model.load_part("Mix.", {"V": np.zeros((3, 3), np.float32)})  # not its paths
+    assert model.load_part("Mix.", {"W": np.eye(3, dtype=np.float32)})
+    np.testing.assert_allclose(model.predict(u, v)[0], u[0] + v[0], rtol=1e-6)

@@ -396,11 +396,12 @@ def _lm_plan(batch=2, n=5, vocab=6, d=3, h=4):
         plan.params[path] = plan.new_var(shape, False)
         plan.specs[path] = ParamSpec(path, shape, "zeros", (), None)
     p = plan.params
-    x = plan.add("embed", (ids, p["E"]), (batch, n, d), True, None)
-    xp = plan.add("linear", (x, p["V"]), (batch, n, 4 * h), True, None)
-    xp = plan.add("add", (xp, p["b"]), (batch, n, 4 * h), True, None)
-    hs = plan.add("lstm_scan", (xp, p["U"]), (batch, n, h), True, None)
-    plan.outputs.append(plan.add("sum", (hs,), (), False, None, axes=(0, 1, 2)))
+    x = plan.add("embed", (ids, p["E"]))
+    xp = plan.add("linear", (x, p["V"]))
+    xp = plan.add("add", (xp, p["b"]))
+    hs = plan.add("lstm_scan", (xp, p["U"]))
+    assert (x.shape, xp.shape, hs.shape) == ((batch, n, d), (batch, n, 4 * h), (batch, n, h))
+    plan.outputs.append(plan.add("sum", (hs,), batched=False, axes=(0, 1, 2)))
     typecheck_plan(plan)
     return plan
 

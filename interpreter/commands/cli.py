@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = _parser().parse_args(argv)
+        if debug:  # re-check every plan lowering and fusion build (a bug shows where it is made)
+            from dp.interpreter.core import plan
+            plan.CHECK_PLANS = True
         from . import handlers as commands
 
         return getattr(commands, args.command)(args)

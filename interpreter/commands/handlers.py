@@ -101,13 +101,13 @@ def _untrained(tprog: T.TProgram, seed: int) -> dict[str, Model]:
 
 
 def show(args) -> int:
-    from .diagram import show_cmd
+    from .diagram_draw import show_cmd
 
     return show_cmd(args)
 
 
 def repl(args) -> int:
-    from .repl import repl_main
+    from .repl_terminal import repl_main
 
     return repl_main(args.files)
 

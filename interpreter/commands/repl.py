@@ -3,50 +3,41 @@
 The session keeps a checked environment, the standard library, the programs loaded and the
 declarations typed so far, as one list of items checked whole after every change: a change
 that does not check is refused and the environment stays as it was. It also keeps named
-values. An expression is evaluated as a module of its own, `the expression(x, ...) = E` over
-the named values, checked by the real checker, lowered at batch 1 and executed. Each module
-call in it starts from the session's seed, as a model of that module alone would, so
-`Digits(x)` gives here what `Model(Digits).init(seed)` gives, the same every time, until
-Digits changes. Everything typed is one source file, `<repl>`, a line per input, so errors
-point at the input as typed.
+values (repl_values.py). An expression is evaluated as a module of its own, `the
+expression(x, ...) = E` over the named values, checked by the real checker and run by a
+`Model` of it, as training and `dp run` run a module. Each module call in it starts from the
+session's seed, as a model of that module alone would, so `Digits(x)` gives here what
+`Model(Digits).init(seed)` gives, the same every time, until Digits changes. Everything typed
+is one source file, `<repl>`, a line per input, so errors point at the input as typed. The
+terminal around a session is repl_terminal.py.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
-import zlib
-from dataclasses import dataclass
 
 import numpy as np
 from dp.dsl import ast
-from dp.dsl.blocks import SOURCES
-from dp.dsl.check_sources import check_source
-from dp.dsl.checker import check, check_expr, concrete_type
+from dp.dsl.builtins import BUILTINS
+from dp.dsl.checker import check, check_expr
 from dp.dsl.errors import DpError, Span, format_error
 from dp.dsl.errors import suggest as _suggest
 from dp.dsl.loader import read_program, stdlib_programs
 from dp.dsl.parser import parse, parse_input
-from dp.dsl.builtins import BUILTINS
 from dp.dsl.types import Tensor
-from dp.interpreter.core.execute import Executable
-from dp.interpreter.core.lower import BYTES_LIMIT, lower
-from dp.interpreter.core.model import greedy
-from dp.interpreter.core.params import allocate, initialize
-from dp.interpreter.data.sources import dataset
+from dp.interpreter.core.model import Model
 from dp.interpreter.training.checkpoint import load_checkpoint
 from dp.interpreter.training.train import checkpoint_path
-from prompt_toolkit.completion import Completer, Completion
 
 from .internal_error import internal_error
+from .repl_values import EXAMPLES, Value, example, is_example, random_value
 from .structure import describe_module, module_sites, param_table, site_name
 
 FILE = "<repl>"
 EXPR = "the expression"  # the module an expression runs as: not a name a program can declare
 PROMPT, MORE = "dp> ", "... "
-EXAMPLES = ("digits", "npz", "csv")  # the data sources a value can be one example of
 HELP = """\
   x: R^(3, 4)           a value of that type: standard normal numbers (t: Token[10]^5: ids)
   x = EXPR              the value of an expression, or one example of data:
@@ -63,11 +54,6 @@ HELP = """\
   :help                 this text
   :quit                 leave (or Ctrl-D)"""
 
-
-@dataclass(frozen=True)
-class Value:
-    type: Tensor
-    array: np.ndarray  # one example: the type's shape; token ids are int64
 
 
 class Session:
@@ -130,7 +116,7 @@ class Session:
         elif isinstance(entry, ast.Ascribe) and isinstance(entry.expr, ast.Name):
             self._random(entry.expr, entry.type)
         elif isinstance(entry, ast.Name) and self._is_module(entry.name):
-            self._say("\n".join(self._describe(entry.name)))
+            self.say("\n".join(self._describe(entry.name)))
         else:
             self._show(*self.evaluate(entry))
         return True
@@ -162,11 +148,11 @@ class Session:
         for name in names:
             self.trained.pop(name, None)
         if loaded is not None:
-            self._say(f"loaded {loaded}: {', '.join(names) or 'no modules'}")
+            self.say(f"loaded {loaded}: {', '.join(names) or 'no modules'}")
             return
         for name in names:
             again = name in old.signatures or name in old.abstracts
-            self._say(f"{'redefined' if again else 'defined'} {self._sig_line(name)}")
+            self.say(f"{'redefined' if again else 'defined'} {self._sig_line(name)}")
 
     def load(self, path: str) -> None:
         """A program's modules, and the parameters its train block saved, if it has run."""
@@ -182,8 +168,8 @@ class Session:
             tensors, meta = load_checkpoint(ckpt)
             self.trained[name] = {k[len(name) + 1:]: v for k, v in tensors.items()
                                   if k.startswith(name + ".")}
-            self._say(f"{name} runs with the parameters trained in {ckpt} (step "
-                      f"{meta.get('step', '?')})")
+            self.say(f"{name} runs with the parameters trained in {ckpt} (step "
+                     f"{meta.get('step', '?')})")
 
     def _is_module(self, name: str) -> bool:
         return name in self.tprog.signatures or name in self.tprog.abstracts
@@ -201,20 +187,7 @@ class Session:
 
     # --- values
     def _random(self, name: ast.Name, t: ast.TypeAst) -> None:
-        """`x: T`: random numbers from the seed and the name, so the same line gives the same
-        x in any session (token ids uniformly from the vocabulary)."""
-        tensor = concrete_type(t)
-        if 4 * math.prod(tensor.shape) > BYTES_LIMIT:
-            raise DpError("resource", f"{tensor} needs {4 * math.prod(tensor.shape) / 2**30:.1f} "
-                          f"GiB, more than the limit of {BYTES_LIMIT / 2**30:.0f} GiB", t.span)
-        rng = np.random.default_rng([self.seed, zlib.crc32(name.name.encode())])
-        if tensor.vocab is None:
-            array = np.asarray(rng.standard_normal(tensor.shape, np.float32))
-            note = f", standard normal (seed {self.seed})"
-        else:
-            array = np.asarray(rng.integers(0, tensor.vocab, tensor.shape), np.int64)
-            note = f", random tokens (seed {self.seed})"
-        self._value(name.name, name.span, tensor, array, note)
+        self._value(name.name, name.span, *random_value(name.name, t, self.seed))
 
     def _value(self, name: str, span: Span, t: Tensor, array: np.ndarray, note: str) -> None:
         if self._is_module(name) or name in BUILTINS:
@@ -223,44 +196,30 @@ class Session:
         self._show(t, array, note, name)
 
     def evaluate(self, e: ast.Expr) -> tuple[Tensor, np.ndarray, str]:
-        """The expression's type and value: checked, lowered and run as a module whose inputs
-        are the session's values."""
-        if _is_example(e):
-            return self._example(e)
-        tprog = self._check(e)
-        plan = lower(tprog, EXPR, 1, e.span)
-        _, views = allocate(plan.specs)
-        for group in _by_call(plan.specs):
-            initialize(group, views, np.random.default_rng(self.seed))
-        self._use_trained(tprog, plan.specs, views)
-        ex = Executable(plan)
-        ex.bind(views)
+        """The expression's type and value: checked and run as a module whose inputs are the
+        session's values, its parameters from the seed as a model of each callee would have."""
+        if is_example(e):
+            return example(e)
+        model = Model(self._check(e), EXPR, e.span)
+        model.init(self.seed, each_call=True)
+        self._use_trained(model)
         inputs = [np.zeros(1, np.float32)] + [v.array[None] for v in self.values.values()]
         with np.errstate(all="ignore"):
-            if plan.previous is None:
-                out = np.array(ex.outputs(ex.forward(*inputs))[0][0])
-            else:  # it writes its output a token at a time (SequenceToSequence)
-                out = greedy(ex, inputs, plan.outputs[0].shape[1:])[0]
-        self.last_specs = plan.specs
-        t = tprog.signatures[EXPR].result
+            out = model.predict(*inputs)[0]
+        self.last_specs = model.specs
+        t = model.sig.result
         if t.vocab is not None and out.ndim == t.rank + 1:  # scores over the vocabulary
             return t, out.argmax(axis=-1), ", the most likely tokens"
         return t, out, ""
 
-    def _use_trained(self, tprog, specs: dict, views: dict) -> None:
+    def _use_trained(self, model: Model) -> None:
         """A call of a module loaded with its checkpoint runs with the trained parameters
         (while its parameters are still the checkpoint's: same paths, same shapes)."""
-        tdef = tprog.defs[EXPR]
+        tdef = model.tprog.defs[EXPR]
         for call, _ in module_sites(tdef):
             trained = self.trained.get(call.callee.name)
-            if not trained:
-                continue
-            prefix = f"{EXPR}.{site_name(tdef, call)}."
-            mine = {p[len(prefix):]: p for p in specs if p.startswith(prefix)}
-            if mine.keys() == trained.keys() and all(
-                    views[p].shape == trained[k].shape for k, p in mine.items()):
-                for k, p in mine.items():
-                    views[p][...] = trained[k]
+            if trained:
+                model.load_part(f"{EXPR}.{site_name(tdef, call)}.", trained)
 
     def _check(self, e: ast.Expr):
         """Every value is an input (unused ones cost nothing), so a misspelt name gets a
@@ -268,32 +227,6 @@ class Session:
         constant result the first input's shape (`2 + 3` runs as `zero + 5`)."""
         inputs = {"<zero>": Tensor(())} | {n: v.type for n, v in self.values.items()}
         return check_expr(_programs(self.items), EXPR, inputs, e)
-
-    def _example(self, e: ast.Index | ast.Ascribe) -> tuple[Tensor, np.ndarray, str]:
-        """One example of a data set; `digits(split = test)[0] : R^(1, 8, 8)` lays its values
-        out in another type of the same size, row-major, as a model's input would be."""
-        want = concrete_type(e.type) if isinstance(e, ast.Ascribe) else None
-        e = e.expr if isinstance(e, ast.Ascribe) else e
-        source = check_source(e.table)
-        if source.kind not in EXAMPLES:
-            raise DpError("value", "a value can be one example of digits(...), "
-                          f"npz(\"file.npz\") or csv(\"file.csv\"), not of {source.kind}(...)",
-                          source.span)
-        ds = dataset(source, ".")
-        number = isinstance(e.index, ast.Number) and e.index.value.is_integer()
-        i = int(e.index.value) if number else -1
-        if not 0 <= i < len(ds):
-            raise DpError("value", f"{ds.name} has {len(ds):,} examples, numbered 0 to "
-                          f"{len(ds) - 1}", e.index.span)
-        x = np.ascontiguousarray(ds.x[i], np.float32)
-        t = Tensor(x.shape)
-        if want is not None:
-            if want.vocab is not None or math.prod(want.shape) != x.size:
-                raise DpError("data", f"the examples of {ds.name} are {t}, {x.size} values, "
-                              f"which cannot be laid out as {want}", e.span)
-            t, x = want, x.reshape(want.shape)
-        label = f", label {ds.y[i]}" if ds.y is not None and ds.y.ndim == 1 else ""
-        return t, x, f", example {i} of {ds.name}{label}"
 
     # --- commands
     def _command(self, text: str, line: int) -> bool:
@@ -315,20 +248,20 @@ class Session:
         if isinstance(e, ast.Let):
             raise DpError("usage", ":type takes an expression, not a binding", e.span)
         if isinstance(e, ast.Name) and self._is_module(e.name):
-            self._say(self._sig_line(e.name))
+            self.say(self._sig_line(e.name))
             return
-        t = self._example(e)[0] if _is_example(e) else self._check(e).signatures[EXPR].result
+        t = example(e)[0] if is_example(e) else self._check(e).signatures[EXPR].result
         shown = e.expr if isinstance(e, ast.Ascribe) else e
-        self._say(f"{rest[:shown.span.end_col - col]} : {t}")
+        self.say(f"{rest[:shown.span.end_col - col]} : {t}")
 
     def _cmd_params(self, rest: str, line: int, col: int) -> None:
         if not rest:
             if self.last_specs is None:
-                self._say("no expression has run yet: :params MODULE, or run one first")
+                self.say("no expression has run yet: :params MODULE, or run one first")
                 return
             prefix = len(EXPR) + 1
-            self._say("\n".join(param_table({p[prefix:]: s for p, s in
-                                             self.last_specs.items()})))
+            self.say("\n".join(param_table({p[prefix:]: s for p, s in
+                                            self.last_specs.items()})))
             return
         span = Span(FILE, line, col, line, col + len(rest))
         if rest not in self.tprog.defs:
@@ -337,11 +270,11 @@ class Session:
         tdef = self.tprog.defs[rest]
         if any(not isinstance(d, int) for t in tdef.sig.args + (tdef.sig.result,)
                for d in t.shape):
-            self._say("\n".join(self._describe(rest) + [
+            self.say("\n".join(self._describe(rest) + [
                 "  (its sizes are open: run it in an expression, then :params shows them)"]))
             return
-        self._say("\n".join([self._sig_line(rest)] +
-                            param_table(lower(self.tprog, rest, 1, span).specs)))
+        self.say("\n".join([self._sig_line(rest)] +
+                           param_table(Model(self.tprog, rest, span).specs)))
 
     def _cmd_load(self, rest: str, line: int, col: int) -> None:
         self.load(rest)
@@ -351,10 +284,10 @@ class Session:
             raise DpError("usage", "the seed is a whole number, e.g. :seed 1",
                           Span(FILE, line, col, line, col + len(rest)))
         self.seed = int(rest)
-        self._say(f"seed {self.seed}: module parameters and new random values come from it")
+        self.say(f"seed {self.seed}: module parameters and new random values come from it")
 
     def _cmd_help(self, rest: str, line: int, col: int) -> None:
-        self._say(HELP.format(seed=self.seed))
+        self.say(HELP.format(seed=self.seed))
 
     def _cmd_quit(self, rest: str, line: int, col: int) -> bool:
         return False
@@ -367,15 +300,15 @@ class Session:
 
     def _show(self, t: Tensor, array: np.ndarray, note: str, name: str | None = None) -> None:
         head = f"{name} : {t}" if name else str(t)
-        self._say(f"{head}  shape {array.shape}{note}")
-        self._say(np.array2string(array, precision=4, suppress_small=True, threshold=32,
-                                  edgeitems=4, max_line_width=96))
+        self.say(f"{head}  shape {array.shape}{note}")
+        self.say(np.array2string(array, precision=4, suppress_small=True, threshold=32,
+                                 edgeitems=4, max_line_width=96))
 
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
     def guard(self, fn, *args) -> bool:
-        """Run one input; show any error as DESIGN section 6 says and go on."""
+        """Run one input; show any error as docs/language.md describes and go on."""
         try:
             return fn(*args) is not False
         except DpError as err:
@@ -403,99 +336,3 @@ def _programs(items) -> list[ast.Program]:
 
 def _reach(err: DpError) -> tuple[int, int]:
     return (err.span.line, err.span.col) if err.span else (0, 0)
-
-
-def _is_example(e) -> bool:
-    """`digits(split = test)[0]`, perhaps with a type: one example of a data source."""
-    if isinstance(e, ast.Ascribe):
-        e = e.expr
-    return (isinstance(e, ast.Index) and isinstance(e.table, ast.Call)
-            and e.table.func in SOURCES)
-
-
-def _by_call(specs: dict) -> list[dict]:
-    """The parameters of each module call of the expression (`the expression.digits.W`)."""
-    groups: dict[str, dict] = {}
-    for path, spec in specs.items():
-        groups.setdefault(path.split(".")[1], {})[path] = spec
-    return list(groups.values())
-
-
-# --- the terminal ---------------------------------------------------------------------------
-class _Names(Completer):
-    """Tab completes the names a session knows, and :commands at the start of a line."""
-
-    def __init__(self, session: Session):
-        self.session = session
-
-    def get_completions(self, document, complete_event):
-        m = re.search(r"^\s*:\w*$|[A-Za-z_]\w*$", document.text_before_cursor)
-        if m is None:
-            return
-        word = m.group().strip()
-        names = [":" + c for c in COMMANDS] if word.startswith(":") else self.session.names()
-        for name in names:
-            if name.startswith(word) and name != word:
-                yield Completion(name, start_position=-len(word))
-
-
-def _history():
-    """$XDG_STATE_HOME/dp/repl_history (~/.local/state by default), else none kept."""
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
-
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                             ".local", "state")
-    path = os.path.join(state, "dp", "repl_history")
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        open(path, "a").close()
-        return FileHistory(path)
-    except OSError:
-        return InMemoryHistory()
-
-
-def _terminal_reader(session: Session):
-    from prompt_toolkit import PromptSession
-    from prompt_toolkit.shortcuts import CompleteStyle
-
-    prompt = PromptSession(history=_history(), completer=_Names(session),
-                           complete_while_typing=False,
-                           complete_style=CompleteStyle.READLINE_LIKE)
-    return prompt.prompt
-
-
-def _plain_reader(prompt: str) -> str:
-    """Lines from a pipe or a file: no prompts, no terminal codes (typed lines whose answers
-    go to a pipe get plain prompts on stderr)."""
-    if sys.stdin.isatty():
-        print(prompt, end="", file=sys.stderr, flush=True)
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError
-    return line.rstrip("\n")
-
-
-def repl_main(files: list[str]) -> int:
-    """0 when the session ends (:quit, Ctrl-D, end of input); 1 when input that did not come
-    from a terminal had an error, so a script of REPL lines can be checked."""
-    session = Session()
-    for path in files:
-        session.guard(session.load, path)
-    interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    read = _terminal_reader(session) if interactive else _plain_reader
-    if interactive:
-        session._say("dp repl: the standard library is loaded. :help shows what to type; "
-                     ":quit or Ctrl-D leaves.")
-    while True:
-        try:
-            text = read(MORE if session.pending else PROMPT)
-        except EOFError:
-            break
-        except KeyboardInterrupt:  # Ctrl-C at the prompt drops the line and what is pending
-            session.pending = []
-            continue
-        if not session.feed(text):
-            break
-    if session.pending:
-        session.finish()
-    return 1 if session.failed and not interactive else 0

@@ -56,10 +56,21 @@ def is_concrete(sig: ModSig) -> bool:
                for d in t.shape + ((t.vocab,) if t.vocab is not None else ()))
 
 
+def open_config(tdef: T.TDef) -> list[T.TConfigParam]:
+    """The module arguments with no default: bound only where the module is used."""
+    return [c for c in tdef.config if c.default is None]
+
+
+def is_closed(tdef: T.TDef) -> bool:
+    """Whether the module can be lowered on its own: concrete sizes, every argument bound."""
+    return is_concrete(tdef.sig) and not open_config(tdef)
+
+
 def open_sizes(tdef: T.TDef) -> list[str]:
-    """The dimension names a generic module's parameter counts wait for."""
+    """What a generic module's parameter counts wait for: dimension names, module arguments."""
     known = {var for _, var, default in tdef.sizes if default is not None}
-    return [v.name for v in tdef.sig.dims if v not in known]
+    return [v.name for v in tdef.sig.dims if v not in known] + [
+        f"the module argument {c.name}" for c in open_config(tdef)]
 
 
 def _defaults(tdef: T.TDef) -> dict:
@@ -139,7 +150,7 @@ class Scope:
 def param_counts(tprog: T.TProgram, tdef: T.TDef) -> dict[str, int] | None:
     """Parameter path -> number of values, as lowering allocates them; None when the module's
     sizes are not concrete (a generic module: counts need sizes)."""
-    if not is_concrete(tdef.sig):
+    if not is_closed(tdef):
         return None
     specs = lower(tprog, tdef.name, 1, tdef.span).specs
     return {path: math.prod(spec.shape) for path, spec in specs.items()}
@@ -207,7 +218,8 @@ def describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
         callee_sig = (tprog.signatures.get(c.callee.name) if isinstance(c.callee, T.GlobalMod)
                       else None)
         if callee_sig is None:
-            lines.append(f"  {site}: {c.callee.name}")
+            declared = next((x.sig for x in tdef.config if x.name == c.callee.name), None)
+            lines.append(f"  {site} = {c.callee.name}: {_config_sig(declared)}")
             continue
         given = {v.name: resolve(fv, tdef.subst) for v, fv in c.dims}
         sig = callee_sig.substitute({v: resolve(fv, tdef.subst) for v, fv in c.dims})
@@ -215,9 +227,15 @@ def describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
         parts += [f"{k} = {v.name}" for k, v in getattr(c.callee, "config", ())]
         config = "; " + ", ".join(parts) if parts else ""
         lines.append(f"  {site} = {c.callee.name}: {sig}{config}")
-    if is_concrete(tdef.sig):
+    if is_closed(tdef):
         return lines + param_table(lower(tprog, tdef.name, 1, tdef.span).specs)
+    lines += [f"  module argument {c.name}: {_config_sig(c.sig)}, bound where {tdef.name} is "
+              "used" for c in open_config(tdef)]
     return lines + [f"  param {p.name}: {p.type} ~ {p.init}" for p in tdef.params]
+
+
+def _config_sig(sig) -> str:
+    return "any module" if sig is None else str(sig)
 
 
 def param_table(specs: dict) -> list[str]:

@@ -1,39 +1,32 @@
 """Stage 3, last step: rewrite chains of primitives in the plan as the fused kernels that pay.
 
-- `softmax(causal_mask(s))` -> `causal_softmax(s)`. The causal mask exists only here: it is
-  not a primitive of its own (masked scores are -inf, which no later op but softmax takes
-  well), so a `causal(...)` that does not go straight into softmax is an error.
 - `add(linear(x, W), b)` with b a parameter vector -> `linear(x, W, b)` (`W x + b`).
 - `relu(linear(...))` -> `linear(...; relu)` (FeedForward's `relu(W x + b)`): one pass less
   each way, and no pre-activation kept.
 - `add(mul(layernorm(x), g), b)` with g, b parameter vectors -> `layernorm(x, g, b)`
   (LayerNorm's `g * normalize(x) + b`).
-- Attention as the language writes it, `softmax(causal?(q @ transpose(k) / c)) @ v`, ->
-  `attention(q, k, v; scale = 1 / c, causal)`: one primitive that keeps only the weights for
-  its backward, instead of five that keep every intermediate.
-- `join_heads(attention(split_heads(q), split_heads(k), split_heads(v)))` (the reshapes to
-  [..., n, H, e] and the transposes to [..., H, n, e], and back) -> `attention(q, k, v;
-  heads = H)`, which reads the heads in place: no copies of q, k, v or out, nor of their
-  gradients.
+- Attention as the language writes it, `softmax(causal?(q @ transpose(k) / c)) @ v` (lowering
+  makes `softmax(causal(s))` the primitive `causal_softmax(s)`), -> `attention(q, k, v;
+  scale = 1 / c, causal)`: one primitive that keeps only the weights for its backward,
+  instead of five that keep every intermediate.
+- `join_heads(attention(split_heads(q; heads = H), split_heads(k; heads = H),
+  split_heads(v; heads = H)); heads = H)` -> `attention(q, k, v; heads = H)`, which reads the
+  heads in place: no copies of q, k, v or out, nor of their gradients.
 
-A chain is fused only when each of its intermediate values has no other use.
+A chain is fused only when each of its intermediate values has no other use. The plan is
+re-checked after each kind of rewrite when plan.CHECK_PLANS is on.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
-from dp.dsl.errors import DpError
-
-from .plan import Const, Eqn, Plan, Var
+from .plan import Const, Eqn, Plan, PlanError, Var, check_plan, rule_shape
 
 
 def fuse(plan: Plan) -> None:
     _Fuser(plan).run()
-    for e in plan.eqns:
-        if e.prim == "causal_mask":
-            raise DpError("type", "causal(...) masks scores for a softmax: write "
-                          "softmax(causal(scores))", e.span)
+    check_plan(plan)
 
 
 class _Fuser:
@@ -45,35 +38,31 @@ class _Fuser:
         self.dropped: set[int] = set()
 
     def run(self) -> None:
-        eqns = self.plan.eqns
-        for i, e in enumerate(eqns):
-            if e.prim == "softmax":
-                mask = self._only(e.inputs[0], "causal_mask")
-                if mask is not None:
-                    eqns[i] = self.made[e.out.id] = Eqn("causal_softmax", mask.inputs, (),
-                                                         e.out, e.span)
-                    self.dropped.add(id(mask))
-        for i, e in enumerate(eqns):
-            if e.prim == "add" and all(isinstance(a, Var) for a in e.inputs):
-                eqns[i] = self.made[e.out.id] = self._bias(e) or e
-        for i, e in enumerate(eqns):
-            lin = self._only(e.inputs[0], "linear") if e.prim == "relu" else None
-            if lin is not None and not dict(lin.params).get("relu"):
-                self.dropped.add(id(lin))
-                eqns[i] = self.made[e.out.id] = Eqn(
-                    "linear", lin.inputs, tuple(sorted(lin.params + (("relu", True),))), e.out,
-                    e.span)
-        for i, e in enumerate(eqns):
-            if e.prim == "matmul":
-                fused = self._attention(e)
+        for prim, rule in (("add", self._bias), ("relu", self._relu),
+                           ("matmul", self._attention), ("join_heads", self._heads)):
+            rewritten = False
+            for i, e in enumerate(self.plan.eqns):
+                fused = rule(e) if e.prim == prim else None
                 if fused is not None:
-                    eqns[i] = self.made[e.out.id] = fused
-        for i, e in enumerate(eqns):
-            if e.prim == "reshape":
-                fused = self._heads(e)
-                if fused is not None:
-                    eqns[i] = self.made[e.out.id] = fused
-        eqns[:] = [e for e in eqns if id(e) not in self.dropped]
+                    self._replace(i, fused)
+                    rewritten = True
+            if rewritten:
+                check_plan(self.plan)
+        self.plan.eqns[:] = [e for e in self.plan.eqns if id(e) not in self.dropped]
+
+    def _replace(self, i: int, fused: Eqn) -> None:
+        """Equation i becomes `fused`, which must give the same value (checked by the rule)."""
+        if rule_shape(fused.prim, fused.inputs, dict(fused.params), fused.span) != fused.out.shape:
+            raise PlanError(f"fusing into {fused.prim} changed the shape of {fused.out}")
+        self.plan.eqns[i] = self.made[fused.out.id] = fused
+
+    def _relu(self, e: Eqn) -> Eqn | None:
+        lin = self._only(e.inputs[0], "linear")
+        if lin is None or dict(lin.params).get("relu"):
+            return None
+        self.dropped.add(id(lin))
+        return Eqn("linear", lin.inputs, tuple(sorted(lin.params + (("relu", True),))), e.out,
+                   e.span)
 
     def _only(self, x, prim: str) -> Eqn | None:
         """The equation that made x, if it is a `prim` and x has no other use."""
@@ -82,7 +71,8 @@ class _Fuser:
 
     def _bias(self, e: Eqn) -> Eqn | None:
         x, b = e.inputs
-        if not (x.batched and len(x.shape) >= 2 and not b.batched and b.shape == x.shape[-1:]):
+        if not (isinstance(x, Var) and isinstance(b, Var) and x.batched and len(x.shape) >= 2
+                and not b.batched and b.shape == x.shape[-1:]):
             return None
         lin = self._only(x, "linear")
         if lin is not None and len(lin.inputs) == 2:
@@ -128,30 +118,16 @@ class _Fuser:
                    (("causal", soft.prim == "causal_softmax"), ("scale", scale)), e.out, e.span)
 
     def _heads(self, e: Eqn) -> Eqn | None:
-        """e = reshape(transpose(attention(...))) joining the heads: the fused attention, if
-        each of q, k, v is a split of the same number of heads (see the module docstring)."""
-        tr = self._only(e.inputs[0], "transpose")
-        att = self._only(tr.inputs[0], "attention") if tr is not None else None
+        """e = join_heads(attention(...); heads = H): the fused attention, if each of q, k, v
+        is a split_heads into the same H heads (see the module docstring)."""
+        heads = dict(e.params)["heads"]
+        att = self._only(e.inputs[0], "attention")
         if att is None or dict(att.params).get("heads", 1) != 1:
             return None
-        r = len(tr.out.shape)
-        swap = tuple(range(r - 3)) + (r - 2, r - 3, r - 1)
-        heads = tr.out.shape[-2]
-        if (dict(tr.params)["axes"] != swap or e.out.shape != tr.out.shape[:-2]
-                + (heads * tr.out.shape[-1],)):
+        splits = [self._only(x, "split_heads") for x in att.inputs]
+        if any(s is None or dict(s.params)["heads"] != heads or not isinstance(s.inputs[0], Var)
+               for s in splits):
             return None
-        chain, sources = [att, tr], []
-        for x in att.inputs:
-            split = self._only(x, "transpose")
-            shaped = self._only(split.inputs[0], "reshape") if split is not None else None
-            if shaped is None or dict(split.params)["axes"] != swap:
-                return None
-            src, (*_, h, width) = shaped.inputs[0], shaped.out.shape[-2:]
-            if not isinstance(src, Var) or h != heads or src.shape != shaped.out.shape[:-2] + (
-                    heads * width,):
-                return None
-            chain += [split, shaped]
-            sources.append(src)
-        self.dropped.update(id(x) for x in chain)
+        self.dropped.update(id(x) for x in [att] + splits)
         params = tuple(sorted(att.params + (("heads", heads),)))
-        return Eqn("attention", tuple(sources), params, e.out, att.span)
+        return Eqn("attention", tuple(s.inputs[0] for s in splits), params, e.out, att.span)

@@ -2,7 +2,9 @@
 
 Modules are inlined: each call site gets its own parameters under its path
 (`Digits.feedforward2.W`), dimension variables become integers, and the batch axis is added
-here (DESIGN 3.1), so kernels always see whole batches.
+here (docs/architecture.md, "The plan and its invariants"), so kernels always see whole
+batches. Every output shape comes from its primitive's shape rule (Plan.add): lowering says
+what to compute, never what shape it has.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from dp.dsl import typed as T
 from dp.dsl.builtins import BUILTINS, Builtin
 from dp.dsl.dims import DimVar, Mismatch, resolve
 from dp.dsl.errors import DpError, Span, where
+from dp.dsl.signatures import unbound_error
 from dp.dsl.types import Tensor, apply_subst
 
 from .fuse import fuse
-from .plan import Atom, Const, ParamSpec, Plan, Var
+from .plan import Atom, Const, ParamSpec, Plan, Var, check_plan
+from .primitives import PRIMITIVES
 
 BYTES_LIMIT = 8 * 2**30
+MAX_REPEAT = 1000  # blocks of one repeat(...): 3,000 transformer blocks take seconds to lower
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ def concrete_sig(tprog: T.TProgram, name: str, span: Span | None):
 
     Tokens are ids as arguments (`Token[V]^n`: n integers) and scores as results (n by V)."""
     sig = tprog.signatures[name]
+    tdef = tprog.defs.get(name)
+    for c in tdef.config if tdef is not None else ():
+        if c.default is None:
+            raise unbound_error(name, c.name, span)
     shapes = []
     for t in sig.args + (sig.result,):
         dims = t.shape + ((t.vocab,) if t.vocab is not None and t is sig.result else ())
@@ -69,13 +78,14 @@ def lower(tprog: T.TProgram, name: str, batch: int, span: Span | None = None) ->
     plan.inputs.extend(args)
     out = _inline(plan, tprog, T.GlobalMod(name), {}, name, args)
     if isinstance(out, Const):
-        out = plan.add("add", (args[0], out), args[0].shape, True, span)
+        out = plan.add("add", (args[0], out), span)
     plan.outputs.append(out)
     if plan.previous is not None and (sig.result.vocab is None or plan.previous.shape !=
                                       out.shape[:-1] or plan.previous_vocab != out.shape[-1]):
         raise DpError("type", f"previous is {name}'s own output tokens before each position, so "
                       f"it must be in the module that gives {name}'s output ({sig.result})",
                       plan.previous_span)
+    check_plan(plan)
     fuse(plan)
     _check_memory(plan, span)
     return plan
@@ -134,7 +144,7 @@ def _carry_in(plan: Plan, frame: _Frame, batch: int, carry: dict | None, call) -
     for name, t in tdef.carries:
         if name not in carry:
             shape = (batch,) + tuple(frame.size(d) for d in t.shape)
-            carry[name] = plan.add("fill", (Const(0.0),), shape, True, tdef.span, shape=shape)
+            carry[name] = plan.add("fill", (Const(0.0),), tdef.span, batched=True, shape=shape)
         frame.values[name] = carry[name]
 
 
@@ -226,6 +236,9 @@ def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
         return _call(plan, tprog, f, e, [_emit(plan, tprog, f, a) for a in e.args])
     if isinstance(e, T.TMap):
         return _lower_builtin(plan, tprog, f, BUILTINS[e.kind], e, [])
+    masked = _masked_scores(f, e.args[0]) if e.op == "softmax" else None
+    if masked is not None:
+        return _causal_softmax(plan, tprog, f, e, masked)
     args = [_emit(plan, tprog, f, a) for a in e.args]
     if e.op in BUILTINS:
         return _lower_builtin(plan, tprog, f, BUILTINS[e.op], e, args)
@@ -243,11 +256,10 @@ def _emit(plan: Plan, tprog: T.TProgram, f: _Frame, e: T.TExpr) -> Atom:
             raise DpError("type", "a row of an embedding needs a token, but this is the scores a "
                           "module gives over a vocabulary: tokens are the model's input and "
                           "previous", e.span)
-        return plan.add("embed", (ids, table), ids.shape + table.shape[1:], True, e.span)
+        return plan.add("embed", (ids, table), e.span)
     assert e.op == "neg", e.op
     x = args[0]
-    return Const(-x.value) if isinstance(x, Const) else plan.add("neg", (x,), x.shape,
-                                                                  x.batched, e.span)
+    return Const(-x.value) if isinstance(x, Const) else plan.add("neg", (x,), e.span)
 
 
 def _lower_builtin(plan: Plan, tprog: T.TProgram, f: _Frame | None, b: Builtin, e,
@@ -259,16 +271,19 @@ def _lower_builtin(plan: Plan, tprog: T.TProgram, f: _Frame | None, b: Builtin, 
             raise DpError("type", f"{b.name} of a constant: write the number instead", e.span)
         return Const(float(b.fold(args[0].value)))
     if b.lowering is None:
-        x = args[0]
-        return plan.add(b.primitives[0], (x,), x.shape, x.batched, e.span)
+        return plan.add(b.primitives[0], (args[0],), e.span)
     return LOWERINGS[b.lowering](plan, tprog, f, b, e, args)
 
 
 def _repeat(plan: Plan, tprog: T.TProgram, f: _Frame, b: Builtin, e: T.TMap, args) -> Atom:
     """L instances one after the other: `block1`, `block2`... each with its own parameters."""
+    count = f.size(e.count)
+    if count > MAX_REPEAT:  # each block is inlined: a huge count would never finish lowering
+        raise DpError("limit", f"repeat makes {count} blocks here, more than the limit of "
+                      f"{MAX_REPEAT:,}", e.span)
     x = _emit(plan, tprog, f, e.seq)
     extra = [_emit(plan, tprog, f, a) for a in e.extra]
-    for i in range(1, f.size(e.count) + 1):
+    for i in range(1, count + 1):
         x = _call(plan, tprog, f, e.call, [x] + extra, site=f"{_site(f, e.call)}{i}")
     return x
 
@@ -285,30 +300,23 @@ def _previous(plan: Plan, f: _Frame, e: T.TPrim) -> Var:
 
 
 def _heads(plan: Plan, tprog, f: _Frame, b: Builtin, e: T.TPrim, args: list[Atom]) -> Var:
-    """split_heads: [B, n, d] -> [B, h, n, d / h]; join_heads the way back; transpose swaps
+    """split_heads: [B, n, d] -> [B, h, n, d / h] and join_heads the way back, primitives
+    with the heads as their parameter (fuse.py folds them into attention); transpose swaps
     the last two axes."""
     x = args[0]
     if e.op == "transpose":
         axes = tuple(range(len(x.shape) - 2)) + (len(x.shape) - 1, len(x.shape) - 2)
-        return plan.add("transpose", (x,), tuple(x.shape[a] for a in axes), x.batched, e.span,
-                        axes=axes)
+        return plan.add("transpose", (x,), e.span, axes=axes)
     if not x.batched:
         raise DpError("type", f"{e.op} needs a batched value (a module's input or what it "
                       "computed from it)", e.span)
-    b = x.shape[0]
-    if e.op == "split_heads":
-        n, d = x.shape[1:]
-        h = f.size(dict(e.attrs)["h"])
-        if d % h:
-            raise DpError("shape", f"{h} heads do not divide the width {d}", e.span,
-                          ("the number of heads must divide d",))
-        parts = plan.add("reshape", (x,), (b, n, h, d // h), True, e.span,
-                         shape=(b, n, h, d // h))
-        return plan.add("transpose", (parts,), (b, h, n, d // h), True, e.span,
-                        axes=(0, 2, 1, 3))
-    h, n, k = x.shape[1:]
-    back = plan.add("transpose", (x,), (b, n, h, k), True, e.span, axes=(0, 2, 1, 3))
-    return plan.add("reshape", (back,), (b, n, h * k), True, e.span, shape=(b, n, h * k))
+    if e.op == "join_heads":
+        return plan.add("join_heads", (x,), e.span, heads=x.shape[-3])
+    h, d = f.size(dict(e.attrs)["h"]), x.shape[-1]
+    if d % h:
+        raise DpError("shape", f"{h} heads do not divide the width {d}", e.span,
+                      ("the number of heads must divide d",))
+    return plan.add("split_heads", (x,), e.span, heads=h)
 
 
 def _site(f: _Frame, call: T.TCall) -> str:
@@ -341,11 +349,9 @@ def _map(plan: Plan, tprog: T.TProgram, f: _Frame, b: Builtin, e: T.TMap, args) 
     """map: the sequence axis joins the batch axis, the call runs once, and they part again."""
     xs = _emit(plan, tprog, f, e.seq)
     batch, n = xs.shape[0], xs.shape[1]
-    flat = plan.add("reshape", (xs,), (batch * n,) + xs.shape[2:], True, e.span,
-                    shape=(batch * n,) + xs.shape[2:])
+    flat = plan.add("reshape", (xs,), e.span, shape=(batch * n,) + xs.shape[2:])
     out = _call(plan, tprog, f, e.call, [flat])
-    shape = (batch, n) + out.shape[1:]
-    return plan.add("reshape", (out,), shape, True, e.span, shape=shape)
+    return plan.add("reshape", (out,), e.span, shape=(batch, n) + out.shape[1:])
 
 
 def _scan(plan: Plan, tprog: T.TProgram, f: _Frame, b: Builtin, e: T.TMap, args) -> Atom:
@@ -362,14 +368,14 @@ def _scan(plan: Plan, tprog: T.TProgram, f: _Frame, b: Builtin, e: T.TMap, args)
         if gates is not None:
             return _fused_scan(plan, SCAN_KERNELS[ref.name][0], gates, xs, state, e.span)
     batch, n = xs.shape[0], xs.shape[1]
-    h = plan.add("fill", (Const(0.0),), (batch,) + state, True, e.span, shape=(batch,) + state)
+    h = plan.add("fill", (Const(0.0),), e.span, batched=True, shape=(batch,) + state)
     carry: dict = {}
     steps = []
     for t in range(n):
-        x = plan.add("take", (xs,), (batch,) + xs.shape[2:], True, e.span, axis=1, index=t)
+        x = plan.add("take", (xs,), e.span, axis=1, index=t)
         h = _call(plan, tprog, f, e.call, [h, x], carry)
         steps.append(h)
-    return plan.add("stack", tuple(steps), (batch, n) + state, True, e.span, axis=1)
+    return plan.add("stack", tuple(steps), e.span, axis=1)
 
 
 def _gates(plan: Plan, tprog: T.TProgram, frame: _Frame, acts: tuple) -> list | None:
@@ -399,20 +405,14 @@ def _fused_scan(plan: Plan, kernel: str, gates: list, xs: Var, state: tuple, spa
     the gates' parameters are joined in the kernel's order."""
     for gate in gates:
         _params(plan, gate)
-    b, n = xs.shape[0], xs.shape[1]
 
     def joined(name: str) -> Var:
         parts = tuple(g.values[name] for g in gates)
-        if len(parts) == 1:
-            return parts[0]
-        shape = (sum(p.shape[0] for p in parts),) + parts[0].shape[1:]
-        return plan.add("concat", parts, shape, False, span, axis=0)
+        return parts[0] if len(parts) == 1 else plan.add("concat", parts, span, axis=0)
 
     U, V, bias = joined("U"), joined("V"), joined("b")
-    width = bias.shape[0]
-    xp = plan.add("linear", (xs, V), (b, n, width), True, span)
-    xp = plan.add("add", (xp, bias), (b, n, width), True, span)
-    return plan.add(kernel, (xp, U), (b, n) + state, True, span)
+    xp = plan.add("add", (plan.add("linear", (xs, V), span), bias), span)
+    return plan.add(kernel, (xp, U), span)
 
 
 # the cells of stdlib/sequences.dp that scan runs as one kernel along the whole sequence, with
@@ -428,7 +428,7 @@ def _volume(plan: Plan, tprog, f: _Frame, b: Builtin, e: T.TPrim, args: list[Ato
                       "computed from it)", e.span)
     shape = x.shape[:1] + tuple(f.size(d) for d in e.type.shape)
     if e.op == "flatten":
-        return plan.add("reshape", (x,), shape, True, e.span, shape=shape)
+        return plan.add("reshape", (x,), e.span, shape=shape)
     attrs = {k: f.size(v) for k, v in e.attrs if v is not None}
     if e.op == "conv2d" and dict(e.attrs)["padding"] is None:  # same padding
         k = args[1].shape[-1]
@@ -436,7 +436,18 @@ def _volume(plan: Plan, tprog, f: _Frame, b: Builtin, e: T.TPrim, args: list[Ato
             raise DpError("shape", f"conv2d pads to the same size only with an odd kernel, but "
                           f"the kernel is {k} by {k} here", e.span)
         attrs["padding"] = (k - 1) // 2
-    return plan.add(e.op, tuple(args), shape, True, e.span, **attrs)
+    _window_fits(f, e, x, attrs["size"] if e.op == "maxpool2d" else args[1].shape[-1],
+                 attrs.get("padding", 0))
+    return plan.add(e.op, tuple(args), e.span, **attrs)
+
+
+def _window_fits(f: _Frame, e: T.TPrim, x: Var, k: int, pad: int) -> None:
+    """The checker's test of a window against its input, for the sizes that a generic module
+    (`OverlapPool: R^(c, h, w) -> ...`) knows only here."""
+    for n in x.shape[2:]:
+        if n + 2 * pad < k:
+            raise DpError("shape", f"{f.tdef.name} cannot be used with these sizes: the window "
+                          f"{k} is larger than the input {n}", e.span)
 
 
 def _last_axis(plan: Plan, tprog, f, b: Builtin, e: T.TPrim, args: list[Atom]) -> Var:
@@ -445,16 +456,42 @@ def _last_axis(plan: Plan, tprog, f, b: Builtin, e: T.TPrim, args: list[Atom]) -
     if _example_rank(x) == 0:  # passed as `R -> R` and given a number
         raise DpError("shape", f"{b.name} needs a vector, but it is given a number R here",
                       e.span)
-    return plan.add(b.primitives[0], (x,), x.shape, x.batched, e.span)
+    return plan.add(b.primitives[0], (x,), e.span)
 
 
 def _causal(plan: Plan, tprog, f, b: Builtin, e: T.TPrim, args: list[Atom]) -> Var:
-    """Not a primitive: fuse.py folds the mask into the softmax that takes it."""
-    x = args[0]
+    """A mask with no softmax right around it: `_emit` lowers softmax(causal(s)) to the
+    causal_softmax primitive, and a masked score means nothing to any other operation."""
+    _square(args[0], e.span)
+    raise DpError("type", "causal(...) masks scores for a softmax: write "
+                  "softmax(causal(scores))", e.span)
+
+
+def _masked_scores(f: _Frame, e: T.TExpr) -> tuple[T.TExpr, Span] | None:
+    """The scores and the span of `causal(scores)`, written so or as a module argument that
+    is `causal` here (`mask = causal`); None for any other expression."""
+    if isinstance(e, T.TPrim) and e.op == "causal":
+        return e.args[0], e.span
+    if (isinstance(e, T.TCall) and isinstance(e.callee, T.ConfigMod) and len(e.args) == 1
+            and f.config.get(e.callee.name) == T.BuiltinMod("causal")):
+        return e.args[0], e.span
+    return None
+
+
+def _causal_softmax(plan: Plan, tprog, f: _Frame, e: T.TPrim, masked) -> Var:
+    """softmax(causal(scores)): one primitive, the mask its own part."""
+    scores, span = masked
+    x = _square(_emit(plan, tprog, f, scores), span)
+    return plan.add("causal_softmax", (x,), e.span)
+
+
+def _square(x: Atom, span) -> Atom:
+    """x, if it is square scores R^(n, n) (a mask passed as `R -> R` may be given others)."""
     if _example_rank(x) < 2 or x.shape[-1] != x.shape[-2]:
+        shape = () if isinstance(x, Const) else x.shape[1 if x.batched else 0:]
         raise DpError("shape", f"causal masks square scores R^(n, n), but it is given "
-                      f"{Tensor(x.shape[1 if x.batched else 0:])} here", e.span)
-    return plan.add("causal_mask", (x,), x.shape, x.batched, e.span)
+                      f"{Tensor(shape)} here", span)
+    return x
 
 
 def _reduce_all(plan: Plan, tprog, f, b: Builtin, e, args: list[Atom]) -> Atom:
@@ -464,17 +501,16 @@ def _reduce_all(plan: Plan, tprog, f, b: Builtin, e, args: list[Atom]) -> Atom:
     axes = tuple(range(start, len(x.shape)))
     if not axes:
         return x
-    return plan.add(b.primitives[0], (x,), x.shape[:start], x.batched, e.span, axes=axes)
+    return plan.add(b.primitives[0], (x,), e.span, axes=axes)
 
 
 def _reduce_sequence(plan: Plan, tprog, f, b: Builtin, e, args: list[Atom]) -> Var:
     """seq_mean, seq_max over the positions; seq_first, seq_last take one."""
     x = args[0]
-    shape = x.shape[:1] + x.shape[2:]
     if b.primitives[0] != "take":
-        return plan.add(b.primitives[0], (x,), shape, True, e.span, axes=(1,))
+        return plan.add(b.primitives[0], (x,), e.span, axes=(1,))
     i = 0 if b.name == "seq_first" else x.shape[1] - 1
-    return plan.add("take", (x,), shape, True, e.span, axis=1, index=i)
+    return plan.add("take", (x,), e.span, axis=1, index=i)
 
 
 def _token(plan: Plan, tprog, f, b: Builtin, e, args: list[Atom]) -> Atom:
@@ -497,24 +533,20 @@ def _example_rank(a: Atom) -> int:
 def _align(plan: Plan, a: Atom, other_rank: int, span) -> Atom:
     """A batched scalar next to a batched tensor gets trailing unit axes (B,) -> (B, 1)."""
     if isinstance(a, Var) and a.batched and _example_rank(a) == 0 and other_rank > 0:
-        shape = a.shape + (1,) * other_rank
-        return plan.add("reshape", (a,), shape, True, span, shape=shape)
+        return plan.add("reshape", (a,), span, shape=a.shape + (1,) * other_rank)
     return a
 
 
 def _binary(plan: Plan, op: str, a: Atom, b: Atom, span) -> Atom:
+    """An elementwise operation; a batched scalar gets unit axes to meet the other side, and
+    the primitive's rule broadcasts (a parameter matrix plus a batched scalar is batched)."""
     if isinstance(a, Const) and isinstance(b, Const):
         value = {"add": a.value + b.value, "sub": a.value - b.value,
                  "mul": a.value * b.value, "div": a.value / b.value if b.value else float("inf")}
         return Const(value[op])
     a2 = _align(plan, a, _example_rank(b), span)
     b2 = _align(plan, b, _example_rank(a), span)
-    shapes = [x.shape for x in (a2, b2) if isinstance(x, Var)]
-    shape = max(shapes, key=len)
-    if len(shapes) == 2 and len(shapes[0]) == len(shapes[1]):
-        shape = tuple(max(x, y) for x, y in zip(shapes[0], shapes[1], strict=True))
-    batched = any(isinstance(x, Var) and x.batched for x in (a, b))
-    return plan.add(op, (a2, b2), shape, batched, span)
+    return plan.add(op, (a2, b2), span)
 
 
 def _matmul(plan: Plan, a: Var, b: Var, span) -> Var:
@@ -523,36 +555,21 @@ def _matmul(plan: Plan, a: Var, b: Var, span) -> Var:
     a batched vector as a matrix whose rows are the examples: on the right it becomes a
     one-column matrix of its example, on the left a one-row one when the right side is batched
     too (against a parameter the examples may be the rows: `x @ W` is one GEMM). The unit axes
-    are dropped after."""
+    are dropped after: the result is the matmul rule's on one example, the batch axis first."""
     ra, rb = _example_rank(a), _example_rank(b)
     if not a.batched and b.batched and ra == 2 and rb == 1:  # `W x`: one GEMM over the batch
-        return plan.add("linear", (b, a), b.shape[:-1] + a.shape[:1], True, span)
+        return plan.add("linear", (b, a), span)
     batched = a.batched or b.batched
     ea, eb = (x.shape[1:] if x.batched else x.shape for x in (a, b))
-    want = ((a if a.batched else b).shape[:1] if batched else ()) + _matmul_shape(ea, eb)
+    want = (((a if a.batched else b).shape[:1] if batched else ())
+            + tuple(PRIMITIVES["matmul"].shape(ea, eb)))
     row, col = ra == 1 and a.batched and b.batched, rb == 1 and b.batched
     a2 = _expand(plan, a, a.shape[:-1] + (1,) + a.shape[-1:], span) if row else a
     b2 = _expand(plan, b, b.shape + (1,), span) if col else b
-    shape = _matmul_shape(a2.shape, b2.shape)
-    out = plan.add("matmul", (a2, b2), shape, batched, span)
-    return out if shape == want else _expand(plan, out, want, span)
+    out = plan.add("matmul", (a2, b2), span)
+    return out if out.shape == want else _expand(plan, out, want, span)
 
 
 def _expand(plan: Plan, x: Var, shape, span) -> Var:
     """x with unit axes added or dropped (a reshape, a view at run time)."""
-    return plan.add("reshape", (x,), tuple(shape), x.batched, span, shape=tuple(shape))
-
-
-def _matmul_shape(sa, sb) -> tuple[int, ...]:
-    """np.matmul's result shape: a vector operand loses its axis, stacks broadcast."""
-    if len(sa) == 1 and len(sb) == 1:
-        return ()
-    if len(sa) == 1:
-        return tuple(sb[:-2]) + (sb[-1],)
-    if len(sb) == 1:
-        return tuple(sa[:-1])
-    stack_a, stack_b = tuple(sa[:-2]), tuple(sb[:-2])
-    n = max(len(stack_a), len(stack_b))
-    stack_a, stack_b = (1,) * (n - len(stack_a)) + stack_a, (1,) * (n - len(stack_b)) + stack_b
-    stack = tuple(x if y == 1 else y for x, y in zip(stack_a, stack_b, strict=True))
-    return stack + (sa[-2], sb[-1])
+    return plan.add("reshape", (x,), span, shape=tuple(shape))

@@ -1,12 +1,14 @@
 """A module ready to run: concrete sizes, parameters in a flat buffer, plans per batch size.
 
 Lowering happens once per batch size (the last, partial batch of an epoch gets its own plan);
-every step after that only executes.
+every step after that only executes. Training, `dp run`, the reports and the REPL all run a
+module through this one class.
 """
 
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import numpy as np
 from dp.dsl import typed as T
@@ -15,6 +17,7 @@ from dp.dsl.errors import Span
 from .execute import Executable
 from .lower import concrete_sig, lower
 from .params import allocate, count, initialize
+from .plan import check_plan
 
 
 class Model:
@@ -23,29 +26,62 @@ class Model:
         self.tprog, self.name, self.span, self.dtype = tprog, name, span, np.dtype(dtype)
         self.arg_shapes, self.out_shape, self.sig = concrete_sig(tprog, name, span)
         plan = lower(tprog, name, 1, span)
+        self._spare = {1: plan}  # a forward plan lowered already, used by the first predict
         self.specs = plan.specs
         self.feedback = plan.previous is not None  # it reads its own earlier output tokens
         self.flat, self.params = allocate(self.specs, self.dtype)
-        self.grad_flat, self.grads = allocate(self.specs, self.dtype)
         self._plans: dict = {}
         self.vocab = None  # a text.Vocab, for a model of tokens trained on text
-        self.input_dtype = np.int64 if self.sig.args[0].vocab is not None else self.dtype
+        self.input_dtypes = [np.int64 if t.vocab is not None else self.dtype
+                             for t in self.sig.args]
+        self.input_dtype = self.input_dtypes[0]
 
     @property
     def num_params(self) -> int:
         return count(self.specs)
 
-    def init(self, seed: int) -> None:
-        initialize(self.specs, self.params, np.random.default_rng(seed))
+    @cached_property
+    def _grad_buffers(self) -> tuple:
+        """Allocated on the first use: a model that only runs forward needs no gradients."""
+        return allocate(self.specs, self.dtype)
+
+    @property
+    def grad_flat(self) -> np.ndarray:
+        return self._grad_buffers[0]
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        return self._grad_buffers[1]
+
+    def init(self, seed: int, each_call: bool = False) -> None:
+        """Parameters from the seed, in plan order. With `each_call`, the parameters of each
+        call the module makes start from the seed again, so that `Digits(x)` inside a larger
+        module gets what a model of Digits alone would (the REPL's expressions)."""
+        groups = _by_call(self.specs) if each_call else [self.specs]
+        for group in groups:
+            initialize(group, self.params, np.random.default_rng(seed))
 
     def load(self, tensors: dict[str, np.ndarray]) -> None:
         for path, view in self.params.items():
             np.copyto(view, tensors[path])
 
+    def load_part(self, prefix: str, tensors: dict[str, np.ndarray]) -> bool:
+        """The parameters under `prefix` from tensors named without it, when they are exactly
+        those (same paths, same shapes); otherwise nothing changes and the answer is False."""
+        mine = {p[len(prefix):]: p for p in self.specs if p.startswith(prefix)}
+        if not mine or mine.keys() != tensors.keys() or any(
+                self.params[p].shape != tensors[k].shape for k, p in mine.items()):
+            return False
+        for k, p in mine.items():
+            np.copyto(self.params[p], tensors[k])
+        return True
+
     def _executable(self, batch: int, loss: str | None) -> Executable:
         key = (batch, loss)
         if key not in self._plans:
-            plan = lower(self.tprog, self.name, batch, self.span)
+            plan = self._spare.pop(batch, None) if loss is None else None
+            if plan is None:
+                plan = lower(self.tprog, self.name, batch, self.span)
             if loss is not None:
                 _add_loss(plan, loss, self.span)
             ex = Executable(plan, self.dtype)
@@ -53,18 +89,17 @@ class Model:
             self._plans[key] = ex
         return self._plans[key]
 
-    def predict(self, x: np.ndarray, chunk: int = 512) -> np.ndarray:
-        """Outputs for every example of x (forward only), in chunks to bound memory."""
+    def predict(self, *xs: np.ndarray, chunk: int = 512) -> np.ndarray:
+        """Outputs for every example of the inputs (forward only), in chunks to bound memory.
+        A module that reads its own earlier output tokens writes them one at a time."""
         outs = []
-        for start in range(0, len(x), chunk):
-            xb = np.ascontiguousarray(x[start:start + chunk], dtype=self.input_dtype)
-            ex = self._executable(len(xb), None)
-            outs.append(self._greedy(ex, xb) if self.feedback else
-                        ex.outputs(ex.forward(xb))[0])
+        for start in range(0, len(xs[0]), chunk):
+            batch = [np.ascontiguousarray(x[start:start + chunk], dtype=dt)
+                     for x, dt in zip(xs, self.input_dtypes, strict=True)]
+            ex = self._executable(len(batch[0]), None)
+            outs.append(_greedy(ex, batch, self.out_shape) if self.feedback else
+                        ex.outputs(ex.forward(*batch))[0])
         return np.concatenate(outs) if outs else np.zeros((0,) + self.out_shape, self.dtype)
-
-    def _greedy(self, ex: Executable, x: np.ndarray) -> np.ndarray:
-        return greedy(ex, [x], self.out_shape)
 
     def _inputs(self, x: np.ndarray, y: np.ndarray) -> tuple:
         """The plan's inputs for a loss: with `previous`, the targets one later (teacher
@@ -87,7 +122,7 @@ class Model:
         return float(vals[ex.output_ids[0]])
 
 
-def greedy(ex: Executable, inputs: list[np.ndarray], out_shape: tuple) -> np.ndarray:
+def _greedy(ex: Executable, inputs: list[np.ndarray], out_shape: tuple) -> np.ndarray:
     """A plan that reads its own earlier outputs (`previous`, its last input) writes them one
     at a time: the most likely token at position t becomes `previous` at t + 1. Returns the
     last scores."""
@@ -97,6 +132,14 @@ def greedy(ex: Executable, inputs: list[np.ndarray], out_shape: tuple) -> np.nda
         if t + 1 < prev.shape[1]:
             prev[:, t + 1] = scores[:, t].argmax(axis=-1)
     return scores
+
+
+def _by_call(specs: dict) -> list[dict]:
+    """The parameters of each call a module makes (`Net.feedforward1.W` is feedforward1's)."""
+    groups: dict[str, dict] = {}
+    for path, spec in specs.items():
+        groups.setdefault(path.split(".")[1], {})[path] = spec
+    return list(groups.values())
 
 
 def _add_loss(plan, loss: str, span) -> None:
@@ -110,12 +153,12 @@ def _add_loss(plan, loss: str, span) -> None:
     scores, labels = out, target
     if loss == "cross_entropy" and len(out.shape) > 2:  # a token at every position
         rows = math.prod(out.shape[:-1])
-        scores = plan.add("reshape", (out,), (rows, out.shape[-1]), True, span,
-                          shape=(rows, out.shape[-1]))
-        labels = plan.add("reshape", (target,), (rows,), True, span, shape=(rows,))
-    per_example = plan.add(loss, (scores, labels), scores.shape[:1], True, span)
+        scores = plan.add("reshape", (out,), span, shape=(rows, out.shape[-1]))
+        labels = plan.add("reshape", (target,), span, shape=(rows,))
+    per_example = plan.add(loss, (scores, labels), span)
     if loss == "cross_entropy":  # the mean over the scored positions (label -1 is not)
-        mean = plan.add("scored_mean", (per_example, labels), (), False, span)
+        mean = plan.add("scored_mean", (per_example, labels), span, batched=False)
     else:
-        mean = plan.add("batch_mean", (per_example,), (), False, span)
+        mean = plan.add("batch_mean", (per_example,), span, batched=False)
+    check_plan(plan)
     plan.outputs[:] = [mean, out]

@@ -1,7 +1,10 @@
 """The plan: a flat, single-assignment list of primitive calls on batched arrays (stage 3 output).
 
 `Var`s have concrete shapes (the batch axis first when `batched`); `Const`s are literals.
-`typecheck_plan` re-runs every primitive's shape rule; `format_plan` prints it (`--dump plan`).
+`Plan.add` takes every output shape from the primitive's own shape rule, the one authority for
+concrete shapes; `typecheck_plan` re-checks a whole plan (after lowering and after fusion, when
+`CHECK_PLANS` is on: always in the tests, and under `dp --debug`); `format_plan` prints it
+(`--dump plan`).
 """
 
 from __future__ import annotations
@@ -9,6 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dp.dsl.errors import Span
+
+# Re-check every plan after lowering and after each fusion pass (tests/conftest.py and
+# `dp --debug` turn it on; off, a plan costs nothing more than building it).
+CHECK_PLANS = False
+
+
+class PlanError(Exception):
+    """A plan that breaks its own rules: a bug in dp's lowering or fusion, never the user's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +83,16 @@ class Plan:
         self.next_id += 1
         return v
 
-    def add(self, prim: str, inputs: tuple[Atom, ...], out_shape: tuple[int, ...],
-            batched: bool, span: Span | None, **params) -> Var:
-        out = self.new_var(out_shape, batched)
-        self.eqns.append(Eqn(prim, tuple(inputs), tuple(sorted(params.items())), out, span))
+    def add(self, prim: str, inputs: tuple[Atom, ...], span: Span | None = None, *,
+            batched: bool | None = None, **params) -> Var:
+        """`prim(inputs; params)` as a new equation, its output shape from the primitive's rule.
+        The output is batched when an input is, unless `batched` says otherwise (`fill` makes
+        a batched value from none; a mean over the batch is none)."""
+        inputs = tuple(inputs)
+        if batched is None:
+            batched = any(isinstance(a, Var) and a.batched for a in inputs)
+        out = self.new_var(rule_shape(prim, inputs, params, span), batched)
+        self.eqns.append(Eqn(prim, inputs, tuple(sorted(params.items())), out, span))
         return out
 
 
@@ -83,15 +100,55 @@ def _shape_of(a: Atom) -> tuple[int, ...]:
     return a.shape if isinstance(a, Var) else ()
 
 
-def typecheck_plan(plan: Plan) -> None:
-    """Every equation's output shape is what its primitive's shape rule says (tests, debug)."""
+def rule_shape(prim: str, inputs: tuple[Atom, ...], params: dict, span) -> tuple[int, ...]:
+    """The output shape the primitive's shape rule gives; a rule that rejects its inputs here
+    means dp built a wrong plan (the checker should have caught the program)."""
     from .primitives import PRIMITIVES
 
+    shapes = [_shape_of(a) for a in inputs]
+    if prim not in PRIMITIVES:
+        raise PlanError(f"the plan calls {prim!r}, which is no primitive (at {_at(span)})")
+    try:
+        return tuple(int(n) for n in PRIMITIVES[prim].shape(*shapes, **params))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise PlanError(f"lowering gave {prim} inputs of shapes "
+                        f"{', '.join(str(list(s)) for s in shapes)} at {_at(span)}: {exc}") from exc
+
+
+def _at(span) -> str:
+    return f"{span.file}:{span.line}:{span.col}" if span is not None else "an unknown place"
+
+
+def typecheck_plan(plan: Plan) -> None:
+    """Every value is assigned once and defined before it is used, and every equation's output
+    shape is what its primitive's shape rule says. Raises PlanError."""
+    defined = {v.id: v for v in plan.inputs}
+    for path, v in plan.params.items():
+        if v.id in defined:
+            raise PlanError(f"parameter {path} reuses {v}, which is already defined")
+        defined[v.id] = v
     for eqn in plan.eqns:
-        want = PRIMITIVES[eqn.prim].shape(*[_shape_of(a) for a in eqn.inputs],
-                                          **dict(eqn.params))
-        if tuple(want) != eqn.out.shape:
-            raise AssertionError(f"{eqn.prim}: plan says {eqn.out.shape}, rule says {want}")
+        for a in eqn.inputs:
+            if isinstance(a, Var) and defined.get(a.id) != a:
+                how = (f"as {a!r}, defined as {defined[a.id]!r}" if a.id in defined else
+                       "before it is defined")
+                raise PlanError(f"{eqn.prim} at {_at(eqn.span)} uses {a} {how}")
+        if eqn.out.id in defined:
+            raise PlanError(f"{eqn.prim} at {_at(eqn.span)} assigns {eqn.out} a second time")
+        want = rule_shape(eqn.prim, eqn.inputs, dict(eqn.params), eqn.span)
+        if want != eqn.out.shape:
+            raise PlanError(f"{eqn.prim} at {_at(eqn.span)}: the plan says {list(eqn.out.shape)},"
+                            f" the rule says {list(want)}")
+        defined[eqn.out.id] = eqn.out
+    for v in plan.outputs:
+        if defined.get(v.id) != v:
+            raise PlanError(f"the plan's output {v} is not defined")
+
+
+def check_plan(plan: Plan) -> None:
+    """typecheck_plan, when CHECK_PLANS is on."""
+    if CHECK_PLANS:
+        typecheck_plan(plan)
 
 
 def format_plan(plan: Plan) -> str:
@@ -104,4 +161,3 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"{e.out}: {list(e.out.shape)} = {e.prim}({args}{extra})")
     lines.append("outputs: " + ", ".join(str(v) for v in plan.outputs))
     return "\n".join(lines)
-

@@ -15,8 +15,8 @@ from dp.dsl import typed as T
 from dp.dsl.errors import DpError, Span
 from dp.dsl.types import Tensor
 
+from . import csv_file, npz, tasks, text
 from . import dataset as data
-from . import tasks, text
 from .streams import WindowStream
 
 HELD_OUT_MASKED = 100  # windows of held-out masked text: about 1,000 hidden characters at 0.15
@@ -63,8 +63,8 @@ def dataset(source: T.TSource, base_dir: str, shape: tuple[int, ...] = (),
         return data.load_digits(arg("split"), source.span)
     path = os.path.join(base_dir, source.file)
     if source.kind == "npz":
-        return data.load_npz(path, arg("x"), arg("y"), source.span)
-    return data.load_csv(path, arg("label"), source.span)
+        return npz.load_npz(path, arg("x"), arg("y"), source.span)
+    return csv_file.load_csv(path, arg("label"), source.span)
 
 
 def _text(source: T.TSource, base_dir: str, shape, vocab):

@@ -2,9 +2,9 @@
 
 Everything here is NumPy and draws the text, the windows and the held-out sample exactly as
 the PyTorch reference of the rnn_charlm and transformer_charlm workloads does
-(benchmarks/README.md; tests/test_text.py holds a copy of its logic), so that a dp language model and
-the reference see the same characters, the same training windows and the same held-out
-sample. A problem a user can cause (a missing or non-UTF-8 file, a prompt with a character
+(benchmarks/README.md; tests/test_text.py holds a copy of its logic), so that a dp language
+model and the reference see the same characters, the same training windows and the same
+held-out sample. A problem a user can cause (a missing or non-UTF-8 file, a prompt with a character
 the model never saw, a text too short for the window) is a `DpError('data', ...)`; a
 malformed vocabulary read back from a checkpoint is a `DpError('checkpoint', ...)`.
 

@@ -1,8 +1,11 @@
-"""Transformer primitives: layernorm, causal_softmax and fused scaled dot-product attention.
+"""Transformer primitives: layernorm, causal_softmax, split_heads and join_heads, and fused
+scaled dot-product attention.
 
 `layernorm(x, eps)` normalises the last axis (no gain or bias: the language applies those);
-`causal_softmax(x)` is softmax(causal(x)) over [..., n, n]; `attention(q, k, v, scale, causal,
-heads)` is softmax(causal?(q @ k^T * scale)) @ v in one primitive, in each of `heads` heads.
+`causal_softmax(x)` is softmax(causal(x)) over [..., n, n]; `split_heads(x, heads)` and
+`join_heads(x, heads)` move between [..., n, H*e] and [..., H, n, e]; `attention(q, k, v,
+scale, causal, heads)` is softmax(causal?(q @ k^T * scale)) @ v in one primitive, in each of
+`heads` heads.
 The row work runs in the Numba kernels of kernels/attention.py (float64 sums, see there why);
 products go to BLAS through np.matmul on the stacked matrices.
 
@@ -115,6 +118,50 @@ def causal_softmax_backward(g, out, inputs, wants):
 
 register("causal_softmax", shape=causal_softmax_shape, forward=causal_softmax_forward,
          backward=causal_softmax_backward, smooth=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# split_heads(x, heads): [..., n, H*e] -> [..., H, n, e], each vector cut into H parts, the
+# heads first (a view: a reshape and a swap of axes); join_heads(x, heads) the way back, a
+# copy. Each one's backward is the other. The heads are a parameter, not a shape, so that
+# fuse.py can fold join_heads(attention(split_heads(q), ...)) into attention(q, ...; heads).
+
+
+def split_heads_shape(x: tuple, *, heads: int) -> tuple:
+    x = tuple(x)
+    if len(x) < 2 or heads < 1 or x[-1] % heads:
+        raise ValueError(f"split_heads: {heads} heads need [..., n, d] with d a multiple of "
+                         f"them, got {list(x)}")
+    return x[:-2] + (heads, x[-2], x[-1] // heads)
+
+
+def join_heads_shape(x: tuple, *, heads: int) -> tuple:
+    x = tuple(x)
+    if len(x) < 3 or x[-3] != heads:
+        raise ValueError(f"join_heads: needs [..., {heads}, n, e] ({heads} heads), got {list(x)}")
+    return x[:-3] + (x[-2], heads * x[-1])
+
+
+def split_heads_forward(x: np.ndarray, *, heads: int) -> np.ndarray:
+    return _heads(x, heads)
+
+
+def join_heads_forward(x: np.ndarray, *, heads: int) -> np.ndarray:
+    return np.swapaxes(x, -3, -2).reshape(x.shape[:-3] + (x.shape[-2], heads * x.shape[-1]))
+
+
+def split_heads_backward(g, out, inputs, wants, *, heads):
+    return (join_heads_forward(g, heads=heads) if wants[0] else None,)
+
+
+def join_heads_backward(g, out, inputs, wants, *, heads):
+    return (split_heads_forward(g, heads=heads) if wants[0] else None,)
+
+
+register("split_heads", shape=split_heads_shape, forward=split_heads_forward,
+         backward=split_heads_backward, smooth=True)
+register("join_heads", shape=join_heads_shape, forward=join_heads_forward,
+         backward=join_heads_backward, smooth=True)
 
 
 # ---------------------------------------------------------------------------------------------
