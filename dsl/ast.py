@@ -11,6 +11,7 @@ from typing import Union
 
 from .errors import Span
 
+
 def _sp():
     return field(compare=False, repr=False, default=None)
 
@@ -205,6 +206,14 @@ class ParamDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class KernelDecl:
+    """`kernel rnn_scan`: the fused kernel that runs a scan of this cell (dsl/kernels.py)."""
+
+    name: str
+    span: Span = _sp()
+
+
+@dataclass(frozen=True, slots=True)
 class Let:
     """`x = e`, or `carry c: T = e`: c is then the value of the previous step of a scan (zero
     at the first) until this line, and the new value after it."""
@@ -226,7 +235,7 @@ class Result:
 class Definition:
     name: str
     header: tuple[HeaderItem, ...]
-    body: tuple[Union[ParamDecl, Let, Result], ...]
+    body: tuple[Union[ParamDecl, KernelDecl, Let, Result], ...]
     span: Span = _sp()
 
 

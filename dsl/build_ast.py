@@ -211,6 +211,9 @@ class ToAst:
     def param_decl(self, meta, c):
         return ast.ParamDecl(str(c[0]), c[1], c[2], self._s(meta))
 
+    def kernel_decl(self, meta, c):
+        return ast.KernelDecl(str(c[0]), self._s(meta))
+
     def let(self, meta, c):
         return ast.Let(str(c[0]), c[1], c[2], self._s(meta))
 

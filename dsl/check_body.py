@@ -6,6 +6,8 @@ calls of modules, their configuration and sizes are in check_calls.py (a mixin o
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import ast
 from . import typed as T
 from .builtins import BUILTINS
@@ -14,6 +16,7 @@ from .check_sequences import index
 from .check_volumes import describe
 from .dims import Mismatch, free_vars, resolve, settle, unify
 from .errors import DpError
+from .kernels import SCAN_KERNELS, written_as
 from .signatures import (
     INITIALIZERS,
     _err,
@@ -74,11 +77,38 @@ class _DefChecker(_Calls):
         self._expect(result, self.sig.result, results[0].expr,
                      f"{d.name} should give {self.sig.result} (its signature)")
         self._close()
-        return T.TDef(d.name, self.sig, tuple(h.name for h in inputs),
+        tdef = T.TDef(d.name, self.sig, tuple(h.name for h in inputs),
                       tuple(self.config.values()), tuple(self.params.values()), tuple(lets),
                       result, self.subst, dict(self.site_counts), self.g.implements.get(d.name),
                       d.span, tuple((n, a.var, a.default) for n, a in self.sizes.items()),
                       tuple(carries))
+        return self._kernel(tdef)
+
+    def _kernel(self, tdef: T.TDef) -> T.TDef:
+        """The kernel the definition declares, if any: a known one, once, on a recurrent cell
+        written as the kernel computes."""
+        decls = [s for s in self.d.body if isinstance(s, ast.KernelDecl)]
+        if not decls:
+            return tdef
+        if len(decls) > 1:
+            raise _err("name", f"{tdef.name} declares its kernel twice", decls[1].span,
+                       f"it was declared {decls[0].name} at line {decls[0].span.line}")
+        k = decls[0]
+        if k.name not in SCAN_KERNELS:
+            raise _err("name", f"unknown kernel '{k.name}'", k.span,
+                       *_suggest(k.name, SCAN_KERNELS),
+                       "known kernels: " + ", ".join(sorted(SCAN_KERNELS)))
+        sig = tdef.sig
+        if not (len(sig.args) == 2 and sig.args[0].rank == sig.args[1].rank == 1
+                and sig.result == sig.args[0] and sig.result.vocab is None
+                and sig.args[1].vocab is None):
+            raise _err("type", f"kernel {k.name} runs a recurrent cell along a sequence, so "
+                       f"{tdef.name} should be (R^h, R^d) -> R^h, but it is {sig}", k.span)
+        if not written_as(k.name, tdef):
+            raise _err("type", f"{tdef.name} declares kernel {k.name}, but its body is not what "
+                       f"{k.name} computes",
+                       k.span, f"{k.name} computes {SCAN_KERNELS[k.name].form}")
+        return replace(tdef, kernel=k.name)
 
     def _param(self, p: ast.ParamDecl) -> None:
         if p.name in self.params or p.name in self.locals:

@@ -139,15 +139,35 @@ def sig_matches(impl: ModSig, abstract: ModSig) -> bool:
 
 def sig_unifies(a: ModSig, b: ModSig) -> bool:
     """True when the two signatures have a common instance: a module passed for an argument
-    typed `(R^d)^n -> (R^e)^n` may keep the width; lowering checks the sizes it is used at."""
+    typed `(R^d)^n -> (R^e)^n` may keep the width; lowering checks the sizes it is used at.
+    An elementwise function, `R -> R`, fits any signature that keeps its argument's shape."""
     if len(a.args) != len(b.args):
         return False
+    if _is_scalar_fn(a) and _keeps_shape(b):
+        return True
     ia, _ = instantiate(a)
     ib, _ = instantiate(b)
     s: dict = {}
     try:
         for x, y in zip(ia.args + (ia.result,), ib.args + (ib.result,), strict=True):
             s = unify_tensors(x, y, s)
+    except Mismatch:
+        return False
+    return True
+
+
+def _is_scalar_fn(sig: ModSig) -> bool:
+    return len(sig.args) == 1 and sig.args[0] == scalar() and sig.result == scalar()
+
+
+def _keeps_shape(sig: ModSig) -> bool:
+    """`T -> T` on real values: what an elementwise function gives on any T."""
+    (arg,) = sig.args
+    if arg.vocab is not None or sig.result.vocab is not None:
+        return False
+    inst, _ = instantiate(ModSig((arg,), sig.result, sig.dims))
+    try:
+        unify_tensors(inst.args[0], inst.result, {})
     except Mismatch:
         return False
     return True

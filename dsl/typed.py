@@ -147,6 +147,7 @@ class TDef:
     span: Span
     sizes: tuple = ()  # (name, DimVar, default) of its size arguments
     carries: tuple = ()  # (name, Tensor): what it carries from one step of a scan to the next
+    kernel: str | None = None  # the fused kernel that runs a scan of it (dsl/kernels.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ are checked along `directions` random directions instead. This is PyTorch gradch
 (float64, elementwise atol/rtol) with autograd's random output projection.
 
 `sample_inputs` draws the inputs of a primitive case and redraws any sample within 1e-3 of
-one of the primitive's registered kinks (RELIABILITY target 2).
+one of the primitive's registered kinks.
 """
 
 from __future__ import annotations

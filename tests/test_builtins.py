@@ -142,6 +142,17 @@ def test_a_shape_keeping_builtin_passed_as_act_applies_to_the_vector() -> None:
     np.testing.assert_allclose(out, np.exp(x) / np.exp(x).sum(1, keepdims=True), rtol=1e-12)
 
 
+def test_an_elementwise_builtin_fits_a_declared_shape_keeping_signature() -> None:
+    """`f: R^4 -> R^4 = relu`: an elementwise function keeps any shape, so it fits."""
+    wrap = "Wrap(; f: R^4 -> R^4 = relu): R^4 -> R^4\nWrap(x) = f(x)\nNet: R^4 -> R^4\n"
+    x = np.random.default_rng(4).uniform(-2, 2, (5, 4))
+    np.testing.assert_allclose(_run(wrap + "Net(x) = Wrap(x)", x), np.maximum(x, 0))
+    np.testing.assert_allclose(_run(wrap + "Net(x) = Wrap(x; f = tanh)", x), np.tanh(x),
+                               rtol=1e-12)
+    err = _error(wrap.replace("R^4 -> R^4 = relu", "R^4 -> R^2 = relu") + "Net(x) = x")
+    assert err.message == "Wrap needs 'f' to be R^4 -> R^2, but relu is R -> R"
+
+
 # --- module arguments are checked at every call -----------------------------------------------
 def _error(text: str) -> DpError:
     with pytest.raises(DpError) as info:

@@ -1,4 +1,4 @@
-"""Every primitive's backward rule against float64 central differences (RELIABILITY 1, 2).
+"""Every primitive's backward rule against float64 central differences.
 
 `CASES` is the shared table of primitive cases: other tests (completeness, kernels vs
 reference, shape rules) import it. Each primitive has at least three, with a size-1 case and a
@@ -228,7 +228,7 @@ def test_linear_skips_dx_when_not_wanted() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Kinks: the pinned values and the sampler (RELIABILITY 2)
+# Kinks: the pinned values and the sampler
 
 
 def _grad(name: str, inputs: tuple, g=None, **params) -> tuple:

@@ -42,8 +42,8 @@ FILE = "fuzz.dp"
 # Minimal reproducers of crashes this fuzz found outside the parser (see the module docstring).
 KNOWN_CRASHES: set[str] = set()
 
-KEYWORDS = {"R", "Token", "param", "carry", "abstract", "implements", "train", "on", "run",
-            "print"}
+KEYWORDS = {"R", "Token", "param", "carry", "kernel", "abstract", "implements", "train", "on",
+            "run", "print"}
 
 
 # --- plausible terminals ------------------------------------------------------------------------
@@ -66,6 +66,7 @@ def _pools() -> dict[str, list[str]]:
         "header": ["x", "y", "n", "act", "cell", "m"], "param": ["W", "b"], "let": ["h", "y"],
         "kwarg": ["m", "act", "n"] + kwargs,
         "setting": ["loss", "optimizer", "batch", "epochs", "steps", "eval"],
+        "kernel": ["rnn_scan", "lstm_scan", "gru_scan"],
     }
 
 
@@ -73,7 +74,8 @@ def _pools() -> dict[str, list[str]]:
 NAME_POOL = {"signature": "module", "signature_with_config": "module",
              "abstract_decl": "module", "abstract_with_config": "module",
              "implements": "abstract", "named_sig": "abstract", "header_item": "header",
-             "param_decl": "param", "carry": "let", "let": "let", "repl_let": "let",
+             "param_decl": "param", "kernel_decl": "kernel", "carry": "let", "let": "let",
+             "repl_let": "let",
              "dim_name": "dim", "kwarg": "kwarg", "setting": "setting"}
 FIXED = {"INT": ["4"] * 6 + ["2", "8", "1", "0"],
          "NUMBER": ["0.5", "1", "2", "3", "0.01", "1e-3", "0"],

@@ -1,4 +1,4 @@
-"""Registry completeness (STYLE habit 6): every primitive has a shape rule, a forward, a backward
+"""Registry completeness: every primitive has a shape rule, a forward, a backward
 and at least one gradient-check case, and the shape rules reject what they must."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`dp train --resume` ends where an uninterrupted run ends (RELIABILITY 20 and 21): a run
+"""`dp train --resume` ends where an uninterrupted run ends: a run
 killed at any moment, even while writing a checkpoint, goes on from its last checkpoint to
 bitwise the same parameters and the same per-step losses."""
 
@@ -188,7 +188,7 @@ def test_metrics_file_is_written_beside_the_checkpoint(tmp_path):
 
 
 def test_killed_at_random_moments_leaves_a_loadable_checkpoint(tmp_path):
-    """RELIABILITY 20: SIGKILL anywhere in a run that saves every step (so often in the
+    """SIGKILL anywhere in a run that saves every step (so often in the
     middle of writing one); `dp run` then loads a verified checkpoint every time."""
     program = _program(tmp_path)
     for lines in np.random.RandomState(0).randint(2, 12, size=3):

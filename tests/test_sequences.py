@@ -7,11 +7,10 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, dp_here
 from dp.dsl import load_text
-from dp.interpreter.core.execute import Executable
 from dp.interpreter.core import lower as lower_module
+from dp.interpreter.core.execute import Executable
 from dp.interpreter.core.lower import lower
 from dp.interpreter.core.model import Model
 from dp.interpreter.core.plan import typecheck_plan
@@ -102,6 +101,59 @@ Seq(xs) = seq_mean(SequenceRNN(xs; cell = {cell}, h = 6))
     assert fprims - uprims == ({"rnn_scan"} if cell == "SimpleRNN" else {"lstm_scan", "concat"})
     np.testing.assert_allclose(fused, unrolled, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(dfused, dunrolled, rtol=1e-10, atol=1e-13)
+
+
+# the body of SimpleRNN in a user's cell, with or without the declaration of its kernel
+OWN_CELL = """
+Own: (R^h, R^d) -> R^h implements RNN
+Own(h, x; act = tanh) = act(U h + V x + b)
+  param U: R^(h, h) ~ fan_in
+  param V: R^(h, d) ~ fan_in
+  param b: R^h ~ zeros
+{kernel}
+Seq: (R^4)^5 -> R^6
+Seq(xs) = seq_mean(SequenceRNN(xs; cell = Own, h = 6))
+"""
+
+
+def _run_own(kernel: str, kernels, monkeypatch):
+    monkeypatch.setattr(lower_module, "SCAN_KERNELS", kernels)
+    model = Model(load_text(OWN_CELL.format(kernel=kernel)), "Seq", dtype=np.float64)
+    model.init(2)
+    xs = np.random.default_rng(4).normal(size=(3, 5, 4))
+    model.loss_and_grad("squared_error", xs, np.random.default_rng(5).normal(size=(3, 6)))
+    prims = {e.prim for e in model._executable(3, None).plan.eqns}
+    return model.predict(xs), model.grad_flat, prims
+
+
+def test_a_cell_that_declares_its_kernel_is_fused_by_the_declaration_not_its_name(monkeypatch):
+    """Own is fused because it says `kernel rnn_scan`, and computes what its unrolled
+    definition does; without the declaration it is unrolled."""
+    kernels = lower_module.SCAN_KERNELS
+    fused, dfused, fprims = _run_own("  kernel rnn_scan", kernels, monkeypatch)
+    unrolled, dunrolled, uprims = _run_own("  kernel rnn_scan", {}, monkeypatch)
+    assert "rnn_scan" in fprims and "rnn_scan" not in uprims
+    np.testing.assert_allclose(fused, unrolled, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dfused, dunrolled, rtol=1e-10, atol=1e-13)
+    plain, dplain, pprims = _run_own("", kernels, monkeypatch)
+    assert "rnn_scan" not in pprims and "stack" in pprims
+    np.testing.assert_allclose(plain, unrolled, rtol=1e-12, atol=1e-14)
+
+
+def test_a_declared_cell_bound_to_another_activation_is_unrolled():
+    tprog = load_text(OWN_CELL.format(kernel="  kernel rnn_scan").replace(
+        "cell = Own,", "cell = Own(; act = relu),"))
+    assert "rnn_scan" not in {e.prim for e in lower(tprog, "Seq", 3).eqns}
+
+
+def test_the_stdlib_cells_declare_their_kernels_and_each_kernel_is_a_primitive():
+    from dp.dsl.kernels import SCAN_KERNELS
+    from dp.interpreter.core.primitives import PRIMITIVES
+    tprog = load_text(TINY_LM)
+    assert tprog.defs["SimpleRNN"].kernel == "rnn_scan"
+    assert tprog.defs["LSTM"].kernel == "lstm_scan"
+    assert tprog.defs["Collapse"].kernel is None
+    assert set(SCAN_KERNELS) <= set(PRIMITIVES)
 
 
 def test_a_cell_that_carries_runs_only_along_a_sequence(tmp_path):

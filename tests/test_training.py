@@ -121,7 +121,7 @@ def test_same_seed_same_parameters(tmp_path, write_program):
 
 @pytest.mark.slow
 def test_digits_mlp_reaches_the_reference_accuracy(tmp_path):
-    """The main job: mlp_digits (DESIGN section 5) reaches at least 97.5% test accuracy."""
+    """The main job: mlp_digits (a reference workload) reaches at least 97.5% test accuracy."""
     ckpt = tmp_path / "digits.safetensors"
     code, out, err = dp_here("train", "programs/digits_mlp.dp", "--checkpoint", str(ckpt),
                              cwd=ROOT)

@@ -151,7 +151,7 @@ run:
 
 @pytest.mark.slow
 def test_digits_cnn_reaches_the_reference_accuracy(tmp_path):
-    """cnn_digits (DESIGN section 5) reaches at least 97% test accuracy."""
+    """cnn_digits (a reference workload) reaches at least 97% test accuracy."""
     ckpt = str(tmp_path / "cnn.safetensors")
     code, out, err = dp_here("train", "programs/digits_cnn.dp", "--checkpoint", ckpt, cwd=ROOT)
     assert code == 0, err

@@ -16,6 +16,7 @@ from dp.dsl import typed as T
 from dp.dsl.builtins import BUILTINS, Builtin
 from dp.dsl.dims import DimVar, Mismatch, resolve
 from dp.dsl.errors import DpError, Span, where
+from dp.dsl.kernels import SCAN_KERNELS
 from dp.dsl.signatures import unbound_error
 from dp.dsl.types import Tensor, apply_subst
 
@@ -355,18 +356,20 @@ def _map(plan: Plan, tprog: T.TProgram, f: _Frame, b: Builtin, e: T.TMap, args) 
 
 
 def _scan(plan: Plan, tprog: T.TProgram, f: _Frame, b: Builtin, e: T.TMap, args) -> Atom:
-    """A cell along the sequence from a zero state. The standard cells run as one fused kernel
-    (their language definition is its specification; tests hold the kernel to it); any other
-    cell is unrolled, one inlined step per element, with parameters shared by path."""
+    """A cell along the sequence from a zero state. A cell that declares a kernel (`kernel
+    rnn_scan`) runs as that one fused kernel, when its gates' activations are the kernel's
+    (its language definition is the kernel's specification; tests hold the kernel to it); any
+    other cell is unrolled, one inlined step per element, with parameters shared by path."""
     xs = _emit(plan, tprog, f, e.seq)
     ref = _resolve(e.call.callee, f)
     state = tuple(f.size(d) for d in e.type.shape[1:])
-    if isinstance(ref, T.GlobalMod) and ref.name in SCAN_KERNELS:
+    kernel = _kernel(tprog, ref)
+    if kernel is not None:
         dims = _bind_dims(tprog, ref, [state, xs.shape[2:]], e.span)
         frame = _frame(tprog, ref, dims, _site(f, e.call), e.call)
-        gates = _gates(plan, tprog, frame, SCAN_KERNELS[ref.name][1])
+        gates = _gates(tprog, frame, SCAN_KERNELS[kernel].gates)
         if gates is not None:
-            return _fused_scan(plan, SCAN_KERNELS[ref.name][0], gates, xs, state, e.span)
+            return _fused_scan(plan, kernel, gates, xs, state, e.span)
     batch, n = xs.shape[0], xs.shape[1]
     h = plan.add("fill", (Const(0.0),), e.span, batched=True, shape=(batch,) + state)
     carry: dict = {}
@@ -378,26 +381,37 @@ def _scan(plan: Plan, tprog: T.TProgram, f: _Frame, b: Builtin, e: T.TMap, args)
     return plan.add("stack", tuple(steps), e.span, axis=1)
 
 
-def _gates(plan: Plan, tprog: T.TProgram, frame: _Frame, acts: tuple) -> list | None:
-    """The frames of a standard cell's gates, each act(U h + V x + b), if the cell is written
-    as the kernel computes it: SimpleRNN with tanh is its own one gate; LSTM's gates are the
-    SimpleRNN steps of its first lets (i, f, g, o, torch's order). None: unroll it instead."""
+def _kernel(tprog: T.TProgram, ref) -> str | None:
+    """The kernel a defined module declares, if lowering fuses it (SCAN_KERNELS is the switch)."""
+    tdef = tprog.defs.get(ref.name) if isinstance(ref, T.GlobalMod) else None
+    return tdef.kernel if tdef is not None and tdef.kernel in SCAN_KERNELS else None
+
+
+def _gates(tprog: T.TProgram, frame: _Frame, acts: tuple) -> list | None:
+    """The frames of a cell's gates, each act(U h + V x + b), if their activations are the
+    kernel's: an rnn_scan cell is its own one gate; an lstm_scan cell's gates are the calls of
+    its first lets (i, f, g, o, torch's order), each of a cell declaring rnn_scan (the checker
+    made sure the bodies are the kernels' forms). None: unroll it instead."""
     if len(acts) == 1:
-        return [frame] if frame.config.get("act", T.BuiltinMod("tanh")) == T.BuiltinMod(
-            acts[0]) else None
-    calls = [e for _, e in frame.tdef.lets[:len(acts)]]
-    if not all(isinstance(c, T.TCall) and _resolve(c.callee, frame).name == "SimpleRNN"
-               for c in calls):
-        return None
+        return [frame] if _activation(frame) == acts[0] else None
     gates = []
-    for call, act in zip(calls, acts, strict=True):
+    for (_, call), act in zip(frame.tdef.lets, acts, strict=False):
         ref = _resolve(call.callee, frame)
+        if _kernel(tprog, ref) != "rnn_scan":
+            return None
         dims = {var: frame.size(fv) for var, fv in call.dims}
         gate = _frame(tprog, ref, dims, _site(frame, call), call)
-        if gate.config.get("act", T.BuiltinMod("tanh")) != T.BuiltinMod(act):
+        if _activation(gate) != act:
             return None
         gates.append(gate)
     return gates
+
+
+def _activation(frame: _Frame) -> str | None:
+    """The builtin an rnn_scan cell's result applies, as this frame binds it."""
+    callee = frame.tdef.result.callee
+    ref = frame.config.get(callee.name) if isinstance(callee, T.ConfigMod) else callee
+    return ref.name if isinstance(ref, T.BuiltinMod) else None
 
 
 def _fused_scan(plan: Plan, kernel: str, gates: list, xs: Var, state: tuple, span) -> Var:
@@ -413,12 +427,6 @@ def _fused_scan(plan: Plan, kernel: str, gates: list, xs: Var, state: tuple, spa
     U, V, bias = joined("U"), joined("V"), joined("b")
     xp = plan.add("add", (plan.add("linear", (xs, V), span), bias), span)
     return plan.add(kernel, (xp, U), span)
-
-
-# the cells of stdlib/sequences.dp that scan runs as one kernel along the whole sequence, with
-# the activations of their gates
-SCAN_KERNELS = {"SimpleRNN": ("rnn_scan", ("tanh",)),
-                "LSTM": ("lstm_scan", ("sigmoid", "sigmoid", "tanh", "sigmoid"))}
 
 
 def _volume(plan: Plan, tprog, f: _Frame, b: Builtin, e: T.TPrim, args: list[Atom]) -> Var:
