@@ -58,8 +58,9 @@ def _text(e, depth: int) -> str:
         return f"({_text(e.expr, d)} : ...)"
     if isinstance(e, ast.Call):
         inside = ", ".join(_text(a, d) for a in e.args)
-        if e.kwargs:
-            inside += "; " + ", ".join(f"{k.name} = {_text(k.value, d)}" for k in e.kwargs)
+        if e.kwargs:  # `f(x; k = 1)`, but `f(k = 1)` when there is nothing before them
+            inside += ("; " if e.args else "") + ", ".join(
+                f"{k.name} = {_text(k.value, d)}" for k in e.kwargs)
         return f"{e.func}({inside})"
     return "an expression"
 

@@ -1,7 +1,8 @@
 """The `dp` command: check, train and run programs. Wiring only; every stage lives elsewhere.
 
-Every error is printed as docs/architecture.md (Errors) describes, with a non-zero exit code; a Python
-traceback is shown only with --debug (otherwise an internal error's traceback goes to a log).
+Every error is printed as docs/architecture.md (Errors) describes, with a non-zero exit code; a
+Python traceback is shown only with --debug (otherwise an internal error's traceback goes to a
+log).
 """
 
 from __future__ import annotations
