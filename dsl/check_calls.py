@@ -68,6 +68,9 @@ class _Calls:
         if name in self.g.abstracts:
             raise _err("type", f"{name} is abstract: pass an implementation of it", span)
         if name in self.g.sigs:
+            if name not in self.g.defs:
+                raise _err("name", f"{name} has a signature but no definition", span,
+                           f"define it: {name}(x) = ...")
             return T.GlobalMod(name, *self._bind_config(name, kwargs, span))
         known = set(self.config) | set(self.g.sigs) | set(BUILTINS)
         raise _err("name", f"unknown module '{name}'", span, *_suggest(name, known))
@@ -164,6 +167,7 @@ class _Calls:
     def apply(self, ref: T.ModRef, name: str, sig: ModSig, targs, positional, kwargs,
               e) -> T.TCall:
         """One call site of a module on typed arguments (`positional` name them in messages)."""
+        self._carries_only_in_scan(ref, targs, e)
         inst, mapping = instantiate(sig)
         if isinstance(ref, T.ConfigMod):
             self.late |= set(mapping.values())
@@ -190,6 +194,16 @@ class _Calls:
                        elementwise)
         self.calls.append((call, sig))
         return call
+
+    def _carries_only_in_scan(self, ref: T.ModRef, targs, e) -> None:
+        """A module that carries values from one step to the next is a cell of a scan: its
+        call must be the one `scan(cell, xs)` makes (its first argument is the state)."""
+        d = self.g.defs.get(ref.name) if isinstance(ref, T.GlobalMod) else None
+        carried = [s.name for s in d.body if isinstance(s, ast.Let) and s.carry] if d else []
+        scanned = targs and isinstance(targs[0], T.TLocal) and targs[0].name == T.STATE
+        if carried and not scanned:
+            raise _err("type", f"{ref.name} carries {' and '.join(carried)} from one step to "
+                       f"the next, so it runs along a sequence: scan({ref.name}, xs)", e.span)
 
     def _size_defaults(self, name: str, sizes: dict, mapping: dict, given: set, e) -> None:
         for n, a in sizes.items():

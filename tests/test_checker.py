@@ -255,3 +255,16 @@ def test_a_parameter_named_like_a_module_is_the_parameter():
 ])
 def test_a_size_of_zero_or_less_is_an_error_where_it_arises(text, message, line, col):
     assert _errors(text) == [("shape", message, line, col)]
+
+
+@pytest.mark.parametrize("text, kind, message, where", [
+    ("Half: R^4 -> R^2\nNet: R^4 -> R^2\nNet(x) = Half(x)\n", "name",
+     "Half has a signature but no definition", (3, 10)),
+    ("Step: (R^6, R^4) -> R^6\nStep(h, x) = LSTM(h, x)\n", "type",
+     "LSTM carries c from one step to the next, so it runs along a sequence: scan(LSTM, xs)",
+     (2, 14)),
+])
+def test_what_lowering_used_to_find_the_checker_finds(text, kind, message, where) -> None:
+    """A call of a module with no definition, and a cell that carries values called outside
+    a scan, are check errors (the program is never lowered)."""
+    assert _errors(text) == [(kind, message, *where)]
