@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from . import typed as T
 from .errors import DpError, Span
-from .parser import MAX_DEPTH
+from .build_ast import MAX_DEPTH
 
 MAX_NESTING = 200
 
