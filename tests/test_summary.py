@@ -78,3 +78,15 @@ def test_a_generic_module_keeps_its_dimension_names():
     lines = summary_lines(tprog, tprog.defs["Transformer"])
     assert "  prenormblock        repeat layers × PreNormBlock   (R^d)^n" in lines
     assert summary_lines(tprog, tprog.defs["MaxPool"])[1] == "  no layers and no parameters"
+
+
+def test_dump_plan_prints_the_plans_of_concrete_modules_and_says_why_generic_ones_have_none():
+    from conftest import dp_here
+
+    code, out, err = dp_here("check", "programs/digits_mlp.dp", "--dump", "plan", cwd=ROOT)
+    assert (code, err) == (0, "")
+    assert "v9: [1, 10] = linear(v5, v6, v7)" in out and out.rstrip().endswith("outputs: v9")
+    code, out, err = dp_here("check", "stdlib/feedforward.dp", "--dump", "plan", cwd=ROOT)
+    assert (code, err) == (0, "")
+    assert ("no plan: FeedForward waits for n, m; it is lowered where a module uses it"
+            in out.splitlines())

@@ -17,7 +17,7 @@ from dp.interpreter.training.reports import run_block
 from dp.interpreter.training.train import checkpoint_path, load_trained, parse_sets, program_hash
 from dp.interpreter.training.train import train as train_model
 
-from .structure import describe_module
+from .structure import describe_module, is_closed, open_sizes
 
 
 def check(args) -> int:
@@ -41,8 +41,11 @@ def check(args) -> int:
     for tdef, lines in zip(shown, described, strict=True):
         print()
         print("\n".join(lines))
-        if args.dump == "plan":
+        if args.dump == "plan" and is_closed(tdef):
             print(format_plan(lower(tprog, tdef.name, 1, tdef.span)))
+        elif args.dump == "plan":  # a generic module has a plan only where it is used
+            print(f"no plan: {tdef.name} waits for {', '.join(open_sizes(tdef))}; it is "
+                  "lowered where a module uses it")
     return 0
 
 
