@@ -29,7 +29,8 @@ from .check_attention import (
 from .check_sequences import map_rule, seq_reduce_rule, token_rule
 from .check_volumes import conv2d_rule, describe, flatten_rule, maxpool2d_rule
 from .dims import fresh
-from .signatures import _err, _plural
+from .errors import plural
+from .signatures import _err
 from .types import ModSig, Tensor, scalar
 
 
@@ -63,7 +64,7 @@ def check_call(c, b: Builtin, args, kwargs, e) -> T.TExpr:
     if len(args) < n or (len(args) > n and not b.more):
         if b.usage:
             raise _err("arity", f"{b.name} takes {b.usage}", e.span)
-        raise _err("arity", f"{b.name} takes {_plural(n, 'argument')}, but {len(args)} "
+        raise _err("arity", f"{b.name} takes {plural(n, 'argument')}, but {len(args)} "
                    f"{'was' if len(args) == 1 else 'were'} given", e.span)
     return b.rule(c, b.name, tuple(args), sizes, e)
 

@@ -13,7 +13,8 @@ from . import ast
 from . import typed as T
 from .check_volumes import describe
 from .dims import Mismatch, dim_from, unify
-from .signatures import _err, _plural
+from .errors import plural
+from .signatures import _err
 from .types import Tensor, apply_subst, unify_tensors
 
 
@@ -92,7 +93,7 @@ def repeat_rule(c, name: str, args, sizes, e) -> T.TMap:
     ref = c.module_ref(mod)
     sig = c._ref_sig(ref)
     if len(sig.args) != 1 + len(more):
-        raise _err("arity", f"repeat passes {ref.name} {_plural(1 + len(more), 'argument')}, "
+        raise _err("arity", f"repeat passes {ref.name} {plural(1 + len(more), 'argument')}, "
                    f"but it takes {len(sig.args)} ({ref.name}: {sig})", mod.span)
     x = c.expr(x_ast)
     extra = tuple(c.expr(a) for a in more)

@@ -15,17 +15,9 @@ from .check_calls import _Calls
 from .check_sequences import index
 from .check_volumes import describe
 from .dims import Mismatch, free_vars, resolve, settle, unify
-from .errors import DpError
+from .errors import DpError, plural, suggest
 from .kernels import SCAN_KERNELS, written_as
-from .signatures import (
-    INITIALIZERS,
-    _err,
-    _Globals,
-    _plural,
-    _suggest,
-    _TypeBuilder,
-    expr_text,
-)
+from .signatures import INITIALIZERS, _err, _Globals, _TypeBuilder, expr_text
 from .types import ModSig, Tensor, apply_subst, scalar, unify_tensors
 
 
@@ -53,7 +45,7 @@ class _DefChecker(_Calls):
         inputs = [h for h in d.header if not h.config]
         self._config(d)
         if len(inputs) != len(self.sig.args):
-            raise _err("arity", f"{d.name} takes {_plural(len(self.sig.args), 'argument')} "
+            raise _err("arity", f"{d.name} takes {plural(len(self.sig.args), 'argument')} "
                        f"by its signature ({self.sig}), but its definition names "
                        f"{len(inputs)}", d.span)
         for h, t in zip(inputs, self.sig.args, strict=True):
@@ -96,7 +88,7 @@ class _DefChecker(_Calls):
         k = decls[0]
         if k.name not in SCAN_KERNELS:
             raise _err("name", f"unknown kernel '{k.name}'", k.span,
-                       *_suggest(k.name, SCAN_KERNELS),
+                       *suggest(k.name, SCAN_KERNELS),
                        "known kernels: " + ", ".join(sorted(SCAN_KERNELS)))
         sig = tdef.sig
         if not (len(sig.args) == 2 and sig.args[0].rank == sig.args[1].rank == 1
@@ -129,7 +121,7 @@ class _DefChecker(_Calls):
                        "known initializers: " + ", ".join(sorted(INITIALIZERS)))
         if len(args) != INITIALIZERS[name] or not all(isinstance(a, ast.Number) for a in args):
             raise _err("arity", f"initializer {name} takes "
-                       f"{_plural(INITIALIZERS[name], 'number')}", e.span)
+                       f"{plural(INITIALIZERS[name], 'number')}", e.span)
         return name, tuple(a.value for a in args)
 
     def _carry(self, stmt: ast.Let) -> tuple[str, Tensor]:
@@ -220,7 +212,7 @@ class _DefChecker(_Calls):
             raise _err("type", f"{e.name} is a module; apply it to a value: {e.name}(x)",
                        e.span)
         known = set(self.locals) | set(self.params) | set(self.config) | set(self.g.defs)
-        raise _err("name", f"unknown name '{e.name}'", e.span, *_suggest(e.name, known))
+        raise _err("name", f"unknown name '{e.name}'", e.span, *suggest(e.name, known))
 
     def _previous(self, e: ast.Name) -> T.TExpr:
         """`previous`: the module's own output tokens, each one position later (a start token,

@@ -12,16 +12,8 @@ from . import typed as T
 from .builtins import BUILTINS, check_call, value_sig
 from .check_volumes import describe
 from .dims import Mismatch, fresh, resolve, unify
-from .errors import where
-from .signatures import (
-    _err,
-    _plural,
-    _suggest,
-    _TypeBuilder,
-    instantiate,
-    sig_matches,
-    sig_unifies,
-)
+from .errors import plural, suggest, where
+from .signatures import _err, _TypeBuilder, instantiate, sig_matches, sig_unifies
 from .types import ModSig, Tensor, apply_subst, unify_tensors
 
 
@@ -73,7 +65,7 @@ class _Calls:
                            f"define it: {name}(x) = ...")
             return T.GlobalMod(name, *self._bind_config(name, kwargs, span))
         known = set(self.config) | set(self.g.sigs) | set(BUILTINS)
-        raise _err("name", f"unknown module '{name}'", span, *_suggest(name, known))
+        raise _err("name", f"unknown module '{name}'", span, *suggest(name, known))
 
     def _config_params(self, name: str) -> dict[str, object]:
         d = self.g.defs.get(name)
@@ -158,7 +150,7 @@ class _Calls:
         sig = self._ref_sig(ref)
         positional = list(args)
         if len(positional) != len(sig.args):
-            raise _err("arity", f"{name} takes {_plural(len(sig.args), 'argument')} "
+            raise _err("arity", f"{name} takes {plural(len(sig.args), 'argument')} "
                        f"({name}: {sig}), but {len(positional)} "
                        f"{'was' if len(positional) == 1 else 'were'} given", e.span)
         targs = tuple(self.expr(a) for a in positional)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from . import typed as T
-from .errors import DpError, Span
 from .build_ast import MAX_DEPTH
+from .errors import DpError, Span
 
 MAX_NESTING = 200
 

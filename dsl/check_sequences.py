@@ -12,7 +12,8 @@ from . import ast
 from . import typed as T
 from .check_volumes import describe
 from .dims import Mismatch, fresh, unify
-from .signatures import _err, _plural
+from .errors import plural
+from .signatures import _err
 from .types import Tensor, apply_subst, unify_tensors
 
 
@@ -64,7 +65,7 @@ def map_rule(c, name: str, args, sizes, e) -> T.TMap:
     if len(sig.args) != want:
         what = "a cell (state, input) -> state" if name == "scan" else "a module of one argument"
         raise _err("arity", f"{name} needs {what}, but {ref.name} takes "
-                   f"{_plural(len(sig.args), 'argument')} ({ref.name}: {sig})", mod.span)
+                   f"{plural(len(sig.args), 'argument')} ({ref.name}: {sig})", mod.span)
     xs = _sequence(c, seq_ast, name)
     n = apply_subst(xs.type, c.subst).shape[0]
     one = ast.Name(f"an element of {describe(seq_ast)}", seq_ast.span)

@@ -10,7 +10,7 @@ from . import ast
 from . import typed as T
 from .blocks import SOURCE_FORMS, SOURCES, TEXTS, Arg
 from .errors import DpError, suggest
-from .signatures import unbound_error
+from .signatures import expr_text, unbound_error
 from .types import ModSig
 
 
@@ -112,19 +112,7 @@ def literal(e: ast.Expr, what: str):
 
 def written(e: ast.Expr) -> str:
     """An expression of a block as it is written (with standard spacing)."""
-    if isinstance(e, ast.Number):
-        return e.text
-    if isinstance(e, ast.String):
-        return f'"{e.value}"'
-    if isinstance(e, ast.Name):
-        return e.name
-    if isinstance(e, ast.Neg):
-        return "-" + written(e.operand)
-    if isinstance(e, ast.Call):
-        parts = [written(a) for a in e.args] + [f"{k.name} = {written(k.value)}"
-                                                for k in e.kwargs]
-        return f"{e.func}({', '.join(parts)})"
-    return "an expression"
+    return expr_text(e, 200, named=", ")
 
 
 def _by_rule(e: ast.Expr, arg: Arg, what: str):

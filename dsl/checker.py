@@ -122,13 +122,13 @@ def _declare(item, g: _Globals) -> None:
         g.spans[item.name] = item.span
         g.config[item.name] = item.config
         if isinstance(item.sig, ast.NamedSig):
-            g.sigs[item.name] = _abstract(item.sig.name, item.sig.span, g)
+            g.sigs[item.name] = g.abstract(item.sig.name, item.sig.span)
             g.implements[item.name] = item.sig.name
             return
         sig = _TypeBuilder({}, True, True).sig(item.sig)
         g.sigs[item.name] = sig
         if item.implements is not None:
-            abstract = _abstract(item.implements, item.span, g)
+            abstract = g.abstract(item.implements, item.span)
             if not sig_matches(sig, abstract):
                 raise _err("type", f"{item.name} does not implement {item.implements}: "
                            f"its signature is {sig}, but {item.implements} is {abstract}",
@@ -151,10 +151,6 @@ def _no_duplicate(name: str, span: Span, g: _Globals) -> None:
                    f"the first declaration is at {where(g.spans[name])}")
     if name in BUILTINS:
         raise _err("name", f"{name} is a built-in function and cannot be redeclared", span)
-
-
-def _abstract(name: str, span: Span, g: _Globals) -> ModSig:
-    return g.abstract(name, span)
 
 
 def _module_argument_types(items, g: _Globals) -> list[DpError]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from . import ast
 from .dims import Dim, DimVar, Mismatch, dim_from, fresh, resolve
-from .errors import DpError, Span, plural, suggest
+from .errors import DpError, Span, suggest
 from .types import ModSig, Tensor, scalar, unify_tensors
 
 INITIALIZERS = {"glorot": 0, "zeros": 0, "ones": 0, "normal": 1, "uniform": 1, "fan_in": 0}
@@ -25,17 +25,16 @@ def unbound_error(name: str, arg: str, span: Span | None) -> DpError:
                 f"it: write a module that uses {name}(...; {arg} = ...)", span)
 
 
-_suggest, _plural = suggest, plural
-
-
-def expr_text(e: ast.Expr, limit: int = 40) -> str:
+def expr_text(e: ast.Expr, limit: int = 40, named: str = "; ") -> str:
     """An expression as the language writes it (standard spacing, parentheses where nested),
-    for messages: never the syntax tree's repr. Longer than `limit`: its start and `...`."""
-    text = _text(e, 6)
+    for messages: never the syntax tree's repr. Longer than `limit`: its start and `...`.
+    `named` goes between a call's positional and named arguments (`f(x; k = 1)`; a block's
+    data sources are written `text(t, split = test)`)."""
+    text = _text(e, 6, named)
     return text if len(text) <= limit else text[:limit - 4].rstrip() + " ..."
 
 
-def _text(e, depth: int) -> str:
+def _text(e, depth: int, named: str) -> str:
     """Nested deeper than `depth`: `...` (an expression may be nested a thousand deep)."""
     if depth < 0:
         return "..."
@@ -47,27 +46,27 @@ def _text(e, depth: int) -> str:
     if isinstance(e, ast.Name):
         return e.name
     if isinstance(e, ast.Neg):
-        return "-" + _inner(e.operand, d)
+        return "-" + _inner(e.operand, d, named)
     if isinstance(e, ast.BinOp):
-        return f"{_inner(e.left, d)} {e.op} {_inner(e.right, d)}"
+        return f"{_inner(e.left, d, named)} {e.op} {_inner(e.right, d, named)}"
     if isinstance(e, ast.Apply):
-        return f"{_inner(e.func, d)} {_inner(e.arg, d)}"
+        return f"{_inner(e.func, d, named)} {_inner(e.arg, d, named)}"
     if isinstance(e, ast.Index):
-        return f"{_inner(e.table, d)}[{_text(e.index, d)}]"
+        return f"{_inner(e.table, d, named)}[{_text(e.index, d, named)}]"
     if isinstance(e, ast.Ascribe):
-        return f"({_text(e.expr, d)} : ...)"
+        return f"({_text(e.expr, d, named)} : ...)"
     if isinstance(e, ast.Call):
-        inside = ", ".join(_text(a, d) for a in e.args)
+        inside = ", ".join(_text(a, d, named) for a in e.args)
         if e.kwargs:  # `f(x; k = 1)`, but `f(k = 1)` when there is nothing before them
-            inside += ("; " if e.args else "") + ", ".join(
-                f"{k.name} = {_text(k.value, d)}" for k in e.kwargs)
+            inside += (named if e.args else "") + ", ".join(
+                f"{k.name} = {_text(k.value, d, named)}" for k in e.kwargs)
         return f"{e.func}({inside})"
     return "an expression"
 
 
-def _inner(e, depth: int) -> str:
+def _inner(e, depth: int, named: str) -> str:
     """An operand: in parentheses when it is an operation itself."""
-    text = _text(e, depth)
+    text = _text(e, depth, named)
     parts = isinstance(e, (ast.BinOp, ast.Apply, ast.Neg)) and text != "..."
     return f"({text})" if parts else text
 
@@ -188,7 +187,7 @@ class _Globals:
         """The abstract module `name`; an error at `span` if there is none."""
         if name not in self.abstracts:
             raise _err("name", f"unknown abstract module '{name}'", span,
-                       *(_suggest(name, self.abstracts)
+                       *(suggest(name, self.abstracts)
                          or ("the abstract modules: " + ", ".join(sorted(self.abstracts)),)))
         return self.abstracts[name]
 

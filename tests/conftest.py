@@ -1,4 +1,5 @@
-"""Shared test helpers: run the `dp` CLI in-process or as a subprocess, write programs.
+"""Shared test helpers: run the `dp` CLI in-process or as a subprocess, write programs, and
+tell whether an error's span lies inside its source (the fuzzers).
 
 `dp_here` runs the command in this process (no Python start-up, imports or loading of cached
 Numba kernels per call: a second or more saved each time) and prints exactly what `run_dp`, the
@@ -23,6 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from dp.dsl.errors import DpError  # noqa: E402
 from dp.interpreter.core import plan as _plan  # noqa: E402
 
 _plan.CHECK_PLANS = True  # every plan lowered in the tests is re-checked (plan.typecheck_plan)
@@ -125,3 +127,31 @@ def write_program(tmp_path):
         path.write_text(text)
         return str(path)
     return write
+
+
+def span_problem(err: DpError, sources: dict[str, str], strict_end: bool = False) \
+        -> str | None:
+    """Why `err.span` is not inside the text it names, or None if it is: lines split at
+    newlines, as the parser counts them; the start's column from 1 to the line's length + 1.
+    The (exclusive) end may cover the line's newline, or stop one past the last line."""
+    s = err.span
+    if s is None:
+        return None
+    if s.file not in sources:
+        return f"unknown file: {s.file!r} is neither the mutated file nor a stdlib file"
+    lines = sources[s.file].split("\n")
+    if not 1 <= s.line <= len(lines):
+        return f"start line: {s.line} outside 1..{len(lines)}"
+    if not 1 <= s.col <= len(lines[s.line - 1]) + 1:
+        return f"start column: {s.col} outside 1..{len(lines[s.line - 1]) + 1} on line {s.line}"
+    if (s.end_line, s.end_col) < (s.line, s.col):
+        return f"end before start: {s.end_line}:{s.end_col} < {s.line}:{s.col}"
+    if strict_end:
+        if not s.end_line <= len(lines):
+            return f"end line: {s.end_line} outside 1..{len(lines)}"
+        if not s.end_col <= len(lines[s.end_line - 1]) + 1:
+            return f"end column: {s.end_col} outside 1..{len(lines[s.end_line - 1]) + 1}"
+    elif s.end_line > len(lines) + 1 or (s.end_line == len(lines) + 1 and s.end_col != 1) or \
+            (s.end_line <= len(lines) and s.end_col > len(lines[s.end_line - 1]) + 2):
+        return f"end: {s.end_line}:{s.end_col} past the end of the text"
+    return None

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from dp.dsl import ast
 from dp.dsl.checker import check
+from conftest import span_problem
 from dp.dsl.errors import DpError, DpErrors, format_error
 from dp.dsl.loader import STDLIB_ORDER, read_program, stdlib_dir, stdlib_programs
 from dp.dsl.parser import parse
@@ -242,34 +243,6 @@ class Target:
 def _concrete(tprog, name: str) -> bool:
     sig = tprog.signatures[name]
     return all(isinstance(d, int) for t in sig.args + (sig.result,) for d in t.shape)
-
-
-def span_problem(err: DpError, sources: dict[str, str], strict_end: bool = False) \
-        -> str | None:
-    """Why `err.span` is not inside the text it names, or None if it is: lines split at
-    newlines, as the parser counts them; the start's column from 1 to the line's length + 1.
-    The (exclusive) end may cover the line's newline, or stop one past the last line."""
-    s = err.span
-    if s is None:
-        return None
-    if s.file not in sources:
-        return f"unknown file: {s.file!r} is neither the mutated file nor a stdlib file"
-    lines = sources[s.file].split("\n")
-    if not 1 <= s.line <= len(lines):
-        return f"start line: {s.line} outside 1..{len(lines)}"
-    if not 1 <= s.col <= len(lines[s.line - 1]) + 1:
-        return f"start column: {s.col} outside 1..{len(lines[s.line - 1]) + 1} on line {s.line}"
-    if (s.end_line, s.end_col) < (s.line, s.col):
-        return f"end before start: {s.end_line}:{s.end_col} < {s.line}:{s.col}"
-    if strict_end:
-        if not s.end_line <= len(lines):
-            return f"end line: {s.end_line} outside 1..{len(lines)}"
-        if not s.end_col <= len(lines[s.end_line - 1]) + 1:
-            return f"end column: {s.end_col} outside 1..{len(lines[s.end_line - 1]) + 1}"
-    elif s.end_line > len(lines) + 1 or (s.end_line == len(lines) + 1 and s.end_col != 1) or \
-            (s.end_line <= len(lines) and s.end_col > len(lines[s.end_line - 1]) + 2):
-        return f"end: {s.end_line}:{s.end_col} past the end of the text"
-    return None
 
 
 def render_problem(err: DpError, sources: dict[str, str]) -> str | None:

@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from conftest import span_problem
 from dp.dsl import ast
 from dp.dsl import errors as dsl_errors
 from dp.dsl.checker import check
@@ -250,22 +251,6 @@ def _stdlib_for(text: str) -> list[ast.Program]:
     names = _stdlib_names()
     last = max((i for i, n in enumerate(names) if used & n), default=0)
     return _stdlib()[0][:last + 1]
-
-
-def span_problem(err: DpError, sources: dict[str, str]) -> str | None:
-    """Why the error's span is not in its source: the line within the file, the column within
-    that line and one past it."""
-    s = err.span
-    if s is None:
-        return None
-    if s.file not in sources:
-        return f"unknown file {s.file!r}"
-    lines = sources[s.file].split("\n")
-    if not 1 <= s.line <= len(lines):
-        return f"line {s.line} outside 1..{len(lines)}"
-    if not 1 <= s.col <= len(lines[s.line - 1]) + 1:
-        return f"column {s.col} outside 1..{len(lines[s.line - 1]) + 1} of line {s.line}"
-    return None
 
 
 def _concrete(tprog, name: str) -> bool:

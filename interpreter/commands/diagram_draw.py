@@ -11,8 +11,7 @@ from pathlib import Path
 
 import matplotlib
 from dp.dsl import typed as T
-from dp.dsl.errors import DpError
-from dp.dsl.errors import suggest as _suggest
+from dp.dsl.errors import DpError, suggest
 from dp.dsl.loader import load_programs
 from grandalf.graphs import Edge, Graph, Vertex
 from grandalf.layouts import SugiyamaLayout
@@ -229,7 +228,7 @@ def find_module(tprog: T.TProgram, name: str, file: str | None) -> T.TDef:
     where = f"{file} or the standard library" if file else "the standard library"
     if name in tprog.signatures:
         raise DpError("name", f"{name} has a signature but no definition in {where}")
-    hint = _suggest(name, set(tprog.defs) | set(tprog.abstracts)) or (
+    hint = suggest(name, set(tprog.defs) | set(tprog.abstracts)) or (
         f"`dp check {file}` lists its modules" if file else
         "give the program that defines it: dp show MODULE FILE",)
     raise DpError("name", f"unknown module '{name}' in {where}", None, hint)

@@ -22,8 +22,7 @@ import numpy as np
 from dp.dsl import ast
 from dp.dsl.builtins import BUILTINS
 from dp.dsl.checker import check, check_expr
-from dp.dsl.errors import DpError, Span, format_error
-from dp.dsl.errors import suggest as _suggest
+from dp.dsl.errors import DpError, Span, format_error, suggest
 from dp.dsl.loader import read_program, stdlib_programs
 from dp.dsl.parser import parse, parse_input
 from dp.dsl.types import Tensor
@@ -236,7 +235,7 @@ class Session:
         if name not in COMMANDS and len(matches) != 1:
             raise DpError("usage", f"unknown command ':{name}'",
                           Span(FILE, line, 1, line, len(text.rstrip()) + 1),
-                          _suggest(name, COMMANDS) or ("see :help",))
+                          suggest(name, COMMANDS) or ("see :help",))
         command = name if name in COMMANDS else matches[0]
         if COMMANDS[command] and not rest:
             raise DpError("usage", f"give :{command} {COMMANDS[command]}",
@@ -266,7 +265,7 @@ class Session:
         span = Span(FILE, line, col, line, col + len(rest))
         if rest not in self.tprog.defs:
             raise DpError("name", f"unknown module '{rest}'" if not self._is_module(rest) else
-                          f"{rest} has no definition", span, _suggest(rest, self.tprog.defs))
+                          f"{rest} has no definition", span, suggest(rest, self.tprog.defs))
         tdef = self.tprog.defs[rest]
         if any(not isinstance(d, int) for t in tdef.sig.args + (tdef.sig.result,)
                for d in t.shape):

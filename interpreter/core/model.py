@@ -160,5 +160,5 @@ def _add_loss(plan, loss: str, span) -> None:
         mean = plan.add("scored_mean", (per_example, labels), span, batched=False)
     else:
         mean = plan.add("batch_mean", (per_example,), span, batched=False)
-    check_plan(plan)
     plan.outputs[:] = [mean, out]
+    check_plan(plan)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from dp.dsl.errors import Span
 
+from .primitives import PRIMITIVES
+
 # Re-check every plan after lowering and after each fusion pass (tests/conftest.py and
 # `dp --debug` turn it on; off, a plan costs nothing more than building it).
 CHECK_PLANS = False
@@ -103,8 +105,6 @@ def _shape_of(a: Atom) -> tuple[int, ...]:
 def rule_shape(prim: str, inputs: tuple[Atom, ...], params: dict, span) -> tuple[int, ...]:
     """The output shape the primitive's shape rule gives; a rule that rejects its inputs here
     means dp built a wrong plan (the checker should have caught the program)."""
-    from .primitives import PRIMITIVES
-
     shapes = [_shape_of(a) for a in inputs]
     if prim not in PRIMITIVES:
         raise PlanError(f"the plan calls {prim!r}, which is no primitive (at {_at(span)})")
