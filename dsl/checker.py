@@ -4,7 +4,9 @@ Every definition is checked once, generically: its signature's dimension names a
 call site instantiates the callee's signature with fresh variables, and unification fixes them
 from the arguments, the expected type (`(e : R^128)`, a typed let, the signature's result), an
 explicit `m = 128`, or a later use. A fresh variable still open at the end of the definition is
-"a dimension nothing fixes". Errors are collected per top-level item and raised together.
+"a dimension nothing fixes". Then every module with concrete sizes is walked as a model
+(instances.py), for what only concrete sizes reveal. Errors are collected per top-level item
+and raised together.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .check_graph import module_graph_errors
 from .check_sources import Modules
 from .dims import fresh
 from .errors import DpError, DpErrors, Span, where
+from .instances import instance_errors
 from .signatures import SizeArg, _err, _Globals, _TypeBuilder, sig_matches
 from .types import ModSig, Tensor, scalar
 
@@ -108,8 +111,12 @@ def _check(programs: list[ast.Program],
     train, runs = _check_uses(programs, g, tdefs, errors)
     if errors:
         raise DpErrors(_once(errors))
-    return T.TProgram(tdefs, dict(g.abstracts), dict(g.sigs), train, runs,
-                      {name: tuple(sizes) for name, sizes in g.sizes.items()})
+    tprog = T.TProgram(tdefs, dict(g.abstracts), dict(g.sigs), train, runs,
+                       {name: tuple(sizes) for name, sizes in g.sizes.items()})
+    errors = instance_errors(tprog)
+    if errors:
+        raise DpErrors(_once(errors))
+    return tprog
 
 
 def _declare(item, g: _Globals) -> None:

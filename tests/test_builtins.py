@@ -155,8 +155,9 @@ def test_an_elementwise_builtin_fits_a_declared_shape_keeping_signature() -> Non
 
 # --- module arguments are checked at every call -----------------------------------------------
 def _error(text: str) -> DpError:
+    """The one error the checker gives, before anything is lowered."""
     with pytest.raises(DpError) as info:
-        Model(load_text(text), "Net")
+        load_text(text)
     errors = getattr(info.value, "errors", [info.value])
     assert len(errors) == 1
     return errors[0]

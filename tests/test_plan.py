@@ -155,10 +155,11 @@ Net(xs) =
   softmax(m) @ xs
 """
     with pytest.raises(DpError) as err:
-        lower(load_text(source), "Net", 2)
-    assert err.value.kind == "type" and err.value.message == (
+        load_text(source)
+    (err,) = err.value.errors
+    assert err.kind == "type" and err.message == (
         "causal(...) masks scores for a softmax: write softmax(causal(scores))")
-    assert (err.value.span.line, err.value.span.col) == (4, 7)
+    assert (err.span.line, err.span.col) == (4, 7)
 
 
 def test_dp_debug_rechecks_plans(monkeypatch, write_program):
@@ -168,3 +169,36 @@ def test_dp_debug_rechecks_plans(monkeypatch, write_program):
     path = write_program("Net: R^4 -> R^3\nNet(x) = FeedForward(x; m = 3)\n")
     assert dp_here("check", path)[0] == 0 and not plan_module.CHECK_PLANS
     assert dp_here("check", "--debug", path)[0] == 0 and plan_module.CHECK_PLANS
+
+
+def test_lowering_and_fusion_raise_no_user_error():
+    """The checker is the only source of type and shape errors: lowering and fusion construct
+    no DpError (the one left is the machine's memory limit, a resource, after lowering), and a
+    decision of the checker's instance pass that lowering meets anyway is a PlanError."""
+    import ast as pyast
+    from pathlib import Path
+
+    core = Path(__file__).resolve().parents[1] / "interpreter" / "core"
+    raised = {}
+    for name in ("lower.py", "lower_ops.py", "fuse.py"):
+        tree = pyast.parse((core / name).read_text())
+        raised[name] = [n.lineno for n in pyast.walk(tree) if isinstance(n, pyast.Call)
+                        and getattr(n.func, "id", None) == "DpError"]
+    assert raised["lower_ops.py"] == [] and raised["fuse.py"] == []
+    assert len(raised["lower.py"]) == 1  # _check_memory's "resource" error
+
+
+def test_a_decision_the_checker_skipped_is_a_plan_error(monkeypatch):
+    """With the checker's instance pass switched off, lowering meets what the checker should
+    have refused, and says it is a bug in dp: through a decision it shares with the checker
+    (the repeat limit) or through a primitive's rule (heads that do not divide the width)."""
+    from dp.dsl import checker
+
+    monkeypatch.setattr(checker, "instance_errors", lambda tprog: [])
+    heads = load_text("Net: (R^10)^8 -> (R^10)^8\nNet(xs) = SelfAttention(xs; heads = 4)\n")
+    with pytest.raises(PlanError, match="split_heads: 4 heads need"):
+        lower(heads, "Net", 2)
+    many = load_text("Net: (R^8)^4 -> (R^8)^4\n"
+                     "Net(xs) = Transformer(xs; layers = 1e9, heads = 2, ff = 16)\n")
+    with pytest.raises(PlanError, match="met what the checker let through: repeat makes"):
+        lower(many, "Net", 2)

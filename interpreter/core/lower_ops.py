@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dp.dsl import typed as T
 from dp.dsl.builtins import Builtin
-from dp.dsl.errors import DpError
+from dp.dsl.instances import same_padding
 
 from .plan import Atom, Const, Plan, Var
 from .primitives import PRIMITIVES
@@ -22,54 +22,25 @@ def heads(plan: Plan, tprog, f, b: Builtin, e: T.TPrim, args: list[Atom]) -> Var
     if e.op == "transpose":
         axes = tuple(range(len(x.shape) - 2)) + (len(x.shape) - 1, len(x.shape) - 2)
         return plan.add("transpose", (x,), e.span, axes=axes)
-    if not x.batched:
-        raise DpError("type", f"{e.op} needs a batched value (a module's input or what it "
-                      "computed from it)", e.span)
     if e.op == "join_heads":
         return plan.add("join_heads", (x,), e.span, heads=x.shape[-3])
-    h, d = f.size(dict(e.attrs)["h"]), x.shape[-1]
-    if d % h:
-        raise DpError("shape", f"{h} heads do not divide the width {d}", e.span,
-                      ("the number of heads must divide d",))
-    return plan.add("split_heads", (x,), e.span, heads=h)
+    return plan.add("split_heads", (x,), e.span, heads=f.size(dict(e.attrs)["h"]))
 
 
 def volume(plan: Plan, tprog, f, b: Builtin, e: T.TPrim, args: list[Atom]) -> Var:
     x = args[0]
-    if not isinstance(x, Var) or not x.batched:
-        raise DpError("type", f"{e.op} needs a batched value (a module's input or what it "
-                      "computed from it)", e.span)
     shape = x.shape[:1] + tuple(f.size(d) for d in e.type.shape)
     if e.op == "flatten":
         return plan.add("reshape", (x,), e.span, shape=shape)
     attrs = {k: f.size(v) for k, v in e.attrs if v is not None}
     if e.op == "conv2d" and dict(e.attrs)["padding"] is None:  # same padding
-        k = args[1].shape[-1]
-        if k % 2 == 0:
-            raise DpError("shape", f"conv2d pads to the same size only with an odd kernel, but "
-                          f"the kernel is {k} by {k} here", e.span)
-        attrs["padding"] = (k - 1) // 2
-    _window_fits(f, e, x, attrs["size"] if e.op == "maxpool2d" else args[1].shape[-1],
-                 attrs.get("padding", 0))
+        attrs["padding"] = same_padding(args[1].shape[-1], e.span)
     return plan.add(e.op, tuple(args), e.span, **attrs)
-
-
-def _window_fits(f, e: T.TPrim, x: Var, k: int, pad: int) -> None:
-    """The checker's test of a window against its input, for the sizes that a generic module
-    (`OverlapPool: R^(c, h, w) -> ...`) knows only here."""
-    for n in x.shape[2:]:
-        if n + 2 * pad < k:
-            raise DpError("shape", f"{f.tdef.name} cannot be used with these sizes: the window "
-                          f"{k} is larger than the input {n}", e.span)
 
 
 def last_axis(plan: Plan, tprog, f, b: Builtin, e: T.TPrim, args: list[Atom]) -> Var:
     """softmax, log_softmax, normalize: along the last axis of one example."""
-    x = args[0]
-    if example_rank(x) == 0:  # passed as `R -> R` and given a number
-        raise DpError("shape", f"{b.name} needs a vector, but it is given a number R here",
-                      e.span)
-    return plan.add(b.primitives[0], (x,), e.span)
+    return plan.add(b.primitives[0], (args[0],), e.span)
 
 
 def reduce_all(plan: Plan, tprog, f, b: Builtin, e, args: list[Atom]) -> Atom:

@@ -13,9 +13,10 @@ from functools import cached_property
 import numpy as np
 from dp.dsl import typed as T
 from dp.dsl.errors import Span
+from dp.dsl.frames import model_signature
 
 from .execute import Executable
-from .lower import concrete_sig, lower
+from .lower import lower
 from .params import allocate, count, initialize
 from .plan import check_plan
 
@@ -24,7 +25,7 @@ class Model:
     def __init__(self, tprog: T.TProgram, name: str, span: Span | None = None,
                  dtype=np.float32):
         self.tprog, self.name, self.span, self.dtype = tprog, name, span, np.dtype(dtype)
-        self.arg_shapes, self.out_shape, self.sig = concrete_sig(tprog, name, span)
+        self.arg_shapes, self.out_shape, self.sig = model_signature(tprog, name, span)
         plan = lower(tprog, name, 1, span)
         self._spare = {1: plan}  # a forward plan lowered already, used by the first predict
         self.specs = plan.specs

@@ -1,0 +1,324 @@
+"""Stage 2, the last pass: every concrete module checked as the model it can be.
+
+A definition is checked once, generically, with its sizes as names. What only concrete sizes
+reveal is found here, by walking each module that has concrete sizes through the calls it
+makes, with the sizes and module arguments each call gives, as lowering will inline them:
+`h / 2` of an odd h, a window larger than its input, heads that do not divide the width, a
+module argument that cannot take or give the shape it meets there, a value that must be
+computed from the input, a mask that is not a softmax's, `previous` outside the module that
+gives the model's output. An error inside another file (the standard library) points at the
+user's call, with a note saying where inside.
+
+The walk's values are what lowering's are without the batch axis (`Val`). The decisions are
+made by the functions of this file, and lowering uses the same ones (interpreter/core/lower.py),
+so lowering cannot meet a case this pass let through: one that did would be a bug in dp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import typed as T
+from .builtins import BUILTINS, Builtin
+from .errors import DpError, Span, where
+from .frames import (
+    Frame,
+    bind_dims,
+    callee_dims,
+    check_result,
+    expected,
+    frame,
+    model_signature,
+    resolve_ref,
+)
+from .types import ModSig, Tensor
+
+MAX_REPEAT = 1000  # blocks of one repeat(...): 3,000 transformer blocks take seconds to lower
+
+
+# --- the decisions, which lowering shares ---------------------------------------------------
+def masked_scores(f: Frame, e: T.TExpr) -> tuple[T.TExpr, Span] | None:
+    """The scores and the span of `causal(scores)`, written so or as a module argument that
+    is `causal` here (`mask = causal`); None for any other expression."""
+    if isinstance(e, T.TPrim) and e.op == "causal":
+        return e.args[0], e.span
+    if (isinstance(e, T.TCall) and isinstance(e.callee, T.ConfigMod) and len(e.args) == 1
+            and f.config.get(e.callee.name) == T.BuiltinMod("causal")):
+        return e.args[0], e.span
+    return None
+
+
+def square_scores(shape: tuple, span) -> None:
+    """causal masks square scores R^(n, n) (a mask passed as `R -> R` may be given others)."""
+    if len(shape) < 2 or shape[-1] != shape[-2]:
+        raise DpError("shape", f"causal masks square scores R^(n, n), but it is given "
+                      f"{Tensor(shape)} here", span)
+
+
+def heads_divide(h: int, d: int, span) -> None:
+    if d % h:
+        raise DpError("shape", f"{h} heads do not divide the width {d}", span,
+                      ("the number of heads must divide d",))
+
+
+def same_padding(k: int, span) -> int:
+    """The padding that keeps the size: the kernel must have a middle pixel."""
+    if k % 2 == 0:
+        raise DpError("shape", f"conv2d pads to the same size only with an odd kernel, but "
+                      f"the kernel is {k} by {k} here", span)
+    return (k - 1) // 2
+
+
+def window_fits(f: Frame, e: T.TPrim, sizes, k: int, pad: int) -> None:
+    """The checker's test of a window against its input, for the sizes that a generic module
+    (`OverlapPool: R^(c, h, w) -> ...`) knows only here."""
+    for n in sizes:
+        if n + 2 * pad < k:
+            raise DpError("shape", f"{f.tdef.name} cannot be used with these sizes: the window "
+                          f"{k} is larger than the input {n}", e.span)
+
+
+def repeat_count(f: Frame, e: T.TMap) -> int:
+    count = f.size(e.count)
+    if count > MAX_REPEAT:  # each block is inlined: a huge count would never finish lowering
+        raise DpError("limit", f"repeat makes {count} blocks here, more than the limit of "
+                      f"{MAX_REPEAT:,}", e.span)
+    return count
+
+
+def previous_fits(name: str, sig: ModSig, out: tuple, previous: tuple, vocab: int,
+                  span) -> None:
+    """`previous` is the model's own output tokens: it must be in the module that gives it."""
+    if sig.result.vocab is None or previous != out[:-1] or vocab != out[-1]:
+        raise DpError("type", f"previous is {name}'s own output tokens before each position, "
+                      f"so it must be in the module that gives {name}'s output ({sig.result})",
+                      span)
+
+
+def batched(op: str, is_batched: bool, span) -> None:
+    if not is_batched:
+        raise DpError("type", f"{op} needs a batched value (a module's input or what it "
+                      "computed from it)", span)
+
+
+def vector(name: str, shape: tuple, span) -> None:
+    if not shape:  # passed as `R -> R` and given a number
+        raise DpError("shape", f"{name} needs a vector, but it is given a number R here", span)
+
+
+def foldable(b: Builtin, span) -> None:
+    if b.fold is None:
+        raise DpError("type", f"{b.name} of a constant: write the number instead", span)
+
+
+def not_scores(ids_rank: int, type_rank: int, span) -> None:
+    """A row of an embedding is chosen by a token id; a module's token output is scores."""
+    if ids_rank != type_rank:
+        raise DpError("type", "a row of an embedding needs a token, but this is the scores a "
+                      "module gives over a vocabulary: tokens are the model's input and "
+                      "previous", span)
+
+
+# --- the walk ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Val:
+    """A value as lowering will have it, for one example: its shape (scores with the
+    vocabulary last), whether it is computed from the input, whether it is a known number."""
+
+    shape: tuple
+    batched: bool
+    const: bool = False
+
+
+CONST = Val((), False, True)
+
+
+def instance_errors(tprog: T.TProgram) -> list[DpError]:
+    """The first error of each module that has concrete sizes, walked as a model."""
+    errors = []
+    for name in tprog.defs:
+        try:
+            model_signature(tprog, name, None)
+        except DpError:
+            continue  # generic: it is walked where a concrete module uses it
+        try:
+            _Walk(tprog).model(name)
+        except DpError as e:
+            errors.append(e)
+    return errors
+
+
+class _Walk:
+    def __init__(self, tprog: T.TProgram):
+        self.tprog = tprog
+        self.previous: tuple | None = None  # (shape, vocabulary, span) of the first use
+        self.done: dict = {}  # an instance walked already -> its result
+        self.file: str | None = None  # the model's file: the user's program
+
+    def model(self, name: str) -> None:
+        args, _, sig = model_signature(self.tprog, name, None)
+        self.file = self.tprog.defs[name].span.file
+        vals = [Val(s, True) for s in args]
+        out = self.inline(T.GlobalMod(name), {}, vals, None)
+        if self.previous is not None:
+            shape, vocab, span = self.previous
+            previous_fits(name, sig, out.shape, shape, vocab, span)
+
+    def inline(self, ref: T.ModRef, dims: dict, args: list[Val], call: T.TCall | None) -> Val:
+        if isinstance(ref, T.BuiltinMod):  # passed as a module: as if applied to the arguments
+            e = T.TPrim(ref.name, call.args, call.type, call.span)
+            return self.builtin(None, BUILTINS[ref.name], e, args)
+        key = (ref, tuple(sorted(dims.items(), key=str)), tuple(args))
+        if key in self.done:
+            return self.done[key]
+        f = frame(self.tprog, ref, dict(dims), "")
+        f.values.update(zip(f.tdef.inputs, args, strict=True))
+        for name, t in f.tdef.carries:
+            f.values[name] = Val(tuple(f.size(d) for d in t.shape), True)
+        try:
+            out = self.body(f)
+        except DpError as err:
+            if call is None or err.span is None or (err.span.file == call.span.file
+                                                    != self.file):
+                raise
+            if err.span.file == call.span.file:  # the user's definition: say which use
+                raise DpError(err.kind, err.message, err.span, err.notes + (
+                    f"{f.tdef.name} is used{_sizes(f)} at {where(call.span)}",)) from None
+            # a size that fails inside another file (the standard library): the user's call
+            raise DpError(err.kind, err.message, call.span, err.notes + (
+                f"inside {f.tdef.name}, at {where(err.span)}",)) from None
+        self.done[key] = out
+        return out
+
+    def body(self, f: Frame) -> Val:
+        for p in f.tdef.params:
+            f.values[p.name] = Val(tuple(f.size(d) for d in p.type.shape), False)
+        for name, e in f.tdef.lets:
+            f.values[name] = self.emit(f, e)
+        return self.emit(f, f.tdef.result)
+
+    def emit(self, f: Frame, e: T.TExpr) -> Val:
+        if isinstance(e, T.TConst):
+            return CONST
+        if isinstance(e, (T.TLocal, T.TParam)):
+            return f.values[e.name]
+        if isinstance(e, T.TCall):
+            return self.call(f, e, [self.emit(f, a) for a in e.args])
+        if isinstance(e, T.TMap):
+            return self.builtin(f, BUILTINS[e.kind], e, [])
+        masked = masked_scores(f, e.args[0]) if e.op == "softmax" else None
+        if masked is not None:
+            scores = self.emit(f, masked[0])
+            square_scores(scores.shape, masked[1])
+            return Val(scores.shape, scores.batched)
+        args = [self.emit(f, a) for a in e.args]
+        if e.op in BUILTINS:
+            return self.builtin(f, BUILTINS[e.op], e, args)
+        if e.op == "dim":
+            f.size(dict(e.attrs)["value"])
+            return CONST
+        if e.op == "previous":
+            shape = tuple(f.size(d) for d in e.type.shape)
+            if self.previous is None:
+                self.previous = (shape, f.size(e.type.vocab), e.span)
+            return Val(shape, True)
+        if e.op == "embed":
+            not_scores(len(args[0].shape), len(e.args[0].type.shape), e.span)
+        if all(a.const for a in args):  # neg and arithmetic of numbers
+            return CONST
+        return self.typed(f, e, args)
+
+    def typed(self, f: Frame, e: T.TExpr, args: list[Val]) -> Val:
+        """The value the checker's type says, with the vocabulary of scores, computed from
+        the input when an argument is."""
+        shape = tuple(f.size(d) for d in e.type.shape)
+        if e.type.vocab is not None and args and len(args[0].shape) > len(e.args[0].type.shape):
+            shape += (f.size(e.type.vocab),)
+        return Val(shape, any(a.batched for a in args))
+
+    def call(self, f: Frame, e: T.TCall, args: list[Val]) -> Val:
+        if not isinstance(e.callee, T.ConfigMod):
+            return self.inline(resolve_ref(e.callee, f), callee_dims(f, e), args, e)
+        ref = f.config[e.callee.name]
+        if isinstance(ref, T.BuiltinMod):
+            out = self.inline(ref, {}, args, e)
+        elif e.elementwise:  # a module of numbers applied to each entry: the arguments' shape
+            out = self.inline(ref, {}, [Val((), a.batched, a.const) for a in args], e)
+            shape = next((a.shape for a in args if a.shape), ())
+            return Val(shape, out.batched or any(a.batched for a in args), out.const)
+        else:
+            dims = bind_dims(self.tprog, ref, [a.shape for a in args], e.span,
+                             f"{f.tdef.name}'s '{e.callee.name}' is ", expected(f, e))
+            out = self.inline(ref, dims, args, e)
+        if not e.elementwise:
+            check_result(f, e, ref, out.shape)
+        return out
+
+    def builtin(self, f: Frame | None, b: Builtin, e, args: list[Val]) -> Val:
+        """A builtin's conditions on concrete sizes; `f` is None when it was passed as a
+        module (then it has no sizes of its own)."""
+        if args and args[0].const:  # `sqrt(e)` of a dimension: a number
+            foldable(b, e.span)
+            return CONST
+        x = args[0] if args else None
+        if b.lowering is None or b.lowering == "token":
+            return x
+        if b.lowering == "last_axis":
+            vector(b.name, x.shape, e.span)
+            return x
+        if b.lowering == "causal":  # not a softmax's own argument (emit saw to those)
+            square_scores(x.shape, e.span)
+            raise DpError("type", "causal(...) masks scores for a softmax: write "
+                          "softmax(causal(scores))", e.span)
+        if b.lowering == "reduce_all":
+            return Val((), x.batched)
+        if b.lowering == "reduce_sequence":
+            return Val(x.shape[1:], x.batched)
+        return getattr(self, b.lowering)(f, e, args)
+
+    def heads(self, f: Frame, e: T.TPrim, args: list[Val]) -> Val:
+        x = args[0]
+        if e.op != "transpose":
+            batched(e.op, x.batched, e.span)
+        if e.op == "split_heads":
+            heads_divide(f.size(dict(e.attrs)["h"]), x.shape[-1], e.span)
+        return self.typed(f, e, args)
+
+    def volume(self, f: Frame, e: T.TPrim, args: list[Val]) -> Val:
+        x = args[0]
+        batched(e.op, x.batched, e.span)
+        if e.op != "flatten":
+            attrs = {k: f.size(v) for k, v in e.attrs if v is not None}
+            k = attrs["size"] if e.op == "maxpool2d" else args[1].shape[-1]
+            if e.op == "conv2d" and dict(e.attrs)["padding"] is None:
+                attrs["padding"] = same_padding(k, e.span)
+            window_fits(f, e, x.shape[1:], k, attrs.get("padding", 0))
+        return self.typed(f, e, args)
+
+    def map(self, f: Frame, e: T.TMap, args) -> Val:
+        xs = self.emit(f, e.seq)
+        out = self.call(f, e.call, [Val(xs.shape[1:], xs.batched)])
+        return Val(xs.shape[:1] + out.shape, out.batched)
+
+    def scan(self, f: Frame, e: T.TMap, args) -> Val:
+        xs = self.emit(f, e.seq)
+        state = Val(tuple(f.size(d) for d in e.type.shape[1:]), True)
+        out = self.call(f, e.call, [state, Val(xs.shape[1:], xs.batched)])
+        return Val(xs.shape[:1] + out.shape, True)
+
+    def repeat(self, f: Frame, e: T.TMap, args) -> Val:
+        count = repeat_count(f, e)
+        x = self.emit(f, e.seq)
+        extra = [self.emit(f, a) for a in e.extra]
+        for _ in range(count):  # the blocks are alike: one walk each until nothing changes
+            y = self.call(f, e.call, [x] + extra)
+            if y == x:
+                break
+            x = y
+        return x
+
+
+def _sizes(f: Frame) -> str:
+    """` with n = 5, d = 8`: the sizes of the signature an instance has."""
+    known = [f"{v.name} = {f.dims[v]}" for v in f.tdef.sig.dims if v in f.dims]
+    return " with " + ", ".join(known) if known else ""
