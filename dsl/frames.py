@@ -146,3 +146,9 @@ def check_result(f: Frame, e: T.TCall, ref: T.ModRef, got: tuple) -> None:
         r = resolve(d, f.tdef.subst)
         if isinstance(r, DimVar) and r not in f.dims:
             f.dims[r] = size
+
+
+def model_dims(tprog: T.TProgram, name: str) -> dict:
+    """The sizes of a module run as the model: its size arguments' defaults (`Net(x; m = 8)`),
+    as chosen in the program or from the command line."""
+    return {var: d for _, var, d in tprog.defs[name].sizes if d is not None}

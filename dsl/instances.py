@@ -28,6 +28,7 @@ from .frames import (
     check_result,
     expected,
     frame,
+    model_dims,
     model_signature,
     resolve_ref,
 )
@@ -159,7 +160,7 @@ class _Walk:
         args, _, sig = model_signature(self.tprog, name, None)
         self.file = self.tprog.defs[name].span.file
         vals = [Val(s, True) for s in args]
-        out = self.inline(T.GlobalMod(name), {}, vals, None)
+        out = self.inline(T.GlobalMod(name), model_dims(self.tprog, name), vals, None)
         if self.previous is not None:
             shape, vocab, span = self.previous
             previous_fits(name, sig, out.shape, shape, vocab, span)

@@ -202,3 +202,11 @@ def test_a_decision_the_checker_skipped_is_a_plan_error(monkeypatch):
                      "Net(xs) = Transformer(xs; layers = 1e9, heads = 2, ff = 16)\n")
     with pytest.raises(PlanError, match="met what the checker let through: repeat makes"):
         lower(many, "Net", 2)
+
+
+def test_a_models_own_size_arguments_take_their_defaults():
+    """`Net(x; m = 8)` run as the model: m is 8 in the checker's instance pass and in lowering."""
+    tprog = load_text("Net: R^4 -> R^3\n"
+                      "Net(x; m = 8) = FeedForward(FeedForward(x) : R^m; act = identity)\n")
+    shapes = {path: spec.shape for path, spec in lower(tprog, "Net", 2).specs.items()}
+    assert shapes["Net.feedforward1.W"] == (8, 4) and shapes["Net.feedforward2.W"] == (3, 8)

@@ -21,6 +21,7 @@ from dp.dsl.frames import (
     check_result,
     expected,
     frame,
+    model_dims,
     model_signature,
     resolve_ref,
 )
@@ -62,7 +63,7 @@ def _lower(tprog: T.TProgram, name: str, batch: int, arg_shapes, sig) -> Plan:
     args = [plan.new_var((batch,) + s, True, "int64" if t.vocab is not None else "float32")
             for s, t in zip(arg_shapes, sig.args, strict=True)]
     plan.inputs.extend(args)
-    out = _inline(plan, tprog, T.GlobalMod(name), {}, name, args)
+    out = _inline(plan, tprog, T.GlobalMod(name), model_dims(tprog, name), name, args)
     if isinstance(out, Const):
         out = plan.add("add", (args[0], out), None)
     plan.outputs.append(out)
