@@ -298,11 +298,13 @@ class _Walk:
 
     def map(self, f: Frame, e: T.TMap, args) -> Val:
         xs = self.emit(f, e.seq)
+        batched(e.kind, xs.batched, e.seq.span)  # its steps run as one batch
         out = self.call(f, e.call, [Val(xs.shape[1:], xs.batched)])
         return Val(xs.shape[:1] + out.shape, out.batched)
 
     def scan(self, f: Frame, e: T.TMap, args) -> Val:
         xs = self.emit(f, e.seq)
+        batched(e.kind, xs.batched, e.seq.span)
         state = Val(tuple(f.size(d) for d in e.type.shape[1:]), True)
         out = self.call(f, e.call, [state, Val(xs.shape[1:], xs.batched)])
         return Val(xs.shape[:1] + out.shape, True)

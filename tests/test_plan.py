@@ -210,3 +210,15 @@ def test_a_models_own_size_arguments_take_their_defaults():
                       "Net(x; m = 8) = FeedForward(FeedForward(x) : R^m; act = identity)\n")
     shapes = {path: spec.shape for path, spec in lower(tprog, "Net", 2).specs.items()}
     assert shapes["Net.feedforward1.W"] == (8, 4) and shapes["Net.feedforward2.W"] == (3, 8)
+
+
+def test_a_sequence_reduction_of_a_parameter_reduces_its_own_first_axis():
+    """seq_mean of a parameter sequence (no batch axis) is its mean over positions."""
+    import numpy as np
+
+    model = Model(load_text("Net: (R^4)^5 -> R^4\nNet(xs) = seq_mean(P) + seq_last(xs)\n"
+                            "  param P: (R^4)^5 ~ normal(1)\n"), "Net", dtype=np.float64)
+    model.init(0)
+    xs = np.random.default_rng(1).normal(size=(2, 5, 4))
+    want = model.params["Net.P"].mean(axis=0) + xs[:, -1]
+    np.testing.assert_allclose(model.predict(xs), want, rtol=1e-12)

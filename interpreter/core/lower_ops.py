@@ -56,10 +56,11 @@ def reduce_all(plan: Plan, tprog, f, b: Builtin, e, args: list[Atom]) -> Atom:
 def reduce_sequence(plan: Plan, tprog, f, b: Builtin, e, args: list[Atom]) -> Var:
     """seq_mean, seq_max over the positions; seq_first, seq_last take one."""
     x = args[0]
+    axis = 1 if x.batched else 0  # a parameter's sequence has no batch axis
     if b.primitives[0] != "take":
-        return plan.add(b.primitives[0], (x,), e.span, axes=(1,))
-    i = 0 if b.name == "seq_first" else x.shape[1] - 1
-    return plan.add("take", (x,), e.span, axis=1, index=i)
+        return plan.add(b.primitives[0], (x,), e.span, axes=(axis,))
+    i = 0 if b.name == "seq_first" else x.shape[axis] - 1
+    return plan.add("take", (x,), e.span, axis=axis, index=i)
 
 
 def token(plan: Plan, tprog, f, b: Builtin, e, args: list[Atom]) -> Atom:
