@@ -30,7 +30,7 @@ WARMUP, STEPS = 10, 300
 
 def run_dp(cell):  # -> (median s per step, held-out nats/char, final train loss)
     source = (ROOT / "programs" / "charlm_rnn.dp").read_text()
-    return train_dp(source.replace("cell = SimpleRNN", f"cell = {cell}"))
+    return train_dp(source.replace("cell: RNN = SimpleRNN", f"cell: RNN = {cell}"))
 
 
 def train_dp(source):  # a char LM program's text -> (median s/step, held-out, final loss)

@@ -14,9 +14,13 @@ from typing import Callable
 
 from .errors import DpError, Span
 
-SETTINGS = ("loss", "optimizer", "batch", "epochs", "steps", "seed", "checkpoint", "eval")
-OVERRIDES = ("batch", "epochs", "steps", "seed")  # `dp train --set`, with optimizer arguments
-LOSSES = ("cross_entropy", "squared_error")
+SETTINGS = ("loss", "optimizer", "batch", "epochs", "steps", "seed", "checkpoint", "eval",
+            "warmup", "schedule", "clip", "patience")
+OVERRIDES = ("batch", "epochs", "steps", "seed",  # `dp train --set`, with optimizer arguments
+             "warmup", "schedule", "clip", "patience")
+LOSSES = ("cross_entropy", "squared_error", "absolute_error", "logistic", "hinge")
+VALUE_LOSSES = ("squared_error", "absolute_error")  # real targets, one for every output entry
+SIGN_LOSSES = ("logistic", "hinge")  # two classes by the sign of one score, R or R^1
 
 # name -> {hyperparameter: default}; None marks a required one (torch.optim's defaults).
 OPTIMIZERS: dict[str, dict[str, float | None]] = {
@@ -143,6 +147,23 @@ SOURCES: dict[str, Source] = {
 TEXTS = ("pydoc_topics",)  # the texts known by name (`text(pydoc_topics)`); others are files
 
 
+# --- learning-rate schedules (interpreter/training/schedule.py computes them) ----------------
+def _below_one(v):
+    if isinstance(v, str) or not 0 < v < 1:
+        raise ValueError
+    return float(v)
+
+
+# name -> its named arguments; an argument whose default is None is required.
+SCHEDULES: dict[str, dict[str, Arg]] = {
+    "constant": {},
+    "linear": {},
+    "cosine": {},
+    "step": {"every": _whole(1, "a positive whole number of steps", None),
+             "factor": Arg(0.1, "a number above 0 and below 1", _below_one)},
+}
+
+
 def _forms(forms) -> str:
     forms = list(forms)
     return ", ".join(forms[:-1]) + f" or {forms[-1]}"
@@ -155,8 +176,8 @@ SOURCE_FORMS = _forms(s.example for s in SOURCES.values())
 @dataclass(frozen=True)
 class Report:
     """A report: how it is written, its positional arguments after the module (`data`,
-    `count`, `prompt`), and what it needs: data with targets, a model that scores classes or
-    tokens (not one of real values)."""
+    `count`, `prompt`), and what it needs: data with targets, a model that scores classes,
+    tokens or two classes by a score's sign (not one of real values)."""
 
     form: str
     args: tuple[str, ...]

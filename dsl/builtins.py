@@ -27,9 +27,16 @@ from .check_attention import (
     transpose_rule,
 )
 from .check_sequences import map_rule, seq_reduce_rule, token_rule
-from .check_volumes import conv2d_rule, describe, flatten_rule, maxpool2d_rule
+from .check_volumes import (
+    conv1d_rule,
+    conv2d_rule,
+    describe,
+    flatten_rule,
+    global_pool_rule,
+    pool_rule,
+)
 from .dims import fresh
-from .errors import plural
+from .errors import DpError, plural
 from .signatures import _err
 from .types import ModSig, Tensor, scalar
 
@@ -40,6 +47,8 @@ class Builtin:
     args: tuple[str, ...]  # its positional arguments, by what they are
     rule: Callable  # (checker, name, args, sizes, call) -> typed expression
     sizes: tuple[str, ...] = ()  # the sizes it takes by keyword (`stride`, `h`)
+    zero: tuple[str, ...] = ()  # those of its sizes that may be 0 (`padding`)
+    reals: tuple[str, ...] = ()  # the real numbers it takes by keyword (dropout's `p`)
     more: bool = False  # further positional arguments may follow (repeat's memory)
     usage: str = ""  # how to call it, when the arguments are wrong
     value: ModSig | None = None  # its signature as a module value; None: it cannot be one
@@ -48,7 +57,8 @@ class Builtin:
     fold: Callable[[float], float] | None = None  # its value on a number (`sqrt(d)`)
 
     def call_text(self) -> str:
-        sizes = "; " + ", ".join(f"{s} = ..." for s in self.sizes) if self.sizes else ""
+        named = self.sizes + self.reals
+        sizes = "; " + ", ".join(f"{s} = ..." for s in named) if named else ""
         return f"{self.name}({', '.join(self.args)}{', ...' if self.more else ''}{sizes})"
 
 
@@ -56,10 +66,13 @@ def check_call(c, b: Builtin, args, kwargs, e) -> T.TExpr:
     """The arguments a record allows, then its type rule."""
     sizes = {}
     for kw in kwargs:
+        if kw.name in b.reals:
+            sizes[kw.name] = c.real_value(b.name, kw)
+            continue
         if kw.name not in b.sizes:
-            have = ", ".join(b.sizes) or "no size arguments"
+            have = ", ".join(b.sizes + b.reals) or "no size arguments"
             raise _err("name", f"{b.name} has no argument '{kw.name}'; it has {have}", kw.span)
-        sizes[kw.name] = c.dim_value(b.name, kw)
+        sizes[kw.name] = c.dim_value(b.name, kw, kw.name in b.zero)
     n = len(b.args)
     if len(args) < n or (len(args) > n and not b.more):
         if b.usage:
@@ -88,6 +101,17 @@ def _last_axis_rule(c, name: str, args, sizes, e) -> T.TPrim:
         raise _err("shape", f"{name} needs a vector, but {describe(args[0])} is {x.type}",
                    e.span)
     return T.TPrim(name, (x,), x.type, e.span)
+
+
+def _dropout_rule(c, name: str, args, sizes, e) -> T.TPrim:
+    """`dropout(x; p = 0.1)`: the value itself, each entry zeroed with probability p in
+    training; p is a number, or a real argument of the definition, checked where it is known
+    (dsl/instances.py)."""
+    x = _real(c, name, args[0], e)
+    p = sizes.get("p", 0.1)
+    if not isinstance(p, T.RealArg):
+        dropout_rate(p, e.span)
+    return T.TPrim(name, (x,), x.type, e.span, (("p", p),))
 
 
 def _reduction_rule(c, name: str, args, sizes, e) -> T.TPrim:
@@ -139,14 +163,23 @@ def _table() -> dict[str, Builtin]:
                 lowering="last_axis"),
         Builtin("causal", ("scores",), causal_rule, value=_scalar_fn(),
                 primitives=("causal_softmax",), lowering="causal"),
+        # entries zeroed at random in training (inverted: the others scaled by 1 / (1 - p))
+        Builtin("dropout", x, _dropout_rule, reals=("p",), primitives=("dropout",),
+                lowering="dropout"),
         # all the entries of one example to one number
         *(Builtin(r, x, _reduction_rule, value=_vector_to_scalar(), primitives=(r,),
                   lowering="reduce_all", fold=lambda v: v) for r in ("sum", "mean", "max")),
         # volumes
-        Builtin("conv2d", ("x", "W", "b"), conv2d_rule, ("stride", "padding"),
-                primitives=("conv2d",), lowering="volume"),
-        Builtin("maxpool2d", x, maxpool2d_rule, ("size", "stride"), primitives=("maxpool2d",),
+        Builtin("conv2d", ("x", "W", "b"), conv2d_rule, ("stride", "padding", "groups"),
+                ("padding",), primitives=("conv2d",), lowering="volume"),
+        Builtin("maxpool2d", x, pool_rule, ("size", "stride"), primitives=("maxpool2d",),
                 lowering="volume"),
+        Builtin("avgpool2d", x, pool_rule, ("size", "stride"), primitives=("avgpool2d",),
+                lowering="volume"),
+        Builtin("global_avgpool2d", x, global_pool_rule, primitives=("mean",),
+                lowering="volume"),
+        Builtin("conv1d", ("xs", "W", "b"), conv1d_rule, ("stride", "padding"), ("padding",),
+                primitives=("conv1d",), lowering="volume"),
         Builtin("flatten", x, flatten_rule, primitives=("reshape",), lowering="volume"),
         # sequences and tokens
         Builtin("map", ("M", "xs"), map_rule, usage="a module and a sequence: map(M, xs)",
@@ -173,6 +206,16 @@ def _table() -> dict[str, Builtin]:
 
 
 BUILTINS: dict[str, Builtin] = _table()
+
+
+def dropout_rate(p: float, span) -> float:
+    """A probability of dropping an entry: 0 (dropout does nothing) up to, not including, 1.
+    The checker asks it of a number written at the call, the instance pass and lowering of a
+    real argument's value (dsl/instances.py)."""
+    if not 0 <= p < 1:
+        raise DpError("type", f"dropout's p is the probability of zeroing an entry, at least 0 "
+                      f"and below 1, but it is {p:g} here", span)
+    return p
 
 
 def value_sig(name: str, span) -> ModSig:

@@ -10,11 +10,13 @@ data expression.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 from . import ast
 from . import typed as T
-from .blocks import LOSSES, OPTIMIZERS, OVERRIDES, SETTINGS, optimizer_hyper
+from .blocks import LOSSES, OPTIMIZERS, OVERRIDES, SETTINGS, SOURCES, optimizer_hyper
+from .check_knobs import KNOBS, knobs, override_knobs
 from .check_runs import Trained, run
 from .check_sources import (
     Modules,
@@ -76,11 +78,12 @@ def _train(block: ast.TrainBlock, modules: Modules) -> T.TTrain:
         attempt(errors, _training_data, block, data, model, "steps" in found)
     if held is not None:
         attempt(errors, _held_out, held, model)
+    tuning = knobs(found, errors, ints.get("steps"), "eval" in found)
     if errors:
         raise DpErrors(sorted(errors, key=lambda e: (e.span.line, e.span.col)))
     return T.TTrain(model[0], block.model.span, data, loss, optimizer, ints.get("batch", 32),
                     ints.get("epochs", 1), ints.get("steps"), ints.get("seed", 0), ckpt, held,
-                    outputs, block.span)
+                    outputs, block.span, **tuning)
 
 
 def _settings(block: ast.TrainBlock, errors: list[DpError]) -> dict[str, ast.Setting]:
@@ -127,6 +130,11 @@ def _optimizer(e: ast.Expr) -> T.TOptimizer:
     for kw in kwargs:
         if kw.name in args:
             raise DpError("name", f"{name} is given '{kw.name}' twice", kw.span)
+        if kw.name in KNOBS:  # adam(warmup = 100): a setting of its own
+            raise DpError("name", f"{name} has no hyperparameter '{kw.name}': {kw.name} is a "
+                          f"setting of the train block", kw.span,
+                          (f"write it as a setting: ...; optimizer {name}(...); {kw.name} "
+                           f"{written(kw.value)}",))
         args[kw.name] = literal(kw.value, f"{name} {kw.name}")
         spans[kw.name] = kw.value.span if kw.name in OPTIMIZERS[name] else kw.span
     hyper = optimizer_hyper(name, args, e.span, spans)
@@ -163,15 +171,20 @@ def _held_out(held: T.TSource, model) -> None:
 
 
 # --- dp train --set ---------------------------------------------------------------------------
-def override(train: T.TTrain, sets: dict[str, object]) -> T.TTrain:
+def override(train: T.TTrain, sets: dict[str, object],
+             arguments: tuple[str, ...] = ()) -> T.TTrain:
     """The train block with `dp train --set NAME=VALUE` (and --epochs, --lr, ...) applied:
-    its settings in OVERRIDES and its optimizer's arguments, by the block's own rules."""
+    its settings in OVERRIDES and its optimizer's arguments, by the block's own rules.
+    `arguments`, the trained model's configuration arguments (chosen before the program was
+    checked, choices.py), are named when a name is none of these."""
     opt = train.optimizer
-    hyper, changes, new = dict(opt.hyper), {}, {}
+    hyper, changes, new, tuning = dict(opt.hyper), {}, {}, {}
     for k, v in sets.items():
         if v is None:
             continue
-        if k in hyper:
+        if k in KNOBS:
+            tuning[k] = v
+        elif k in hyper:
             new[k] = _number(k, v, float)
         elif k in OVERRIDES:
             v = changes[k] = _number(k, v, int)
@@ -179,13 +192,16 @@ def override(train: T.TTrain, sets: dict[str, object]) -> T.TTrain:
                 rule = "non-negative" if k == "seed" else "positive"
                 raise DpError("usage", f"--{k} must be {rule}, but it is {v}")
         else:
-            known = list(OVERRIDES) + list(hyper)
+            known = list(OVERRIDES) + list(hyper) + list(arguments)
+            mine = (f"{train.model}'s arguments: {', '.join(arguments)}" if arguments else
+                    f"{train.model} has no configuration arguments")
             raise DpError("usage", f"--set {k}: the program has no setting '{k}'", None,
                           suggest(k, known) + (f"settings: {', '.join(OVERRIDES)}; "
-                                               f"{opt.name}: {', '.join(hyper)}",))
+                                               f"{opt.name}: {', '.join(hyper)}", mine))
     if new:
         merged = optimizer_hyper(opt.name, {**hyper, **new}, opt.span)
         changes["optimizer"] = replace(opt, hyper=tuple(merged.items()))
+    changes.update(override_knobs(train, tuning, changes.get("steps", train.steps)))
     return replace(train, **changes)
 
 
@@ -198,3 +214,33 @@ def _number(name: str, value, kind):
     except ValueError:
         what = "a whole number" if kind is int else "a number"
         raise DpError("usage", f"--set {name}={value}: {name} must be {what}") from None
+
+
+# --- dp train --data ----------------------------------------------------------------------------
+def point_data(train: T.TTrain, runs: tuple[T.TRun, ...],
+               path: str) -> tuple[T.TTrain, tuple[T.TRun, ...]]:
+    """`--data PATH`: the train block's data read from PATH, a file in the format of the
+    source it replaces (text, csv, npz: the source's other arguments stay), and so is every
+    other source of the program that reads the same file or text (the held-out text of
+    `eval`, the reports of the run block). PATH is as given on the command line, not relative
+    to the program."""
+    old = train.data
+    if SOURCES[old.kind].positional is None:
+        raise DpError("usage", f"--data replaces the file the train block reads, but "
+                      f"{old.kind}(...) reads none", None,
+                      ("--data works with text(...), csv(...) and npz(...)",))
+    was = f'"{old.file}"' if old.file is not None else old.text
+    now = '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    def moved(s: T.TSource | None) -> T.TSource | None:
+        same = s is not None and (s.file, s.text) == (old.file, old.text)
+        return replace(s, file=os.path.abspath(path), text=None) if same else s
+
+    def report(r: T.TReport) -> T.TReport:
+        if r.data is None or moved(r.data) is r.data:
+            return r
+        return replace(r, data=moved(r.data), label=r.label.replace(was, now))
+
+    runs = tuple(replace(b, prints=tuple(replace(p, items=tuple(map(report, p.items)))
+                                         for p in b.prints)) for b in runs)
+    return replace(train, data=moved(train.data), eval=moved(train.eval)), runs

@@ -26,6 +26,7 @@ class _DefChecker(_Calls):
         self.g, self.d = g, d
         self.sig: ModSig = g.sigs[d.name]
         self.sizes = g.sizes.get(d.name, {})
+        self.reals = g.reals.get(d.name, {})
         self.dim_scope = {v.name: v for v in self.sig.dims}
         self.dim_scope.update({n: a.var for n, a in self.sizes.items()})
         self.subst: dict = {}
@@ -73,7 +74,7 @@ class _DefChecker(_Calls):
                       tuple(self.config.values()), tuple(self.params.values()), tuple(lets),
                       result, self.subst, dict(self.site_counts), self.g.implements.get(d.name),
                       d.span, tuple((n, a.var, a.default) for n, a in self.sizes.items()),
-                      tuple(carries))
+                      tuple(carries), reals=tuple(self.reals.items()))
         return self._kernel(tdef)
 
     def _kernel(self, tdef: T.TDef) -> T.TDef:
@@ -208,6 +209,10 @@ class _DefChecker(_Calls):
             return self._previous(e)
         if e.name in self.dim_scope:  # a dimension as a number: `sqrt(e)`
             return T.TPrim("dim", (), scalar(), e.span, (("value", self.dim_scope[e.name]),))
+        if e.name in self.reals:
+            raise _err("type", f"{e.name} is a real argument of {self.d.name}: a number that "
+                       f"is passed on by name, as in dropout(x; p = {e.name}), not a value",
+                       e.span)
         if self._is_module(e.name):
             raise _err("type", f"{e.name} is a module; apply it to a value: {e.name}(x)",
                        e.span)
@@ -304,10 +309,10 @@ def _positive(call: T.TCall, sig: ModSig, s: dict) -> None:
     the input, through a generic module) cannot be lowered: say so here."""
     try:
         result = apply_subst(call.type, s)
-        sizes = [(v.name, resolve(fv, s)) for v, fv in call.dims]
+        sizes = [(v.name, resolve(fv, s), fv.zero) for v, fv in call.dims]
     except Mismatch:
         return  # a size that does not divide: said where the call is checked
-    given = [f"{n} = {d}" for n, d in sizes if isinstance(d, int) and d <= 0]
+    given = [f"{n} = {d}" for n, d, zero in sizes if isinstance(d, int) and d < (0 if zero else 1)]
     if given or any(isinstance(d, int) and d <= 0 for d in result.shape):
         raise _err("shape", f"{call.callee.name} cannot be used here: it would give {result}"
                    f"{' with ' + given[0] if given else ''}, but every size must be at least 1",
@@ -328,6 +333,9 @@ def _axis_note(got: Tensor, want: Tensor) -> tuple[str, ...]:
     """Name the one axis of a volume that differs, or suggest flattening a volume for a vector."""
     if got.rank > 1 and want.rank == 1 and got.vocab is None:
         return ("a vector is expected: flatten the value first, e.g. flatten(x)",)
+    if got.rank == 1 and want.rank == 0 and got.vocab is None and want.vocab is None:
+        return ("one number from a vector is a score: w h + b with param w: R^n (a dot "
+                "product), or sum(...)",)
     if got.rank != 3 or want.rank != 3:
         return ()
     differ = [i for i in range(3) if isinstance(got.shape[i], int)

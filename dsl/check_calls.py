@@ -24,7 +24,7 @@ class _Calls:
     def _config(self, d: ast.Definition) -> None:
         items = list(self.g.config.get(d.name, ())) + [h for h in d.header if h.config]
         for h in items:
-            if h.name in self.sizes:
+            if h.name in self.sizes or h.name in self.reals:
                 continue
             sig = None
             if isinstance(h.sig, ast.NamedSig):
@@ -71,22 +71,26 @@ class _Calls:
         d = self.g.defs.get(name)
         items = list(self.g.config.get(name, ())) + ([h for h in d.header if h.config]
                                                      if d else [])
-        sizes = self.g.sizes.get(name, {})
-        return {h.name: h for h in items if h.name not in sizes}
+        sizes, reals = self.g.sizes.get(name, {}), self.g.reals.get(name, {})
+        return {h.name: h for h in items if h.name not in sizes and h.name not in reals}
 
     def _bind_config(self, name: str, kwargs, span) -> tuple:
         params = self._config_params(name)
         dims = {v.name for v in self.g.sigs[name].dims} | set(self.g.sizes.get(name, {}))
-        bound = []
-        sizes = []
+        bound, sizes, reals = [], [], []
         for kw in kwargs:
+            if kw.name in self.g.reals.get(name, {}):
+                reals.append((kw.name, self.real_value(name, kw)))
+                continue
             if kw.name in dims:
-                sizes.append((kw.name, self.dim_value(name, kw)))
+                zero = self._may_be_zero(name, kw.name)
+                sizes.append((kw.name, self.dim_value(name, kw, zero)))
                 continue
             if kw.name not in params:
+                named = [*params, *self.g.reals.get(name, {})]
                 raise _err("name", f"{name} has no argument '{kw.name}'", kw.span,
-                           *(("its configuration arguments: " + ", ".join(params),)
-                             if params else ()))
+                           *(("its configuration arguments: " + ", ".join(named),)
+                             if named else ()))
             ref = self.module_ref(kw.value)
             self._check_binding(name, params[kw.name], ref, kw.value.span)
             bound.append((kw.name, ref))
@@ -95,7 +99,7 @@ class _Calls:
             if pname not in given and h.default is None:
                 raise _err("arity", f"{name} needs its configuration argument '{pname}'",
                            span, f"e.g. {name}(...; {pname} = ...)")
-        return tuple(bound), tuple(sizes)
+        return tuple(bound), tuple(sizes), tuple(reals)
 
     def _check_binding(self, owner: str, h: ast.HeaderItem, ref: T.ModRef, span) -> None:
         """A module passed for `h` has the signature it declares, or its default's."""
@@ -110,7 +114,8 @@ class _Calls:
             if isinstance(ref, T.ConfigMod):
                 ok = self.config[ref.name].sig == want.name
             if not ok:
-                raise _err("type", f"{owner} needs a {want.name} for '{h.name}', but "
+                raise _err("type", f"{owner} needs {_article(want.name)} {want.name} for "
+                           f"'{h.name}', but "
                            f"{ref.name} is {got}", span,
                            f"{want.name} is {self.g.abstracts[want.name]}")
             return
@@ -160,12 +165,12 @@ class _Calls:
               e) -> T.TCall:
         """One call site of a module on typed arguments (`positional` name them in messages)."""
         self._carries_only_in_scan(ref, targs, e)
-        inst, mapping = instantiate(sig)
+        sizes = self.g.sizes.get(name, {}) if isinstance(ref, T.GlobalMod) else {}
+        inst, mapping = instantiate(sig, {a.var for a in sizes.values() if a.zero})
         if isinstance(ref, T.ConfigMod):
             self.late |= set(mapping.values())
-        sizes = self.g.sizes.get(name, {}) if isinstance(ref, T.GlobalMod) else {}
         for n, a in sizes.items():
-            mapping.setdefault(a.var, fresh(n))
+            mapping.setdefault(a.var, fresh(n, zero=a.zero))
         for kw in kwargs:
             self._dim_kwarg(name, kw, mapping)
         self._size_defaults(name, sizes, mapping, {kw.name for kw in kwargs}, e)
@@ -218,21 +223,37 @@ class _Calls:
             raise _err("shape", f"{name} cannot take {shown}: its result {sig.result} needs "
                        f"{bad}, and {m.reason}", e.span, f"{name}: {sig}") from None
 
-    def dim_value(self, name: str, kw: ast.KwArg):
-        """A size given at a call: a whole number or one of this definition's dimensions."""
+    def dim_value(self, name: str, kw: ast.KwArg, zero: bool = False):
+        """A size given at a call: a whole number or one of this definition's dimensions;
+        with `zero`, a size that may be 0 (a padding)."""
         if (isinstance(kw.value, ast.Number) and kw.value.value.is_integer()
-                and kw.value.value > 0):
+                and kw.value.value >= (0 if zero else 1)):
             return int(kw.value.value)
         if isinstance(kw.value, ast.Name) and kw.value.name in self.dim_scope:
             return self.dim_scope[kw.value.name]
-        raise _err("type", f"the size {kw.name} of {name} must be a positive whole number or "
-                   "a dimension name", kw.value.span)
+        which = "a whole number, 0 or more," if zero else "a positive whole number"
+        raise _err("type", f"the size {kw.name} of {name} must be {which} or a dimension name",
+                   kw.value.span)
+
+    def real_value(self, name: str, kw: ast.KwArg):
+        """A real number given at a call: a number, or a real argument of this definition
+        (passed on: its value is known where the definition is used)."""
+        if isinstance(kw.value, ast.Number):
+            return kw.value.value
+        if isinstance(kw.value, ast.Name) and kw.value.name in self.reals:
+            return T.RealArg(kw.value.name)
+        mine = f" or a real argument of {self.d.name}" if self.reals else ""
+        raise _err("type", f"{kw.name} of {name} must be a number{mine}", kw.value.span)
+
+    def _may_be_zero(self, name: str, size: str) -> bool:
+        a = self.g.sizes.get(name, {}).get(size)
+        return a is not None and a.zero
 
     def _dim_kwarg(self, name: str, kw: ast.KwArg, mapping: dict) -> None:
         var = next((v for v in mapping if v.name == kw.name), None)
         if var is None:
             return
-        value = self.dim_value(name, kw)
+        value = self.dim_value(name, kw, self._may_be_zero(name, kw.name))
         try:
             self.subst = unify(mapping[var], value, self.subst, self.deferred)
         except Mismatch as m:
@@ -248,6 +269,12 @@ class _Calls:
                 raise _err("shape", f"{name} is applied elementwise, but its arguments have "
                            f"different shapes", e.span) from None
         return shaped[0].type
+
+
+def _article(name: str) -> str:
+    """`an RNN`, `an Encoder`, `a SequenceModel`: by the sound (an acronym is spelt out)."""
+    spelt = name.isupper() and name[0] in "AEFHILMNORSX"
+    return "an" if spelt or name[0] in "AEIOU" else "a"
 
 
 def _default_name(h: ast.HeaderItem) -> str | None:

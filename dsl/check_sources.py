@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from . import ast
 from . import typed as T
-from .blocks import SOURCE_FORMS, SOURCES, TEXTS, Arg
+from .blocks import SIGN_LOSSES, SOURCE_FORMS, SOURCES, TEXTS, VALUE_LOSSES, Arg
 from .errors import DpError, suggest
 from .signatures import expr_text, unbound_error
 from .types import ModSig
@@ -65,27 +65,41 @@ def module(e: ast.Expr, modules: Modules, data: bool) -> tuple[str, ModSig]:
 
 
 def trained_outputs(name: str, sig: ModSig, loss: str, span) -> str:
-    """What the model's outputs are under its loss: "tokens", "classes" or "values"."""
+    """What the model's outputs are under its loss: "tokens", "classes", "values" or "signs"
+    (one score whose sign is one of two classes)."""
     result = sig.result
+    if result.vocab is not None and loss != "cross_entropy":
+        what = (f"{loss} compares real values" if loss in VALUE_LOSSES else
+                f"{loss} scores two classes by the sign of one score, R or R^1")
+        raise DpError("type", f"{what}, but {name} gives tokens, {result}", span,
+                      ("a model of tokens trains with cross_entropy",))
     if result.vocab is not None:
-        if loss == "squared_error":
-            raise DpError("type", f"squared_error compares real values, but {name} gives "
-                          f"tokens, {result}", span, ("a model of tokens trains with "
-                                                      "cross_entropy",))
         return "tokens"
-    if loss == "squared_error":
+    if loss in VALUE_LOSSES:
         return "values"
+    if loss in SIGN_LOSSES:
+        if result.shape not in ((), (1,)):
+            raise DpError("shape", f"{loss} scores two classes by the sign of one score, R or "
+                          f"R^1, but {name} gives {result}", span,
+                          ("for k classes, give scores R^k and train with cross_entropy",))
+        return "signs"
     if result.rank != 1:
         raise DpError("shape", f"cross_entropy needs scores R^k, but {name} gives {result}",
-                      span, ("for real-valued outputs, train with loss squared_error",))
+                      span, ("for real-valued outputs, train with loss squared_error; for two "
+                             "classes by the sign of a score R, with logistic or hinge",))
+    if result.shape == (1,):
+        raise DpError("shape", f"cross_entropy needs scores of two classes or more, R^k, but "
+                      f"{name} gives R^1: the one class is always right", span,
+                      ("for two classes by the sign of one score, train with loss logistic "
+                       "or hinge; for a real value, with squared_error",))
     return "classes"
 
 
 def untrained_outputs(sig: ModSig) -> str:
-    """Without a train block: scores R^k are classes, anything else real is values."""
+    """Without a train block: scores R^k (k > 1) are classes, anything else real is values."""
     if sig.result.vocab is not None:
         return "tokens"
-    return "classes" if sig.result.rank == 1 else "values"
+    return "classes" if sig.result.rank == 1 and sig.result.shape != (1,) else "values"
 
 
 def feeds(source: T.TSource, name: str, sig: ModSig) -> None:

@@ -35,16 +35,26 @@ def _size_args(name: str, g: _Globals) -> dict[str, SizeArg]:
     out = {}
     for h in items:
         bare = h.default is None and h.name in sig_vars
-        if h.sig is not None or not (bare or isinstance(h.default, ast.Number)):
+        if h.sig is not None or not (bare or isinstance(h.default, ast.Number)) or is_real(h):
             continue
-        default = None
-        if h.default is not None:
-            if not h.default.value.is_integer() or h.default.value <= 0:
-                raise _err("type", f"the size {h.name} must default to a positive whole "
-                           f"number, not {h.default.text}", h.default.span)
-            default = int(h.default.value)
-        out[h.name] = SizeArg(sig_vars.get(h.name) or fresh(h.name, True), default, h.span)
+        default = None if h.default is None else int(h.default.value)  # whole: not is_real
+        out[h.name] = SizeArg(sig_vars.get(h.name) or fresh(h.name, True), default, h.span,
+                              default == 0)
     return out
+
+
+def is_real(h: ast.HeaderItem) -> bool:
+    """A configuration argument whose default is written as a real number (`dropout = 0.0`,
+    with a point or an exponent) is a number, not a size: a probability or a scale, never a
+    dimension."""
+    return (h.sig is None and isinstance(h.default, ast.Number)
+            and any(ch in h.default.text for ch in ".eE"))
+
+
+def _real_args(name: str, g: _Globals) -> dict[str, float]:
+    d = g.defs.get(name)
+    items = list(g.config.get(name, ())) + ([h for h in d.header if h.config] if d else [])
+    return {h.name: h.default.value for h in items if is_real(h)}
 
 
 def check(programs: list[ast.Program]) -> T.TProgram:
@@ -89,6 +99,7 @@ def _check(programs: list[ast.Program],
     for name in g.sigs:
         try:
             g.sizes[name] = _size_args(name, g)
+            g.reals[name] = _real_args(name, g)
         except DpError as e:
             errors.append(e)
     for name, d in g.defs.items():

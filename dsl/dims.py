@@ -26,6 +26,7 @@ class DimVar:
     name: str
     uid: int
     rigid: bool = False
+    zero: bool = False  # it may be 0 (a padding); every other size is at least 1
 
     def __str__(self) -> str:
         return self.name
@@ -55,8 +56,8 @@ def _wrap(d: Dim, level: int) -> str:
     return f"({d})" if isinstance(d, DimExpr) and _LEVEL[d.op] < level else str(d)
 
 
-def fresh(name: str, rigid: bool = False) -> DimVar:
-    return DimVar(name, next(_ids), rigid)
+def fresh(name: str, rigid: bool = False, zero: bool = False) -> DimVar:
+    return DimVar(name, next(_ids), rigid, zero)
 
 
 class Mismatch(Exception):
@@ -255,7 +256,7 @@ def _unify(a: Dim, b: Dim, s: Subst, deferred: list | None, origin) -> Subst:
 
 def _bind(v: DimVar, d: Dim, s: Subst) -> Subst:
     """s with the flexible v bound to d."""
-    if isinstance(d, int) and d <= 0:
+    if isinstance(d, int) and (d < 0 or d == 0 and not v.zero):
         raise Mismatch(f"{v} would be {d}, but sizes must be positive")
     if v in free_vars(d):
         raise Mismatch(f"{v} would have to contain itself")

@@ -44,6 +44,11 @@ class Frame:
     config: dict  # name -> ModRef (resolved: never a ConfigMod)
     prefix: str
     values: dict = field(default_factory=dict)
+    reals: dict = field(default_factory=dict)  # its real arguments' values: name -> float
+
+    def real(self, v) -> float:
+        """A real number as written (a number or one of this definition's real arguments)."""
+        return self.reals[v.name] if isinstance(v, T.RealArg) else float(v)
 
     def size(self, d) -> int:
         try:
@@ -61,7 +66,7 @@ def frame(tprog: T.TProgram, ref: T.GlobalMod, dims: dict, prefix: str) -> Frame
     tdef = tprog.defs[ref.name]
     config = {c.name: c.default for c in tdef.config if c.default is not None}
     config.update(dict(ref.config))
-    return Frame(tdef, dims, config, prefix)
+    return Frame(tdef, dims, config, prefix, reals={**dict(tdef.reals), **dict(ref.reals)})
 
 
 def resolve_ref(ref: T.ModRef, f: Frame) -> T.ModRef:
@@ -71,7 +76,8 @@ def resolve_ref(ref: T.ModRef, f: Frame) -> T.ModRef:
     if isinstance(ref, T.BuiltinMod):
         return ref
     return T.GlobalMod(ref.name, tuple((k, resolve_ref(v, f)) for k, v in ref.config),
-                       tuple((n, f.size(d)) for n, d in ref.dims))
+                       tuple((n, f.size(d)) for n, d in ref.dims),
+                       tuple((n, f.real(v)) for n, v in ref.reals))
 
 
 def callee_dims(f: Frame, e: T.TCall) -> dict:

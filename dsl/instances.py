@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import typed as T
-from .builtins import BUILTINS, Builtin
+from .builtins import BUILTINS, Builtin, dropout_rate
 from .errors import DpError, Span, where
 from .frames import (
     Frame,
@@ -62,21 +62,46 @@ def heads_divide(h: int, d: int, span) -> None:
                       ("the number of heads must divide d",))
 
 
-def same_padding(k: int, span) -> int:
-    """The padding that keeps the size: the kernel must have a middle pixel."""
-    if k % 2 == 0:
-        raise DpError("shape", f"conv2d pads to the same size only with an odd kernel, but "
-                      f"the kernel is {k} by {k} here", span)
-    return (k - 1) // 2
+def conv_padding(op: str, kernel: tuple, given: int | None, span):
+    """A convolution's padding: as given, or the one that keeps the size, (k - 1) / 2 on
+    each axis (the kernel must have a middle pixel); one number when the axes agree, else a
+    pair (height, width)."""
+    if given is not None:
+        return given
+    if any(k % 2 == 0 for k in kernel):
+        raise DpError("shape", f"{op} pads to the same size only with an odd kernel, but "
+                      f"the kernel is {' by '.join(map(str, kernel))} here", span)
+    pads = tuple((k - 1) // 2 for k in kernel)
+    return pads[0] if len(set(pads)) == 1 else pads
 
 
-def window_fits(f: Frame, e: T.TPrim, sizes, k: int, pad: int) -> None:
+def groups_divide(groups: int, channels: int, made: int, span) -> None:
+    """A grouped convolution cuts its input and output channels into `groups` alike."""
+    for n, which in ((channels, "input channels"), (made, "output channels")):
+        if n % groups:
+            raise DpError("shape", f"conv2d: {groups} groups do not divide the {n} {which} "
+                          "here", span)
+
+
+def window_fits(f: Frame, e: T.TPrim, sizes, kernel: tuple, pad) -> None:
     """The checker's test of a window against its input, for the sizes that a generic module
-    (`OverlapPool: R^(c, h, w) -> ...`) knows only here."""
-    for n in sizes:
-        if n + 2 * pad < k:
+    (`OverlapPool: R^(c, h, w) -> ...`) knows only here; a kernel size and a padding for
+    each axis (or one padding for all)."""
+    pads = pad if isinstance(pad, tuple) else (pad,) * len(kernel)
+    for n, k, p in zip(sizes, kernel, pads, strict=True):
+        if n + 2 * p < k:
             raise DpError("shape", f"{f.tdef.name} cannot be used with these sizes: the window "
                           f"{k} is larger than the input {n}", e.span)
+
+
+def sizes_positive(f: Frame, span) -> None:
+    """Every size of an instance is at least 1, but for a size argument that defaults to 0
+    (a padding): one may be given 0, and pass it on where only a padding may be."""
+    zero = {var for _, var, default in f.tdef.sizes if default == 0}
+    for var, v in f.dims.items():
+        if v < 0 or v == 0 and var not in zero:
+            raise DpError("shape", f"{f.tdef.name} cannot be used with {var.name} = {v}: "
+                          "every size must be at least 1", span)
 
 
 def repeat_count(f: Frame, e: T.TMap) -> int:
@@ -173,6 +198,7 @@ class _Walk:
         if key in self.done:
             return self.done[key]
         f = frame(self.tprog, ref, dict(dims), "")
+        sizes_positive(f, call.span if call is not None else f.tdef.span)
         f.values.update(zip(f.tdef.inputs, args, strict=True))
         for name, t in f.tdef.carries:
             f.values[name] = Val(tuple(f.size(d) for d in t.shape), True)
@@ -273,6 +299,9 @@ class _Walk:
                           "softmax(causal(scores))", e.span)
         if b.lowering == "reduce_all":
             return Val((), x.batched)
+        if b.lowering == "dropout":  # a real argument's value is known here
+            dropout_rate(f.real(dict(e.attrs)["p"]), e.span)
+            return x
         if b.lowering == "reduce_sequence":
             return Val(x.shape[1:], x.batched)
         return getattr(self, b.lowering)(f, e, args)
@@ -288,12 +317,15 @@ class _Walk:
     def volume(self, f: Frame, e: T.TPrim, args: list[Val]) -> Val:
         x = args[0]
         batched(e.op, x.batched, e.span)
-        if e.op != "flatten":
-            attrs = {k: f.size(v) for k, v in e.attrs if v is not None}
-            k = attrs["size"] if e.op == "maxpool2d" else args[1].shape[-1]
-            if e.op == "conv2d" and dict(e.attrs)["padding"] is None:
-                attrs["padding"] = same_padding(k, e.span)
-            window_fits(f, e, x.shape[1:], k, attrs.get("padding", 0))
+        attrs = {k: f.size(v) for k, v in e.attrs if v is not None}
+        if e.op in ("maxpool2d", "avgpool2d"):
+            window_fits(f, e, x.shape[1:], (attrs["size"],) * 2, 0)
+        elif e.op in ("conv2d", "conv1d"):
+            kernel = args[1].shape[2:]
+            pad = conv_padding(e.op, kernel, attrs.get("padding"), e.span)
+            if e.op == "conv2d":
+                groups_divide(attrs["groups"], x.shape[0], args[1].shape[0], e.span)
+            window_fits(f, e, x.shape[1:] if e.op == "conv2d" else x.shape[:1], kernel, pad)
         return self.typed(f, e, args)
 
     def map(self, f: Frame, e: T.TMap, args) -> Val:

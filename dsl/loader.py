@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import ast
 from .checker import check
+from .choices import check_chosen
 from .errors import DpError, Span
 from .parser import parse
 from .typed import TProgram
@@ -48,8 +49,11 @@ def read_program(path: str) -> tuple[str, ast.Program]:
     return text, parse(text, path)
 
 
-def load_programs(paths: list[str]) -> tuple[TProgram, dict[str, str]]:
+def load_programs(paths: list[str], sets: dict[str, str] | None = None,
+                  settings: bool = True) -> tuple[TProgram, dict[str, str]]:
     """Parse and check user files with the standard library; also return the source texts.
+    `sets` (`dp train --set`) choose configuration arguments of the trained model before the
+    check (choices.py); the names it leaves are settings, for check_blocks.override.
 
     A standard library file named on the command line is checked once, not twice."""
     folder = stdlib_dir()
@@ -64,6 +68,8 @@ def load_programs(paths: list[str]) -> tuple[TProgram, dict[str, str]]:
         text, program = read_program(path)
         sources[path] = text
         programs.append(program)
+    if sets:
+        return check_chosen(programs, sets, settings), sources
     return check(programs), sources
 
 

@@ -116,9 +116,10 @@ class _TypeBuilder:
         return ModSig(args, result, tuple(self.scope.values()))
 
 
-def instantiate(sig: ModSig) -> tuple[ModSig, dict]:
-    """A copy of `sig` over fresh flexible variables (one use site)."""
-    mapping = {v: fresh(v.name) for v in sig.dims}
+def instantiate(sig: ModSig, zero=frozenset()) -> tuple[ModSig, dict]:
+    """A copy of `sig` over fresh flexible variables (one use site); those of `zero` may be
+    0 (a padding)."""
+    mapping = {v: fresh(v.name, zero=v in zero) for v in sig.dims}
     return sig.substitute(mapping), mapping
 
 
@@ -181,6 +182,7 @@ class _Globals:
     defs: dict = field(default_factory=dict)        # name -> ast.Definition
     config: dict = field(default_factory=dict)     # name -> tuple[HeaderItem]
     sizes: dict = field(default_factory=dict)      # name -> {size argument: SizeArg}
+    reals: dict = field(default_factory=dict)      # name -> {real argument: its default}
     spans: dict = field(default_factory=dict)
 
     def abstract(self, name: str, span: Span | None) -> ModSig:
@@ -199,3 +201,4 @@ class SizeArg:
     var: DimVar
     default: int | None
     span: Span
+    zero: bool = False  # it defaults to 0 (a padding), so it may be 0

@@ -22,6 +22,15 @@ class GlobalMod:
     name: str
     config: tuple[tuple[str, "ModRef"], ...] = ()
     dims: tuple[tuple[str, object], ...] = ()  # sizes given with it: `SequenceRNN(; h = 128)`
+    reals: tuple[tuple[str, object], ...] = ()  # real numbers given with it: `dropout = 0.1`
+
+
+@dataclass(frozen=True, slots=True)
+class RealArg:
+    """A real configuration argument of the enclosing definition (`dropout`), passed on: a
+    number known where the definition is used."""
+
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +157,7 @@ class TDef:
     sizes: tuple = ()  # (name, DimVar, default) of its size arguments
     carries: tuple = ()  # (name, Tensor): what it carries from one step of a scan to the next
     kernel: str | None = None  # the fused kernel that runs a scan of it (dsl/kernels.py)
+    reals: tuple = ()  # (name, default) of its real arguments (`dropout = 0.0`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +195,22 @@ class TOptimizer:
 
 
 @dataclass(frozen=True, slots=True)
+class TSchedule:
+    """The learning rate over a run: `warmup` steps rising linearly, then the schedule
+    (interpreter/training/schedule.py). The spans are the settings', for errors the data
+    reveals (a warmup longer than a run of epochs)."""
+
+    name: str = "constant"  # a name of blocks.SCHEDULES
+    args: tuple[tuple[str, object], ...] = ()  # its arguments, the defaults filled in
+    warmup: int = 0
+    span: Span | None = None
+    warmup_span: Span | None = None
+
+    def arg(self, name: str):
+        return dict(self.args)[name]
+
+
+@dataclass(frozen=True, slots=True)
 class TTrain:
     """A checked train block; `check_blocks.override` applies `dp train --set` by its rules."""
 
@@ -199,8 +225,12 @@ class TTrain:
     seed: int
     checkpoint: str | None  # relative to the program's folder
     eval: TSource | None
-    outputs: str  # "classes", "tokens" or "values" (real outputs of squared_error)
+    outputs: str  # "classes", "tokens", "values" (squared_error, absolute_error) or "signs"
+    # (one score whose sign is one of two classes: logistic, hinge)
     span: Span
+    schedule: TSchedule = TSchedule()
+    clip: float | None = None  # the bound on the gradient's global norm
+    patience: int | None = None  # evaluations without a better held-out loss before stopping
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,8 @@ MISTAKES = [
     ("no loss", _edit(DIGITS, "loss cross_entropy; ", ""), "name",
      "the train block needs a 'loss' setting", 4, 1),
     ("unknown loss", _edit(DIGITS, "cross_entropy", "crossentropy"), "name",
-     "unknown loss 'crossentropy'; known: cross_entropy, squared_error", 5, 8),
+     "unknown loss 'crossentropy'; known: cross_entropy, squared_error, absolute_error, "
+     "logistic, hinge", 5, 8),
     ("unknown optimizer", _edit(DIGITS, "sgd(", "sgdm("), "name",
      "unknown optimizer 'sgdm'; known: adam, adamw, sgd", 5, 33),
     ("optimizer argument", _edit(DIGITS, "lr = 0.1", "lr = 0.1, momentun = 0.9"), "name",

@@ -57,6 +57,11 @@ PROGRAMS = {
     "conv2d": "Net: R^(1, 6, 6) -> R^(2, 3, 3)\nNet(x) = conv2d(x, W, b; stride = 2, padding = 1)\n"
               "  param W: R^(2, 1, 3, 3) ~ fan_in\n  param b: R^2 ~ zeros",
     "maxpool2d": "Net: R^(1, 4, 4) -> R^(1, 2, 2)\nNet(x) = maxpool2d(x)",
+    "avgpool2d": "Net: R^(1, 5, 5) -> R^(1, 2, 2)\nNet(x) = avgpool2d(x; size = 3, stride = 2)",
+    "global_avgpool2d": "Net: R^(3, 4, 4) -> R^3\nNet(x) = global_avgpool2d(x)",
+    "dropout": "Net: R^4 -> R^4\nNet(x) = dropout(x) + dropout(x; p = 0.5)",
+    "conv1d": VECTORS + "(R^2)^3\nNet(xs) = conv1d(xs, W, b)\n"
+              "  param W: R^(2, 4, 3) ~ fan_in\n  param b: R^2 ~ zeros",
     "flatten": "Net: R^(1, 4, 4) -> R^16\nNet(x) = flatten(x)",
     "map": VECTORS + "(R^2)^3\nNet(xs) = map(FeedForward(; m = 2), xs)",
     "scan": VECTORS + "(R^5)^3\nNet(xs) = scan(SimpleRNN, xs)",
@@ -185,7 +190,7 @@ G = "G: R^4 -> R\nG(x; act = relu) = act(sum(x))\n"
      (4, 28)),
     ("Net: R^4 -> R^4\nNet(x) = FeedForward(x; act = conv2d)", "type",
      "conv2d cannot be passed as a module: apply it to its arguments, "
-     "conv2d(x, W, b; stride = ..., padding = ...)", (2, 31)),
+     "conv2d(x, W, b; stride = ..., padding = ..., groups = ...)", (2, 31)),
     ("Net: (R^4)^3 -> (R^4)^3\nNet(xs) = map(transpose, xs)", "type",
      "transpose cannot be passed as a module: apply it to its arguments, transpose(x)",
      (2, 15)),

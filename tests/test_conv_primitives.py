@@ -17,14 +17,20 @@ from dp.interpreter.core.plan import ParamSpec, Plan, typecheck_plan
 from dp.interpreter.core.primitives import apply_backward, apply_forward, conv, get
 from gradcheck import check_grads
 
-# (x shape, w shape, stride, padding): K 1-5, stride 1-3, padding 0-2, H != W, odd sizes.
+# (x shape, w shape, stride, padding, groups): K 1-5, stride 1-3, padding 0-2, H != W, odd
+# sizes; rectangular kernels with a padding per axis; grouped and depthwise (groups = C).
 CONFIGS = [
-    ((2, 3, 7, 5), (4, 3, 3, 3), 2, 1),
-    ((1, 1, 5, 5), (2, 1, 1, 1), 1, 0),
-    ((3, 2, 9, 6), (3, 2, 5, 5), 3, 2),
-    ((2, 2, 6, 6), (2, 2, 3, 3), 1, 0),
-    ((2, 3, 11, 10), (5, 3, 4, 4), 2, 2),
-    ((32, 1, 8, 8), (16, 1, 3, 3), 1, 1),   # cnn_digits
+    ((2, 3, 7, 5), (4, 3, 3, 3), 2, 1, 1),
+    ((1, 1, 5, 5), (2, 1, 1, 1), 1, 0, 1),
+    ((3, 2, 9, 6), (3, 2, 5, 5), 3, 2, 1),
+    ((2, 2, 6, 6), (2, 2, 3, 3), 1, 0, 1),
+    ((2, 3, 11, 10), (5, 3, 4, 4), 2, 2, 1),
+    ((32, 1, 8, 8), (16, 1, 3, 3), 1, 1, 1),   # cnn_digits
+    ((2, 3, 7, 6), (4, 3, 1, 3), 1, (0, 1), 1),   # 1 x 3, same padding
+    ((2, 2, 8, 5), (3, 2, 5, 2), 2, (2, 1), 1),
+    ((2, 4, 6, 7), (6, 2, 3, 3), 1, 1, 2),        # two groups
+    ((3, 5, 7, 7), (5, 1, 3, 3), 2, 1, 5),        # depthwise
+    ((2, 4, 6, 5), (8, 1, 3, 1), 1, (1, 0), 4),   # depthwise, two filters a channel, 3 x 1
 ]
 
 
@@ -36,33 +42,40 @@ def conv_path(request, monkeypatch) -> str:
     return request.param
 
 
-def ref_conv(x, w, b, stride, padding):
-    """out[b, o, i, j] = b[o] + sum over the window, as plain loops over a zero-padded x."""
-    nb, _, h, wd = x.shape
-    c2, _, k, _ = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    ho, wo = (h + 2 * padding - k) // stride + 1, (wd + 2 * padding - k) // stride + 1
+def ref_conv(x, w, b, stride, padding, groups=1):
+    """out[b, o, i, j] = b[o] + sum over the window of o's group, as plain loops over a
+    zero-padded x; padding is one number or (height, width)."""
+    nb, c, h, wd = x.shape
+    c2, cg, kh, kw = w.shape
+    ph, pw = conv.pair(padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    ho, wo = (h + 2 * ph - kh) // stride + 1, (wd + 2 * pw - kw) // stride + 1
     out = np.zeros((nb, c2, ho, wo))
     for n in range(nb):
         for o in range(c2):
+            first = o // (c2 // groups) * cg
             for i in range(ho):
                 for j in range(wo):
-                    patch = xp[n, :, i * stride:i * stride + k, j * stride:j * stride + k]
+                    patch = xp[n, first:first + cg, i * stride:i * stride + kh,
+                               j * stride:j * stride + kw]
                     out[n, o, i, j] = b[o] + np.sum(patch * w[o])
     return out
 
 
-def ref_conv_grads(g, x, w, stride, padding):
+def ref_conv_grads(g, x, w, stride, padding, groups=1):
     """(dx, dw, db) of <g, conv(x, w, b)>, accumulated window by window."""
-    k = w.shape[2]
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    c2, cg, kh, kw = w.shape
+    ph, pw = conv.pair(padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     dxp, dw = np.zeros_like(xp), np.zeros_like(w)
     for n, o, i, j in np.ndindex(*g.shape):
-        win = (n, slice(None), slice(i * stride, i * stride + k), slice(j * stride, j * stride + k))
+        first = o // (c2 // groups) * cg
+        win = (n, slice(first, first + cg), slice(i * stride, i * stride + kh),
+               slice(j * stride, j * stride + kw))
         dw[o] += g[n, o, i, j] * xp[win]
         dxp[win] += g[n, o, i, j] * w[o]
     h, wd = x.shape[2:]
-    return dxp[:, :, padding:padding + h, padding:padding + wd], dw, g.sum(axis=(0, 2, 3))
+    return dxp[:, :, ph:ph + h, pw:pw + wd], dw, g.sum(axis=(0, 2, 3))
 
 
 def ref_maxpool(x, size, stride):
@@ -87,18 +100,19 @@ def _conv_inputs(xs, ws, seed=0, dtype=np.float64):
 # conv2d
 
 
-@pytest.mark.parametrize("xs, ws, stride, padding", CONFIGS)
-def test_conv2d_matches_loops(xs, ws, stride, padding, conv_path) -> None:
+@pytest.mark.parametrize("xs, ws, stride, padding, groups", CONFIGS)
+def test_conv2d_matches_loops(xs, ws, stride, padding, groups, conv_path) -> None:
     x, w, b = _conv_inputs(xs, ws)
     prim = get("conv2d")
-    out, saved = apply_forward(prim, x, w, b, stride=stride, padding=padding)
+    p = {"stride": stride, "padding": padding, "groups": groups}
+    out, saved = apply_forward(prim, x, w, b, **p)
     assert (saved is None) == (conv_path == "streamed")
-    assert out.shape == prim.shape(xs, ws, (ws[0],), stride=stride, padding=padding)
-    np.testing.assert_allclose(out, ref_conv(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
+    assert out.shape == prim.shape(xs, ws, (ws[0],), **p)
+    np.testing.assert_allclose(out, ref_conv(x, w, b, stride, padding, groups), rtol=1e-12,
+                               atol=1e-12)
     g = np.random.default_rng(1).standard_normal(out.shape)
-    got = apply_backward(prim, g, out, (x, w, b), (True, True, True), saved, stride=stride,
-                         padding=padding)
-    for a, r in zip(got, ref_conv_grads(g, x, w, stride, padding), strict=True):
+    got = apply_backward(prim, g, out, (x, w, b), (True, True, True), saved, **p)
+    for a, r in zip(got, ref_conv_grads(g, x, w, stride, padding, groups), strict=True):
         assert a.shape == r.shape and a.dtype == np.float64
         np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
 
@@ -163,17 +177,23 @@ def test_conv2d_views_and_nan() -> None:
 
 
 @pytest.mark.parametrize("x, w, b, params, words", [
-    ((2, 1, 8), (16, 1, 3, 3), (16,), {}, r"expects x \[B, C, H, W\], w \[C2, C, K, K\] and b"),
+    ((2, 1, 8), (16, 1, 3, 3), (16,), {}, r"expects x \[B, C, H, W\], w \[C2, C, KH, KW\] and b"),
     ((2, 1, 8, 8), (16, 3, 3), (16,), {}, r"expects x \[B, C, H, W\]"),
     ((2, 1, 8, 8), (16, 1, 3, 3), (16, 1), {}, r"and b \[C2\]"),
     ((2, 3, 8, 8), (16, 1, 3, 3), (16,), {},
-     r"x \[2, 3, 8, 8\] has 3 channels but w \[16, 1, 3, 3\] expects 1"),
+     r"x \[2, 3, 8, 8\] has 3 channels but w \[16, 1, 3, 3\] expects 1$"),
+    ((2, 6, 8, 8), (16, 2, 3, 3), (16,), {"groups": 2},
+     r"has 6 channels but w \[16, 2, 3, 3\] expects 2 per group, 2 groups"),
+    ((2, 6, 8, 8), (16, 2, 3, 3), (16,), {"groups": 3}, "3 groups do not divide the 16 output"),
     ((2, 1, 8, 8), (16, 1, 3, 3), (8,), {}, "bias has 8 entries but w .* has 16 output"),
-    ((2, 1, 8, 8), (16, 1, 3, 2), (16,), {}, "kernel must be square.* is 3 x 2"),
     ((2, 1, 4, 8), (16, 1, 7, 7), (16,), {"padding": 1},
      "7 x 7 kernel with padding 1 does not fit in a 4 x 8 input"),
-    ((2, 1, 8, 8), (16, 1, 3, 3), (16,), {"stride": 0}, "stride >= 1 and padding >= 0"),
-    ((2, 1, 8, 8), (16, 1, 3, 3), (16,), {"padding": -1}, "stride >= 1 and padding >= 0"),
+    ((2, 1, 2, 8), (16, 1, 3, 5), (16,), {"padding": (0, 1)},
+     r"3 x 5 kernel with padding \(0, 1\) does not fit in a 2 x 8 input \(output would be 0 x 6"),
+    ((2, 1, 8, 8), (16, 1, 3, 3), (16,), {"stride": 0}, "stride >= 1, padding >= 0 and groups"),
+    ((2, 1, 8, 8), (16, 1, 3, 3), (16,), {"padding": -1}, "stride >= 1, padding >= 0"),
+    ((2, 1, 8, 8), (16, 1, 3, 3), (16,), {"padding": (1, -1)}, "stride >= 1, padding >= 0"),
+    ((2, 1, 8, 8), (16, 1, 3, 3), (16,), {"groups": 0}, "groups >= 1, got .* groups 0"),
 ])
 def test_conv2d_shape_errors(x, w, b, params, words) -> None:
     params = {"stride": 1, "padding": 0, **params}
@@ -186,6 +206,8 @@ def test_conv2d_shape_floors_like_pytorch() -> None:
     assert shape((8, 3, 224, 224), (64, 3, 11, 11), (64,), stride=4, padding=2) == (8, 64, 55, 55)
     assert shape((2, 1, 8, 7), (4, 1, 3, 3), (4,), stride=2, padding=0) == (2, 4, 3, 3)
     assert shape((2, 1, 3, 3), (4, 1, 3, 3), (4,), stride=5, padding=0) == (2, 4, 1, 1)
+    assert shape((2, 1, 8, 6), (4, 1, 1, 3), (4,), stride=1, padding=(0, 1)) == (2, 4, 8, 6)
+    assert shape((2, 8, 8, 8), (8, 1, 3, 3), (8,), stride=2, padding=1, groups=8) == (2, 8, 4, 4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,3 +380,92 @@ def test_executor_runs_saving_primitives(dtype, conv_path) -> None:
         return g[plan.params["W"].id], g[plan.params["b"].id]
 
     check_grads(loss_of, (params["W"], params["b"]), vjp, rtol=1e-5, name="cnn plan")
+
+
+# ---------------------------------------------------------------------------------------------
+# conv1d: filters [E, D, K] along a sequence [B, N, D]
+
+
+def ref_conv1d(x, w, b, stride, padding):
+    nb, n, d = x.shape
+    e, _, k = w.shape
+    xp = np.pad(x, ((0, 0), (padding, padding), (0, 0)))
+    no = (n + 2 * padding - k) // stride + 1
+    out = np.zeros((nb, no, e))
+    for s, o, f in np.ndindex(nb, no, e):
+        out[s, o, f] = b[f] + np.sum(xp[s, o * stride:o * stride + k, :].T * w[f])
+    return out
+
+
+@pytest.mark.parametrize("xs, ws, stride, padding", [
+    ((2, 7, 3), (4, 3, 3), 1, 1), ((1, 5, 2), (3, 2, 1), 1, 0), ((3, 9, 4), (2, 4, 5), 2, 2),
+    ((2, 6, 1), (1, 1, 2), 3, 0),
+])
+def test_conv1d_matches_loops(xs, ws, stride, padding) -> None:
+    x, w, b = _conv_inputs(xs, ws)
+    prim = get("conv1d")
+    out = prim.forward(x, w, b, stride=stride, padding=padding)
+    assert out.shape == prim.shape(xs, ws, (ws[0],), stride=stride, padding=padding)
+    np.testing.assert_allclose(out, ref_conv1d(x, w, b, stride, padding), rtol=1e-12,
+                               atol=1e-12)
+    check_grads(lambda *a: prim.forward(*a, stride=stride, padding=padding), (x, w, b),
+                lambda c, o, a: prim.backward(c, o, a, (True,) * 3, stride=stride,
+                                              padding=padding), rtol=1e-6, name="conv1d")
+
+
+def test_conv1d_is_a_k_by_1_conv2d() -> None:
+    """The same numbers as conv2d over the sequence laid out as D channels of N x 1."""
+    x, w, b = _conv_inputs((2, 9, 3), (5, 3, 3), seed=4)
+    out = get("conv1d").forward(x, w, b, stride=2, padding=1)
+    img = x.transpose(0, 2, 1)[..., None]
+    ref = get("conv2d").forward(img, w[..., None], b, stride=2, padding=(1, 0))[0]
+    np.testing.assert_allclose(out, ref[..., 0].transpose(0, 2, 1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("x, w, b, params, words", [
+    ((2, 8), (4, 3, 3), (4,), {}, r"expects x \[B, N, D\], w \[E, D, K\] and b \[E\]"),
+    ((2, 8, 2), (4, 3, 3), (4,), {}, r"has vectors of 2 but w \[4, 3, 3\] expects 3"),
+    ((2, 8, 3), (4, 3, 3), (5,), {}, "bias has 5 entries but w .* makes 4"),
+    ((2, 2, 3), (4, 3, 5), (4,), {}, "a kernel of 5 with padding 0 does not fit in a sequence"),
+    ((2, 8, 3), (4, 3, 3), (4,), {"stride": 0}, "stride >= 1 and padding >= 0"),
+])
+def test_conv1d_shape_errors(x, w, b, params, words) -> None:
+    params = {"stride": 1, "padding": 0, **params}
+    with pytest.raises(ValueError, match="^conv1d: .*" + words):
+        get("conv1d").shape(x, w, b, **params)
+
+
+# ---------------------------------------------------------------------------------------------
+# avgpool2d
+
+
+@pytest.mark.parametrize("shape, size, stride", [
+    ((2, 3, 8, 8), 2, 2), ((2, 2, 9, 7), 3, 2), ((1, 2, 5, 6), 2, 1), ((1, 1, 3, 3), 1, 1),
+    ((1, 2, 4, 4), 4, 4),
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_avgpool2d_matches_loops(shape, size, stride, dtype) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    prim = get("avgpool2d")
+    out = prim.forward(x, size=size, stride=stride)
+    assert out.dtype == dtype and out.shape == prim.shape(shape, size=size, stride=stride)
+    g = rng.standard_normal(out.shape).astype(dtype)
+    want, dx = np.zeros(out.shape), np.zeros(shape)
+    for n, c, i, j in np.ndindex(*out.shape):
+        win = (n, c, slice(i * stride, i * stride + size), slice(j * stride, j * stride + size))
+        want[n, c, i, j] = x[win].astype(np.float64).mean()
+        dx[win] += g[n, c, i, j] / size ** 2
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+    (got,) = prim.backward(g, out, (x,), (True,), size=size, stride=stride)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, dx, rtol=tol, atol=tol)
+    assert prim.backward(g, out, (x,), (False,), size=size, stride=stride) == (None,)
+
+
+def test_avgpool2d_shape_errors() -> None:
+    with pytest.raises(ValueError, match=r"^avgpool2d: a 3 x 3 window does not fit in a 8 x 2"):
+        get("avgpool2d").shape((2, 1, 8, 2), size=3, stride=2)
+    with pytest.raises(ValueError, match=r"^avgpool2d: expects x \[B, C, H, W\]"):
+        get("avgpool2d").shape((2, 8, 8), size=2, stride=2)

@@ -103,6 +103,15 @@ CASES += [
     Case("squared_error", (_u(5, 7), _u(5, 7))),
     Case("squared_error", (_u(1,), _u(1,))),
     Case("squared_error", (_u(2, 3, 4), _u(2, 3, 4))),
+    Case("absolute_error", (_u(5, 7), _u(5, 7))),
+    Case("absolute_error", (_u(1,), _u(1,))),
+    Case("absolute_error", (_u(2, 3, 4), _u(2, 3, 4))),
+    Case("logistic", (_u(6,), Arg((6,), "int", 2))),      # a score R, labels 0/1 (t = -1/+1)
+    Case("logistic", (_u(1, 1), Arg((1, 1), "int", 2))),  # R^1
+    Case("logistic", (_u(4, 3), Arg((4, 3), "int", 2))),
+    Case("hinge", (_u(6,), Arg((6,), "int", 2))),
+    Case("hinge", (_u(1, 1), Arg((1, 1), "int", 2))),
+    Case("hinge", (_u(4, 3), Arg((4, 3), "int", 2))),
     Case("batch_mean", (_u(5,),)),
     Case("batch_mean", (_u(1,),)),
     Case("batch_mean", (_u(2, 3),)),
@@ -121,6 +130,32 @@ for _x, _w, _stride, _padding in [
 ]:
     CASES.append(Case("conv2d", (_u(*_x), _u(*_w), _u(_w[0])),
                       {"stride": _stride, "padding": _padding}))
+# conv2d grouped, depthwise (groups = channels) and with rectangular kernels.
+for _x, _w, _stride, _padding, _groups in [
+    ((2, 4, 5, 6), (6, 2, 3, 3), 1, 1, 2),
+    ((2, 3, 5, 5), (3, 1, 3, 3), 2, 1, 3),
+    ((1, 2, 6, 5), (4, 1, 1, 3), 1, (0, 1), 2),
+    ((2, 2, 7, 4), (3, 2, 5, 2), 2, (2, 0), 1),
+]:
+    CASES.append(Case("conv2d", (_u(*_x), _u(*_w), _u(_w[0])),
+                      {"stride": _stride, "padding": _padding, "groups": _groups}))
+# conv1d(xs, w, b) along a sequence: same padding, none, strided, a kernel of 1.
+CASES += [Case("conv1d", (_u(*_x), _u(*_w), _u(_w[0])), {"stride": _s, "padding": _p})
+          for _x, _w, _s, _p in [((2, 5, 3), (4, 3, 3), 1, 1), ((1, 4, 2), (3, 2, 1), 1, 0),
+                                 ((2, 7, 2), (2, 2, 4), 2, 2)]]
+# dropout: a training step's fixed mask (the key), and the identity of evaluation (no key).
+CASES += [
+    Case("dropout", (_u(4, 5),), {"p": 0.3, "site": 0, "key": (1, 2)}),
+    Case("dropout", (_u(2, 3, 4),), {"p": 0.5, "site": 2, "key": (0, 7)}),
+    Case("dropout", (_u(1,),), {"p": 0.1, "site": 0, "key": (3, 0)}),
+    Case("dropout", (_u(4, 5),), {"p": 0.3, "site": 0, "key": None}),
+]
+# avgpool2d: tiling, overlapping, size 1.
+CASES += [
+    Case("avgpool2d", (_u(2, 3, 4, 6),), {"size": 2, "stride": 2}),
+    Case("avgpool2d", (_u(2, 2, 7, 5),), {"size": 3, "stride": 2}),
+    Case("avgpool2d", (_u(1, 1, 3, 3),), {"size": 1, "stride": 1}),
+]
 # maxpool2d: tiling, tiling with leftover rows/columns, overlapping (AlexNet's 3/2), size 1.
 CASES += [
     Case("maxpool2d", (_u(2, 3, 4, 6),), {"size": 2, "stride": 2}),

@@ -10,8 +10,10 @@ import re
 
 from conftest import ROOT
 
-PACKAGES = {"dsl": "dp.dsl", "stdlib": "dp.stdlib", "interpreter": "dp.interpreter"}
-LAYERS = ["core", "data", "training", "commands"]  # each may import only those before it
+PACKAGES = {"dsl": "dp.dsl", "stdlib": "dp.stdlib", "interpreter": "dp.interpreter",
+            "api": "dp"}  # the Python API (`import dp`), on top of everything
+# each may import only those before it; export, beside training, imports only the core (below)
+LAYERS = ["core", "data", "training", "export", "commands"]
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -102,6 +104,26 @@ def test_the_interpreter_layers_import_only_downward():
         for t in targets:
             if t.startswith("dp.interpreter.") and t.count(".") >= 2:
                 assert LAYERS.index(t.split(".")[2]) <= layer, f"{name} imports {t}"
+
+
+def test_export_imports_only_the_core():
+    for name, targets in _graph().items():
+        if name.startswith("dp.interpreter.export"):
+            for t in targets:
+                assert not t.startswith(("dp.interpreter.data", "dp.interpreter.training")), \
+                    f"{name} imports {t}"
+
+
+def test_only_the_api_imports_the_api():
+    """The API (api/, the package `dp` itself) sits on top: the front end and the
+    interpreter never import it."""
+    graph = _graph()
+    api = {n for n in graph if n == "dp" or n.split(".")[1] not in ("dsl", "stdlib",
+                                                                       "interpreter")}
+    assert {"dp", "dp.net", "dp.program"} <= api
+    for name, targets in graph.items():
+        if name not in api:
+            assert not targets & api, f"{name} imports {sorted(targets & api)}"
 
 
 def test_dsl_does_not_import_the_interpreter():

@@ -34,7 +34,7 @@ def _spawn(tmp_path, *files):
     """A session in a folder with a copy of programs/ but none of their checkpoints, so
     modules run with parameters from the seed."""
     env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm", HOME=str(tmp_path),
-               XDG_STATE_HOME=str(tmp_path / "state"))
+               XDG_STATE_HOME=str(tmp_path / "state"), NO_COLOR="1")  # echoed as typed
     shutil.copytree(ROOT / "programs", tmp_path / "programs",
                     ignore=shutil.ignore_patterns("*.safetensors*", "*.metrics.jsonl"))
     child = pexpect.spawn(sys.executable, ["-m", "dp.interpreter.commands.cli", "repl", *files],
@@ -304,3 +304,41 @@ def test_every_call_in_an_expression_has_the_parameters_of_a_model_of_its_callee
     assert not model.load_part("Mix.", {"V": np.zeros((3, 3), np.float32)})  # not its paths
     assert model.load_part("Mix.", {"W": np.eye(3, dtype=np.float32)})
     np.testing.assert_allclose(model.predict(u, v)[0], u[0] + v[0], rtol=1e-6)
+
+
+def test_load_completes_programs_and_folders(tmp_path, monkeypatch):
+    """After `:load `, Tab offers the .dp files and folders there, and nothing else."""
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from dp.interpreter.commands.repl import Session
+    from dp.interpreter.commands.repl_terminal import _Names
+
+    (tmp_path / "net.dp").write_text("")
+    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / "nested").mkdir()
+    monkeypatch.chdir(tmp_path)
+    names = _Names(Session(io.StringIO(), io.StringIO()))
+
+    def offered(text: str) -> set[str]:
+        doc = Document(text)
+        return {text[:len(text) + c.start_position] + c.text
+                for c in names.get_completions(doc, CompleteEvent(completion_requested=True))}
+
+    assert offered(":load n") == {":load net.dp", ":load nested"}
+    assert offered(":load ne") == {":load net.dp", ":load nested"}
+    assert offered(":lo") == {":load"}
+
+
+def test_a_modules_name_shows_how_to_call_it_with_its_defaults():
+    """The configuration a module takes, with its defaults, as a call (`k` has none)."""
+    s = _session()
+    for name in ("FeedForward", "Transformer", "StridedConv", "SequenceRNN"):
+        s.feed(name)
+    lines = [line for line in s.out.getvalue().splitlines() if "called as" in line]
+    assert lines == [
+        "  called as FeedForward(x; act = relu)",
+        "  called as Transformer(xs; layers = 2, heads = 4, ff = 256, dropout = 0.0, "
+        "mask = identity)",
+        "  called as StridedConv(x; k, s = 1, p = 0, act = relu)",
+        "  called as SequenceRNN(xs; cell: RNN)"]

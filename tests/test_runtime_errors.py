@@ -84,7 +84,8 @@ def test_set_overrides_settings_and_optimizer_arguments(tmp_path):
 @pytest.mark.parametrize("value, message", [
     ("lrr=0.5", "error[usage]: --set lrr: the program has no setting 'lrr'\n"
                 "   = note: did you mean 'lr'?\n"
-                "   = note: settings: batch, epochs, steps, seed; sgd: lr, momentum, "
+                "   = note: settings: batch, epochs, steps, seed, warmup, schedule, clip, "
+                "patience; sgd: lr, momentum, "
                 "weight_decay, nesterov\n"),
     ("batch=2.5", "error[usage]: --set batch=2.5: batch must be a whole number\n"),
     ("lr", "error[usage]: --set takes NAME=VALUE, e.g. --set lr=0.01, not 'lr'\n"),
@@ -94,3 +95,12 @@ def test_bad_set_is_a_clear_error(value, message):
     code, out, err = dp_here("train", "programs/digits_mlp.dp", "--set", value, cwd=ROOT)
     assert err.startswith(message) and "training" not in out
     assert code == (1 if message.startswith("error[value]") else 2)
+
+
+def test_a_checkpoint_in_a_folder_that_is_not_there_is_refused_before_training(tmp_path):
+    code, out, err = dp_here("train", "programs/digits_mlp.dp", "--steps", "2", "--checkpoint",
+                             str(tmp_path / "nowhere" / "x.safetensors"), cwd=ROOT)
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith(f"error[usage]: the checkpoint {tmp_path}/nowhere/x.safetensors goes "
+                          f"into {tmp_path}/nowhere, which is not a folder")
+    assert "epoch" not in out

@@ -273,9 +273,10 @@ def test_the_char_lm_takes_an_lstm_by_changing_one_word(tmp_path):
     """The reference program with `cell = LSTM`: EmbedToken, GenerateToken and LanguageModel
     train around the gated cell, and it beats the unigram baseline within 40 steps."""
     text = (ROOT / "programs/charlm_rnn.dp").read_text()
-    assert text.count("cell = SimpleRNN") == 1
+    assert text.count("cell: RNN = SimpleRNN") == 1
     program = tmp_path / "charlm_lstm.dp"
-    program.write_text(text.replace("cell = SimpleRNN", "cell = LSTM").replace(", 300;", ", 30;"))
+    program.write_text(text.replace("cell: RNN = SimpleRNN", "cell: RNN = LSTM")
+                       .replace(", 300;", ", 30;"))
     code, out, err = dp_here("train", str(program), "--steps", "40")
     assert code == 0, err
     assert "(118,695 parameters)" in out

@@ -1,20 +1,32 @@
-"""The commands behind `dp check`, `dp train`, `dp run`, `dp show`, `dp repl` and `dp plot`
-(each: args -> exit code)."""
+"""The commands behind `dp check`, `dp train`, `dp run`, `dp show`, `dp repl`, `dp plot` and
+`dp export` (each: args -> exit code)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from dp.dsl import typed as T
-from dp.dsl.check_blocks import override
-from dp.dsl.errors import DpError
+from dp.dsl.blocks import SOURCES
+from dp.dsl.check_blocks import override, point_data
+from dp.dsl.choices import configuration_names, only_choices
+from dp.dsl.errors import DpError, plural, suggest
 from dp.dsl.loader import load_programs
 from dp.interpreter.core.lower import lower
 from dp.interpreter.core.model import Model
 from dp.interpreter.core.plan import format_plan
+from dp.interpreter.training import distributed
+from dp.interpreter.training import generate as sampling
+from dp.interpreter.training.checkpoint import load_weights, put_weights
 from dp.interpreter.training.reports import run_block
-from dp.interpreter.training.train import checkpoint_path, load_trained, parse_sets, program_hash
+from dp.interpreter.training.train import (
+    best_path,
+    checkpoint_path,
+    load_trained,
+    parse_sets,
+    program_hash,
+)
 from dp.interpreter.training.train import train as train_model
 
 from .structure import describe_module, is_closed, open_sizes
@@ -57,50 +69,169 @@ def _train_block(tprog: T.TProgram, file: str) -> T.TTrain:
 
 
 def train_cmd(args) -> int:
-    tprog, sources = load_programs([args.file])
+    with _reading(args.data):
+        return _train(args)
+
+
+def _train(args) -> int:
+    distributed.join()  # under mpiexec: the ranks agree on any error from here on
+    sets = parse_sets(args.set)  # the model's configuration arguments are chosen in loading
+    tprog, sources = load_programs([args.file], sets)
     flags = {"epochs": args.epochs, "steps": args.steps, "seed": args.seed, "lr": args.lr}
-    config = override(_train_block(tprog, args.file),
-                      {**parse_sets(args.set), **{k: v for k, v in flags.items()
-                                                  if v is not None}})
+    train = _train_block(tprog, args.file)
+    chosen = configuration_names(tprog, train.model)
+    settings = {k: v for k, v in sets.items() if k not in chosen}
+    config = override(train, {**settings, **{k: v for k, v in flags.items() if v is not None}},
+                      chosen)
+    runs = tprog.runs
+    if args.data:
+        config, runs = _data(config, runs, args.data)
     model = Model(tprog, config.model, config.model_span)
+    if args.init_from:  # training starts from these weights instead of the seed's
+        if args.resume:
+            raise DpError("usage", "--init-from starts a new run from weights and --resume "
+                          "goes on from the checkpoint: give one of them")
+        _weights([model], args.init_from)
+        model.initial = {path: v.copy() for path, v in model.params.items()}
     ckpt = checkpoint_path(args.file, args.checkpoint, config)
+    folder = os.path.dirname(ckpt) or "."
+    if not os.path.isdir(folder):  # found now, not after the first epoch
+        raise DpError("usage", f"the checkpoint {ckpt} goes into {folder}, which is not a "
+                      "folder", None, ("create it, or give --checkpoint a path in one",))
     summary = train_model(model, config, os.path.dirname(args.file) or ".", ckpt,
                           program_hash(sources[args.file]), resume=args.resume,
                           every=args.checkpoint_every)
-    print(f"trained {summary['steps']} steps in {summary['seconds']:.2f} s; final loss "
-          f"{summary['final_loss']:.4f}; saved {ckpt}", flush=True)
-    for rb in tprog.runs:
+    print(f"trained {plural(summary['steps'], 'step')} in {summary['seconds']:.2f} s; final "
+          f"loss {summary['final_loss']:.4f}; saved {ckpt}", flush=True)
+    for rb in runs if distributed.root() else ():  # rank 0 alone reports
         run_block(rb, {model.name: model}, os.path.dirname(args.file) or ".")
     return 0
 
 
 def run(args) -> int:
-    tprog, _ = load_programs([args.file])
+    with _reading(args.data):
+        return _run(args)
+
+
+def _run(args) -> int:
+    sets = parse_sets(args.set)  # as the model was trained: --set cell=LSTM
+    tprog, _ = load_programs([args.file], sets, settings=False)
+    only_choices(sets, tprog, "run")
+    runs = _data(tprog.train, tprog.runs, args.data)[1] if args.data else tprog.runs
     if not tprog.runs:
         raise DpError("usage", f"{args.file} has no run block",
                       None, ("add one: run:\n       print accuracy(Model, data)",))
+    clash = [f for f, given in (("--checkpoint", args.checkpoint), ("--best", args.best),
+                                ("--seed", args.seed is not None)) if given]
+    if args.weights and clash:
+        raise DpError("usage", f"--weights gives every parameter: it cannot go with "
+                      f"{clash[0]}")
     if tprog.train is not None:
         config = tprog.train
         model = Model(tprog, config.model, config.model_span)
-        load_trained(model, checkpoint_path(args.file, args.checkpoint, config))
+        if args.weights:
+            _weights([model], args.weights)
+        else:
+            ckpt = checkpoint_path(args.file, args.checkpoint, config)
+            _load(model, _best(ckpt, config) if args.best else ckpt, tprog)
         models = {model.name: model}
+    elif args.checkpoint or args.best:
+        raise DpError("usage", f"{args.file} has no train block, so "
+                      f"{'--checkpoint' if args.checkpoint else '--best'} has no "
+                      f"model to load into", None,
+                      ("give the run's modules their parameters with --weights "
+                       "W.safetensors (tensors named by parameter path)",))
     else:
-        models = _untrained(tprog, args.seed or 0)
-    for rb in tprog.runs:
+        models = _untrained(tprog, args.seed or 0, args.weights)
+    for rb in runs:
         run_block(rb, models, os.path.dirname(args.file) or ".")
     return 0
 
 
-def _untrained(tprog: T.TProgram, seed: int) -> dict[str, Model]:
-    """A program with no train block runs its modules as initialized from the seed."""
+def _best(ckpt: str, config: T.TTrain) -> str:
+    """`dp run --best`: the parameters with the best held-out loss, kept beside CKPT."""
+    best = best_path(ckpt)
+    if not os.path.exists(best):
+        raise DpError("usage", f"--best: there is no best checkpoint {best}", None, (
+            "the train block has no eval setting, so its runs keep no best parameters"
+            if config.eval is None else "`dp train` keeps it from the first evaluation on",))
+    return best
+
+
+@contextlib.contextmanager
+def _reading(path: str | None):
+    """An error in the data says where it was read from, when --data says it."""
+    try:
+        yield
+    except DpError as err:
+        if path is None or err.kind != "data":
+            raise
+        raise err.with_note(f"the data is read from --data {path}") from None
+
+
+def _data(train: T.TTrain | None, runs, path: str):
+    """`--data PATH`: the train block's data (and what reads the same) from another file."""
+    if train is None:
+        raise DpError("usage", "--data replaces the data of the train block, but the program "
+                      "has none")
+    if not os.path.isfile(path):
+        raise DpError("usage", f"--data {path}: no such file")
+    return point_data(train, runs, path)
+
+
+def _load(model: Model, ckpt: str, tprog: T.TProgram) -> None:
+    """The trained parameters; a model with configuration arguments may have been trained
+    with other choices (`dp train --set cell=LSTM`), which must be made again."""
+    try:
+        load_trained(model, ckpt)
+    except DpError as err:
+        names = configuration_names(tprog, model.name)
+        if err.kind != "checkpoint" or not names or not os.path.exists(ckpt):
+            raise
+        raise DpError(err.kind, err.message, err.span, (
+            f"a model trained with --set {names[0]}=... runs with the same --set",)
+            + err.notes) from None
+
+
+def generate(args) -> int:
+    """`dp generate FILE "prompt"`: text from the trained language model, written as the run
+    block's generate report writes it."""
+    sampling.check_flags(args.prompt, args.n, args.temperature, args.top_k, args.seed)
+    sets = parse_sets(args.set)
+    tprog, _ = load_programs([args.file], sets, settings=False)
+    only_choices(sets, tprog, "generate")
+    config = _train_block(tprog, args.file)
+    if not SOURCES[config.data.kind].tokens:
+        raise DpError("value", f"dp generate writes with a model trained on text, but "
+                      f"{config.model} is trained on {config.data.kind}(...)", config.data.span)
+    model = Model(tprog, config.model, config.model_span)
+    _load(model, checkpoint_path(args.file, args.checkpoint, config), tprog)
+    print(sampling.generate(model, args.prompt, args.n, args.temperature, args.top_k,
+                            args.seed), flush=True)
+    return 0
+
+
+def _untrained(tprog: T.TProgram, seed: int, weights: str | None = None) -> dict[str, Model]:
+    """A program with no train block runs its modules as initialized from the seed, or
+    with the given weights."""
     models = {}
     for r in (r for b in tprog.runs for p in b.prints for r in p.items):
         if r.model is not None and r.model not in models:
             models[r.model] = Model(tprog, r.model, r.model_span)
             models[r.model].init(seed)
-            print(f"{r.model} is not trained here: its parameters are initialized with seed "
-                  f"{seed}", flush=True)
+    if weights is not None:
+        _weights(list(models.values()), weights)
+    for name in models:
+        print(f"{name} is not trained here: its parameters are "
+              + (f"initialized with seed {seed}" if weights is None else f"read from {weights}"),
+              flush=True)
     return models
+
+
+def _weights(models: list[Model], path: str) -> None:
+    """`--weights` and `--init-from`: a safetensors file by parameter path, strictly."""
+    tensors, meta = load_weights(path)
+    put_weights(models, tensors, meta, f"'{path}'")
 
 
 def show(args) -> int:
@@ -119,6 +250,34 @@ def plot(args) -> int:
     from .plot import plot_cmd
 
     return plot_cmd(args)
+
+
+def export(args) -> int:
+    """The module's inference graph as ONNX, with the trained parameters when MODULE is the
+    model the train block trains and its checkpoint exists (or --checkpoint names one), else
+    initialized from --seed."""
+    from dp.interpreter.export.onnx_export import export_onnx
+
+    sets = parse_sets(args.set)  # as the model was trained: --set cell=LSTM
+    tprog, _ = load_programs([args.file], sets, settings=False)
+    only_choices(sets, tprog, "export")
+    if args.module not in tprog.defs:
+        raise DpError("name", f"no module '{args.module}' is defined in {args.file} or the "
+                      "standard library", None, suggest(args.module, tprog.defs))
+    trained = tprog.train if tprog.train is not None and tprog.train.model == args.module \
+        else None
+    model = Model(tprog, args.module)
+    ckpt = checkpoint_path(args.file, args.checkpoint, trained)
+    if args.checkpoint or (trained is not None and os.path.exists(ckpt)):
+        _load(model, ckpt, tprog)
+        source = f"the parameters of {ckpt}"
+    else:
+        model.init(args.seed or 0)
+        source = f"parameters initialized with seed {args.seed or 0} (not trained)"
+    out = args.output or f"{args.module}.onnx"
+    export_onnx(model, out)
+    print(f"wrote {out}: {args.module} with {source}")
+    return 0
 
 
 train = train_cmd  # `dp train`

@@ -2,7 +2,9 @@
 
 A RUN is a program (its checkpoint's metrics), a checkpoint or a metrics file. The training
 loss is drawn per step (faint) with its epoch means (solid); held-out loss and accuracy,
-when the run has an `eval` setting, per epoch. Several runs share the axes to compare.
+when the run has an `eval` setting, per epoch, with the best held-out loss marked; the
+learning rate of every step when it changes during a run (a warmup or a schedule). Several
+runs share the axes to compare.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ class Curves:
     epoch_losses: list[float] = field(default_factory=list)
     eval_steps: list[int] = field(default_factory=list)
     eval_losses: list[float] = field(default_factory=list)
+    accuracy_steps: list[int] = field(default_factory=list)  # a regression run has none
     accuracies: list[float] = field(default_factory=list)
+    lr_steps: list[int] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    best: tuple[int, float] | None = None  # the step and held-out loss of the best evaluation
+
+    def rate_varies(self) -> bool:
+        return len(set(self.lrs)) > 1
 
 
 def curves(records: list[dict], name: str) -> Curves:
@@ -35,13 +44,20 @@ def curves(records: list[dict], name: str) -> Curves:
         elif r.get("kind") == "step":
             c.steps.append(r["step"])
             c.losses.append(r["loss"])
+            if "lr" in r:
+                c.lr_steps.append(r["step"])
+                c.lrs.append(r["lr"])
         elif r.get("kind") in ("epoch", "period"):
             c.epoch_steps.append(r["step"])
             c.epoch_losses.append(r["loss"])
             if "eval_loss" in r:
                 c.eval_steps.append(r["step"])
                 c.eval_losses.append(r["eval_loss"])
-                c.accuracies.append(r.get("eval_accuracy", float("nan")))
+                if r.get("best"):
+                    c.best = (r["step"], r["eval_loss"])
+            if "eval_accuracy" in r:
+                c.accuracy_steps.append(r["step"])
+                c.accuracies.append(r["eval_accuracy"])
     return c
 
 
@@ -76,7 +92,9 @@ def plot_cmd(args) -> int:
         raise DpError("usage", f"dp plot writes a PNG: the output must end in .png, not "
                       f"'{os.path.basename(out)}'")
     evals = any(c.accuracies for c in runs)
-    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 7, 4.2),
+    rates = any(c.rate_varies() for c in runs)
+    panels = 1 + evals + rates
+    fig, axes = plt.subplots(1, panels, figsize=(7 if panels == 1 else 5.5 * panels, 4.2),
                              squeeze=False)
     loss_ax = axes[0][0]
     for i, c in enumerate(runs):
@@ -89,6 +107,9 @@ def plot_cmd(args) -> int:
             loss_ax.plot(c.eval_steps, c.eval_losses, color=color, linestyle="--",
                          marker="s", markersize=3, label=f"{c.name if len(runs) > 1 else ''}"
                          f"{' ' if len(runs) > 1 else ''}held-out")
+        if c.best is not None:
+            loss_ax.plot(*c.best, color=color, marker="*", markersize=12, linestyle="none",
+                         label="best held-out" if i == 0 else None)
     loss_ax.set(xlabel="step", ylabel="loss", title="loss")
     if max(max(c.losses) for c in runs) > 10 * min(min(c.losses) for c in runs):
         loss_ax.set_yscale("log")
@@ -98,12 +119,21 @@ def plot_cmd(args) -> int:
         acc_ax = axes[0][1]
         for i, c in enumerate(runs):
             if c.accuracies:
-                acc_ax.plot(c.eval_steps, c.accuracies, color=f"C{i}", marker="s",
+                acc_ax.plot(c.accuracy_steps, c.accuracies, color=f"C{i}", marker="s",
                             markersize=3, label=c.name)
         acc_ax.set(xlabel="step", ylabel="accuracy", title="held-out accuracy")
         acc_ax.grid(alpha=0.3)
         if len(runs) > 1:
             acc_ax.legend(fontsize=8)
+    if rates:
+        lr_ax = axes[0][panels - 1]
+        for i, c in enumerate(runs):
+            if c.lrs:
+                lr_ax.plot(c.lr_steps, c.lrs, color=f"C{i}", label=c.name)
+        lr_ax.set(xlabel="step", ylabel="learning rate", title="learning rate")
+        lr_ax.grid(alpha=0.3)
+        if len(runs) > 1:
+            lr_ax.legend(fontsize=8)
     fig.suptitle(", ".join(c.name for c in runs))
     fig.tight_layout()
     try:
@@ -113,7 +143,8 @@ def plot_cmd(args) -> int:
     finally:
         plt.close(fig)
     steps = sum(len(c.steps) for c in runs)
-    print(f"wrote {out}: {len(runs)} run{'s' if len(runs) > 1 else ''}, {steps:,} steps")
+    print(f"wrote {out}: {len(runs)} run{'s' if len(runs) > 1 else ''}, {steps:,} "
+          f"step{'' if steps == 1 else 's'}")
     return 0
 
 

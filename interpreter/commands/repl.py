@@ -7,9 +7,12 @@ values (repl_values.py). An expression is evaluated as a module of its own, `the
 expression(x, ...) = E` over the named values, checked by the real checker and run by a
 `Model` of it, as training and `dp run` run a module. Each module call in it starts from the
 session's seed, as a model of that module alone would, so `Digits(x)` gives here what
-`Model(Digits).init(seed)` gives, the same every time, until Digits changes. Everything typed
-is one source file, `<repl>`, a line per input, so errors point at the input as typed. The
-terminal around a session is repl_terminal.py.
+`Model(Digits).init(seed)` gives, the same every time, until Digits changes. The reports of a
+run block, checked and run as there, show a module loaded with its checkpoint at work:
+`predict(M, csv("f.csv"), 5)`, `loss(...)`, `accuracy(...)`, and a language model writes text
+with `generate(M, "The ", 200; ...)`. Everything typed is one source file, `<repl>`, a line per
+input, so errors point at the input as typed. The terminal around a session is
+repl_terminal.py.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 
 import numpy as np
 from dp.dsl import ast
+from dp.dsl.blocks import REPORTS
 from dp.dsl.builtins import BUILTINS
 from dp.dsl.checker import check, check_expr
 from dp.dsl.errors import DpError, Span, format_error, suggest
@@ -27,12 +31,15 @@ from dp.dsl.loader import read_program, stdlib_programs
 from dp.dsl.parser import parse, parse_input
 from dp.dsl.types import Tensor
 from dp.interpreter.core.model import Model
+from dp.interpreter.data.text import Vocab
 from dp.interpreter.training.checkpoint import load_checkpoint
+from dp.interpreter.training.reports import report_value
 from dp.interpreter.training.train import checkpoint_path
 
+from .colour import colour_error, wants_colour
 from .internal_error import internal_error
 from .repl_values import EXAMPLES, Value, example, is_example, random_value
-from .structure import describe_module, module_sites, param_table, site_name
+from .structure import call_form, describe_module, module_sites, param_table, site_name
 
 FILE = "<repl>"
 EXPR = "the expression"  # the module an expression runs as: not a name a program can declare
@@ -46,6 +53,10 @@ HELP = """\
   Name: R^n -> R^n      declare a module: its signature, then its definition and any
   Name(x) = ...         indented lines (  param W: R^(n, n) ~ glorot); an empty line ends it.
                         Declaring a module again replaces it, if the new one checks.
+  generate(M, "The ", 200; temperature = 0.8, top_k = 10, seed = 0)
+                        text from a language model M loaded with :load after dp train
+  predict(M, csv("f.csv"), 5)
+                        a run block's report (also loss, accuracy, ...) of M as loaded
   :type EXPR            the type of an expression, without running it
   :params [MODULE]      a module's parameters (or those of the last expression run)
   :load FILE            add the modules of a program
@@ -70,6 +81,7 @@ class Session:
         self.seed = 0
         self.last_specs: dict | None = None
         self.trained: dict[str, dict[str, np.ndarray]] = {}  # a module's checkpoint, by path
+        self.trained_by: dict[str, tuple] = {}  # ... its train block and text vocabulary
         self.failed = False
 
     # --- input
@@ -116,6 +128,9 @@ class Session:
             self._random(entry.expr, entry.type)
         elif isinstance(entry, ast.Name) and self._is_module(entry.name):
             self.say("\n".join(self._describe(entry.name)))
+        elif isinstance(entry, ast.Call) and entry.func in REPORTS and not self._is_module(
+                entry.func):
+            self.say(self._report(entry))
         else:
             self._show(*self.evaluate(entry))
         return True
@@ -146,6 +161,7 @@ class Session:
         names = list(dict.fromkeys(i.name for i in new))
         for name in names:
             self.trained.pop(name, None)
+            self.trained_by.pop(name, None)
         if loaded is not None:
             self.say(f"loaded {loaded}: {', '.join(names) or 'no modules'}")
             return
@@ -167,8 +183,34 @@ class Session:
             tensors, meta = load_checkpoint(ckpt)
             self.trained[name] = {k[len(name) + 1:]: v for k, v in tensors.items()
                                   if k.startswith(name + ".")}
+            vocab = Vocab.from_json(meta["vocab"], ckpt) if "vocab" in meta else None
+            self.trained_by[name] = (trains[0], vocab)
             self.say(f"{name} runs with the parameters trained in {ckpt} (step "
                      f"{meta.get('step', '?')})")
+
+    def _report(self, e: ast.Call) -> str:
+        """A report of a run block typed here (`predict(M, csv("f.csv"), 5)`, `loss`,
+        `accuracy`, `generate(M, "The ", 200; ...)`), checked as in a run block, with the train
+        block of the program M was loaded from: M runs with its trained parameters (else from
+        the session's seed; generate needs them, and the vocabulary of its checkpoint), and
+        data files are read from the current folder, as `x = csv("f.csv")[0]` reads them."""
+        first = e.args[0] if e.args else None
+        name = first.name if isinstance(first, ast.Name) else None
+        if e.func == "generate" and name in self.tprog.defs and name not in self.trained_by:
+            raise DpError("value", f"{name} has no trained parameters here: generate writes "
+                          "with a language model trained by dp train FILE and loaded with "
+                          ":load FILE", first.span)
+        block, vocab = self.trained_by.get(name, (None, None))
+        run = ast.RunBlock((ast.Print((e,), e.span),), e.span)
+        tprog = check(_programs(self.items) + [
+            ast.Program(FILE, ((block,) if block else ()) + (run,))])
+        model = Model(tprog, name, first.span)
+        model.init(self.seed)
+        if name in self.trained and not model.load_part(f"{name}.", self.trained[name]):
+            raise DpError("checkpoint", f"{name} does not have the parameters its checkpoint "
+                          "holds (was it trained with dp train --set?)", first.span)
+        model.vocab = vocab
+        return report_value(tprog.runs[-1].prints[0].items[0], {name: model}, ".")
 
     def _is_module(self, name: str) -> bool:
         return name in self.tprog.signatures or name in self.tprog.abstracts
@@ -179,8 +221,11 @@ class Session:
         return f"{name}: {self.tprog.signatures[name]}"
 
     def _describe(self, name: str) -> list[str]:
-        if name in self.tprog.defs:
-            return describe_module(self.tprog, self.tprog.defs[name])
+        if name in self.tprog.defs:  # the signature, its configuration, then what it holds
+            tdef = self.tprog.defs[name]
+            first, *rest = describe_module(self.tprog, tdef)
+            configured = tdef.sizes or tdef.reals or tdef.config
+            return [first] + ([f"  called as {call_form(tdef)}"] if configured else []) + rest
         return [self._sig_line(name) + ("" if name in self.tprog.abstracts
                                         else "  (no definition yet)")]
 
@@ -295,7 +340,7 @@ class Session:
     def names(self) -> list[str]:
         """What a name typed here can be: modules, values, built-ins and data sources."""
         return sorted(set(self.tprog.signatures) | set(self.tprog.abstracts)
-                      | set(self.values) | set(BUILTINS) | set(EXAMPLES))
+                      | set(self.values) | set(BUILTINS) | set(EXAMPLES) | set(REPORTS))
 
     def _show(self, t: Tensor, array: np.ndarray, note: str, name: str | None = None) -> None:
         head = f"{name} : {t}" if name else str(t)
@@ -311,7 +356,8 @@ class Session:
         try:
             return fn(*args) is not False
         except DpError as err:
-            self._fail(format_error(err, self.sources))
+            show = colour_error if wants_colour(self.err) else format_error
+            self._fail(show(err, self.sources))
         except KeyboardInterrupt:
             self._fail("interrupted")
         except Exception as exc:  # a bug in dp: never a traceback in the user's way

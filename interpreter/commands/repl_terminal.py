@@ -8,18 +8,27 @@ import os
 import re
 import sys
 
-from prompt_toolkit.completion import Completer, Completion
+from prompt_toolkit.completion import Completer, Completion, PathCompleter
+from prompt_toolkit.document import Document
 
+from .colour import repl_lexer, wants_colour
 from .repl import COMMANDS, MORE, PROMPT, Session
 
 
 class _Names(Completer):
-    """Tab completes the names a session knows, and :commands at the start of a line."""
+    """Tab completes the names a session knows, :commands at the start of a line, and the
+    programs and folders after `:load `."""
 
     def __init__(self, session: Session):
         self.session = session
+        self.paths = PathCompleter(expanduser=True, file_filter=lambda p: (
+            os.path.isdir(p) or p.endswith(".dp")))
 
     def get_completions(self, document, complete_event):
+        load = re.match(r"\s*:load\s+(\S*)$", document.text_before_cursor)
+        if load is not None:
+            yield from self.paths.get_completions(Document(load.group(1)), complete_event)
+            return
         m = re.search(r"^\s*:\w*$|[A-Za-z_]\w*$", document.text_before_cursor)
         if m is None:
             return
@@ -47,11 +56,14 @@ def _history():
 
 def _terminal_reader(session: Session):
     from prompt_toolkit import PromptSession
+    from prompt_toolkit.lexers import PygmentsLexer
     from prompt_toolkit.shortcuts import CompleteStyle
 
+    # the line being typed, coloured as dp (not with NO_COLOR)
+    lexer = PygmentsLexer(repl_lexer()) if wants_colour(sys.stdout) else None
     prompt = PromptSession(history=_history(), completer=_Names(session),
                            complete_while_typing=False,
-                           complete_style=CompleteStyle.READLINE_LIKE)
+                           complete_style=CompleteStyle.READLINE_LIKE, lexer=lexer)
     return prompt.prompt
 
 

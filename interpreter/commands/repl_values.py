@@ -72,5 +72,7 @@ def example(e: ast.Index | ast.Ascribe) -> tuple[Tensor, np.ndarray, str]:
             raise DpError("data", f"the examples of {ds.name} are {t}, {x.size} values, "
                           f"which cannot be laid out as {want}", e.span)
         t, x = want, x.reshape(want.shape)
-    label = f", label {ds.y[i]}" if ds.y is not None and ds.y.ndim == 1 else ""
+    y = ds.y[i] if ds.y is not None and ds.y.ndim == 1 else None
+    label = ("" if y is None else f", label {y}" if ds.y.dtype.kind in "iu"
+             else f", target {y:.4g}")  # a real target, to 4 significant digits
     return t, x, f", example {i} of {ds.name}{label}"

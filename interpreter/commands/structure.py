@@ -225,6 +225,8 @@ def describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
         sig = callee_sig.substitute({v: resolve(fv, tdef.subst) for v, fv in c.dims})
         parts = [f"{n} = {given[n]}" for n in tprog.sizes.get(c.callee.name, ())]
         parts += [f"{k} = {v.name}" for k, v in getattr(c.callee, "config", ())]
+        parts += [f"{k} = {v.name if isinstance(v, T.RealArg) else f'{v:g}'}"
+                  for k, v in getattr(c.callee, "reals", ())]  # dropout = 0.1
         config = "; " + ", ".join(parts) if parts else ""
         lines.append(f"  {site} = {c.callee.name}: {sig}{config}")
     if is_closed(tdef):
@@ -232,6 +234,18 @@ def describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
     lines += [f"  module argument {c.name}: {_config_sig(c.sig)}, bound where {tdef.name} is "
               "used" for c in open_config(tdef)]
     return lines + [f"  param {p.name}: {p.type} ~ {p.init}" for p in tdef.params]
+
+
+def call_form(tdef: T.TDef) -> str:
+    """How a module is called, with its configuration and defaults, as dp writes it:
+    `Transformer(xs; layers = 2, heads = 4, ff = 256, dropout = 0.0, mask = identity)`. A
+    size or module argument with no default must be given (`StridedConv(x; k, ...)`)."""
+    parts = [n if d is None else f"{n} = {d}" for n, _, d in tdef.sizes]
+    parts += [f"{n} = {float(v)!r}" for n, v in tdef.reals]
+    parts += [f"{c.name} = {ref_text(c.default)}" if c.default is not None
+              else f"{c.name}: {_config_sig(c.sig)}" for c in tdef.config]
+    config = "; " + ", ".join(parts) if parts else ""
+    return f"{tdef.name}({', '.join(tdef.inputs)}{config})"
 
 
 def _config_sig(sig) -> str:

@@ -46,7 +46,9 @@ def keep_freed_memory() -> None:
 
 
 class Executable:
-    def __init__(self, plan: Plan, dtype=np.float32):
+    def __init__(self, plan: Plan, dtype=np.float32, input_grads: bool = False):
+        """With `input_grads`, the backward pass also reaches the plan's real-valued inputs
+        (a vector-Jacobian product with respect to the inputs, not only the parameters)."""
         keep_freed_memory()
         self.plan = plan
         self.dtype = np.dtype(dtype)
@@ -57,7 +59,11 @@ class Executable:
         needs = [False] * self.n
         for v in plan.params.values():
             needs[v.id] = True
+        for v in plan.inputs if input_grads else ():
+            needs[v.id] = v.dtype != "int64"
         self.forward_steps, self.backward_steps = [], []
+        self.keyed: list[tuple] = []  # the parameters of the keyed steps (dropout), which
+        # take the step's key: forward sets it in each; and whether the input is batched
         for e in plan.eqns:
             ins = []
             for a in e.inputs:
@@ -69,6 +75,9 @@ class Executable:
                     ins.append(a.id)
             prim = PRIMITIVES[e.prim]
             params = dict(e.params)
+            if prim.keyed:
+                params["key"] = None
+                self.keyed.append((params, getattr(e.inputs[0], "batched", False)))
             saved = None
             if prim.saves:
                 saved, slot = slot, slot + 1
@@ -87,7 +96,11 @@ class Executable:
         for path, v in self.plan.params.items():
             self.template[v.id] = params[path]
 
-    def forward(self, *inputs: np.ndarray) -> list:
+    def forward(self, *inputs: np.ndarray, key: tuple[int, int] | None = None) -> list:
+        """The values of a pass; `key` = (seed, step) makes it a training step's (dropout
+        draws its masks from it), None an evaluation (dropout is the identity)."""
+        for params, batched in self.keyed:  # a rank's (seed, step, first) is for batches
+            params["key"] = key if key is None or batched else key[:2]
         vals = self.template.copy()
         for i, x in zip(self.input_ids, inputs, strict=True):
             vals[i] = x

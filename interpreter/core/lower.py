@@ -31,6 +31,7 @@ from dp.dsl.kernels import SCAN_KERNELS
 from .fuse import fuse
 from .lower_ops import (
     binary,
+    dropout,
     heads,
     last_axis,
     matmul,
@@ -312,4 +313,5 @@ def _causal_softmax(plan: Plan, tprog, f: Frame, e: T.TPrim, masked) -> Var:
 # what a builtin's record names as its lowering (dsl/builtins.py)
 LOWERINGS = {"last_axis": last_axis, "causal": _causal, "reduce_all": reduce_all,
              "reduce_sequence": reduce_sequence, "token": token, "volume": volume,
-             "heads": heads, "map": _map, "scan": _scan, "repeat": _repeat}
+             "heads": heads, "map": _map, "scan": _scan, "repeat": _repeat,
+             "dropout": dropout}

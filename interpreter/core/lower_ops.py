@@ -7,8 +7,8 @@ arguments.
 from __future__ import annotations
 
 from dp.dsl import typed as T
-from dp.dsl.builtins import Builtin
-from dp.dsl.instances import same_padding
+from dp.dsl.builtins import Builtin, dropout_rate
+from dp.dsl.instances import conv_padding
 
 from .plan import Atom, Const, Plan, Var
 from .primitives import PRIMITIVES
@@ -32,10 +32,24 @@ def volume(plan: Plan, tprog, f, b: Builtin, e: T.TPrim, args: list[Atom]) -> Va
     shape = x.shape[:1] + tuple(f.size(d) for d in e.type.shape)
     if e.op == "flatten":
         return plan.add("reshape", (x,), e.span, shape=shape)
+    if e.op == "global_avgpool2d":  # the mean of each channel
+        return plan.add("mean", (x,), e.span, axes=(2, 3))
     attrs = {k: f.size(v) for k, v in e.attrs if v is not None}
-    if e.op == "conv2d" and dict(e.attrs)["padding"] is None:  # same padding
-        attrs["padding"] = same_padding(args[1].shape[-1], e.span)
+    if e.op in ("conv2d", "conv1d"):
+        attrs["padding"] = conv_padding(e.op, args[1].shape[2:], attrs.get("padding"), e.span)
+    if attrs.get("groups") == 1:  # the plain convolution's parameters stay as they were
+        del attrs["groups"]
     return plan.add(e.op, tuple(args), e.span, **attrs)
+
+
+def dropout(plan: Plan, tprog, f, b: Builtin, e: T.TPrim, args: list[Atom]) -> Atom:
+    """Nothing when p is 0 (a transformer's default: its plan stays as it was); else the
+    primitive, numbered among the plan's dropouts so that each draws its own mask."""
+    p = dropout_rate(f.real(dict(e.attrs)["p"]), e.span)
+    if p == 0:
+        return args[0]
+    site = sum(q.prim == "dropout" for q in plan.eqns)
+    return plan.add("dropout", (args[0],), e.span, p=p, site=site)
 
 
 def last_axis(plan: Plan, tprog, f, b: Builtin, e: T.TPrim, args: list[Atom]) -> Var:

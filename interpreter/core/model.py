@@ -12,6 +12,7 @@ from functools import cached_property
 
 import numpy as np
 from dp.dsl import typed as T
+from dp.dsl.blocks import SIGN_LOSSES
 from dp.dsl.errors import Span
 from dp.dsl.frames import model_signature
 
@@ -33,6 +34,7 @@ class Model:
         self.flat, self.params = allocate(self.specs, self.dtype)
         self._plans: dict = {}
         self.vocab = None  # a text.Vocab, for a model of tokens trained on text
+        self.initial: dict[str, np.ndarray] | None = None  # start here, not from the seed
         self.input_dtypes = [np.int64 if t.vocab is not None else self.dtype
                              for t in self.sig.args]
         self.input_dtype = self.input_dtypes[0]
@@ -55,12 +57,16 @@ class Model:
         return self._grad_buffers[1]
 
     def init(self, seed: int, each_call: bool = False) -> None:
-        """Parameters from the seed, in plan order. With `each_call`, the parameters of each
-        call the module makes start from the seed again, so that `Digits(x)` inside a larger
-        module gets what a model of Digits alone would (the REPL's expressions)."""
+        """Parameters from the seed, in plan order, or the `initial` ones when they are set
+        (`dp train --init-from`: training starts from given weights). With `each_call`, the
+        parameters of each call the module makes start from the seed again, so that
+        `Digits(x)` inside a larger module gets what a model of Digits alone would (the REPL's
+        expressions)."""
         groups = _by_call(self.specs) if each_call else [self.specs]
         for group in groups:
             initialize(group, self.params, np.random.default_rng(seed))
+        if self.initial is not None:
+            self.load(self.initial)
 
     def load(self, tensors: dict[str, np.ndarray]) -> None:
         for path, view in self.params.items():
@@ -77,15 +83,16 @@ class Model:
             np.copyto(self.params[p], tensors[k])
         return True
 
-    def _executable(self, batch: int, loss: str | None) -> Executable:
-        key = (batch, loss)
+    def _executable(self, batch: int, loss: str | None, input_grads: bool = False
+                    ) -> Executable:
+        key = (batch, loss, input_grads)
         if key not in self._plans:
             plan = self._spare.pop(batch, None) if loss is None else None
             if plan is None:
                 plan = lower(self.tprog, self.name, batch, self.span)
             if loss is not None:
                 _add_loss(plan, loss, self.span)
-            ex = Executable(plan, self.dtype)
+            ex = Executable(plan, self.dtype, input_grads)
             ex.bind(self.params)
             self._plans[key] = ex
         return self._plans[key]
@@ -115,12 +122,33 @@ class Model:
         ex = self._executable(len(x), loss)
         return float(ex.outputs(ex.forward(*self._inputs(x, y)))[0])
 
-    def loss_and_grad(self, loss: str, x: np.ndarray, y: np.ndarray) -> float:
-        """Mean loss of the batch; the gradient lands in `self.grad_flat`."""
+    def loss_and_grad(self, loss: str, x: np.ndarray, y: np.ndarray,
+                      key: tuple[int, int] | None = None) -> float:
+        """Mean loss of the batch; the gradient lands in `self.grad_flat`. `key` = (seed,
+        step) makes it a training step: dropout draws its masks from it (None: evaluation,
+        dropout is the identity)."""
         ex = self._executable(len(x), loss)
-        vals = ex.forward(*self._inputs(x, y))
+        vals = ex.forward(*self._inputs(x, y), key=key)
         ex.param_grads(ex.backward(vals), self.grads)
         return float(vals[ex.output_ids[0]])
+
+    def vjp(self, *xs: np.ndarray, key: tuple[int, int] | None = None):
+        """The outputs for a batch (one plan, no decoding), and a function that takes a
+        cotangent of the outputs to the gradients of the inputs (None for token ids) and of
+        every parameter, by path: any loss, or none, can be differentiated through it. With
+        `key` = (seed, step), a training step's pass (dropout active)."""
+        ex = self._executable(len(xs[0]), None, input_grads=True)
+        vals = ex.forward(*xs, key=key)
+
+        def pullback(cotangent: np.ndarray) -> tuple[list, dict[str, np.ndarray]]:
+            grads = ex.backward(vals, np.asarray(cotangent, self.dtype))
+            dxs = [None if grads[i] is None else np.array(grads[i], self.dtype)
+                   for i in ex.input_ids]
+            dparams = {path: np.zeros(v.shape, self.dtype) if grads[v.id] is None else
+                       np.array(grads[v.id], self.dtype) for path, v in ex.plan.params.items()}
+            return dxs, dparams
+
+        return np.array(ex.outputs(vals)[0]), pullback
 
 
 def _greedy(ex: Executable, inputs: list[np.ndarray], out_shape: tuple) -> np.ndarray:
@@ -144,10 +172,13 @@ def _by_call(specs: dict) -> list[dict]:
 
 
 def _add_loss(plan, loss: str, span) -> None:
-    """Append the batch's mean loss to a forward plan; the target is an input."""
+    """Append the batch's mean loss to a forward plan; the target is an input (class ids for
+    cross_entropy, labels 0/1 for logistic and hinge, values otherwise)."""
     out = plan.outputs[0]
     if loss == "cross_entropy":
         target = plan.new_var(out.shape[:-1], True, "int64")
+    elif loss in SIGN_LOSSES:
+        target = plan.new_var(out.shape, True, "int64")
     else:
         target = plan.new_var(out.shape, True)
     plan.inputs.append(target)

@@ -48,9 +48,11 @@ class Optimizer:
         return {"m": np.zeros(n, dtype), "v": np.zeros(n, dtype)}
 
     def update(self, params: np.ndarray, grads: np.ndarray, state: dict[str, np.ndarray],
-               step: int) -> None:
-        """One step in place on `params` and `state`; `step` counts from 1; grads are read."""
-        h = self.hyper
+               step: int, lr: float | None = None) -> None:
+        """One step in place on `params` and `state`; `step` counts from 1; grads are read.
+        `lr`: this step's learning rate (a schedule's, which AdamW's decay uses too, as with
+        torch's schedulers), else the optimizer's own."""
+        h = self.hyper if lr is None else {**self.hyper, "lr": lr}
         try:
             if self.name == "sgd":
                 buf = state["momentum"] if h["momentum"] != 0 else params[:0]
@@ -77,11 +79,18 @@ def from_record(record: T.TOptimizer) -> Optimizer:
     return Optimizer(record.name, dict(record.hyper))
 
 
-def clip_grad_norm(grads: np.ndarray, max_norm: float) -> float:
+def grad_norm(grads: np.ndarray) -> float:
+    """The global L2 norm of a flat gradient, its squares summed in float64."""
+    return math.sqrt(K.sum_squares(grads))
+
+
+def clip_grad_norm(grads: np.ndarray, max_norm: float, norm: float | None = None) -> float:
     """Scale the flat gradient in place so its global L2 norm is at most max_norm (torch's
     clip_grad_norm_: factor max_norm / (norm + 1e-6), applied only when below 1); return the
-    norm before clipping. A non-finite norm raises DpError('numeric') and changes nothing."""
-    norm = math.sqrt(K.sum_squares(grads))
+    norm before clipping (`norm`, when the caller has it already). A non-finite norm raises
+    DpError('numeric') and changes nothing. Where float32 rounding leaves the scaled norm a
+    hair above the bound, it is scaled again, so the bound holds exactly."""
+    norm = grad_norm(grads) if norm is None else norm
     if not math.isfinite(norm):
         bad = np.flatnonzero(~np.isfinite(grads))
         where = f"; the first non-finite entry is at flat index {bad[0]}" if bad.size else ""
@@ -89,4 +98,8 @@ def clip_grad_norm(grads: np.ndarray, max_norm: float) -> float:
     factor = max_norm / (norm + 1e-6)
     if factor < 1.0:
         K.scale(grads, factor)
+        for _ in range(64):  # each pass lowers every normal float32 entry by 2 ulps or more
+            if K.sum_squares(grads) <= max_norm * max_norm:
+                break
+            K.scale(grads, 1.0 - 2.0 ** -22)
     return norm

@@ -7,11 +7,13 @@ folder.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
 from dp.dsl import typed as T
+from dp.dsl.blocks import SIGN_LOSSES
 from dp.dsl.errors import DpError, Span
 from dp.dsl.types import Tensor
 
@@ -121,28 +123,57 @@ def fit_inputs(ds: data.Dataset, model, span) -> data.Dataset:
 
 
 def fit_data(ds: data.Dataset, model, loss: str, span) -> data.Dataset:
-    """The data in the model's input shape, with targets that fit the loss."""
+    """The data in the model's input shape, with targets that fit the loss: class ids for
+    cross_entropy, labels 0/1 for logistic and hinge, values in the output's shape for the
+    others (a CSV's one label column feeds R and R^1 alike)."""
     check_vocab(ds, model, span)
     ds = fit_inputs(ds, model, span)
     if ds.y is None:
         raise DpError("data", "training needs targets, but the data has no labels", span)
     if loss == "cross_entropy":
-        k = model.out_shape[-1]
-        if ds.y.dtype.kind not in "iu":
-            raise DpError("data", "cross_entropy needs integer class labels, but the labels "
-                          "are real numbers", span)
-        low = -1 if ds.corpus is not None else 0  # -1: a character of masked text not scored
-        if ds.y.min() < low or ds.y.max() >= k:
-            raise DpError("data", f"{model.name} scores {k} classes (0 to {k - 1}), but the "
-                          f"labels range from {ds.y.min()} to {ds.y.max()}", span)
-        return ds
-    y = ds.y.astype(model.dtype)  # real targets; whole numbers are values too
-    if y.shape[1:] != model.out_shape and y.ndim == 1 and model.out_shape == (1,):
-        y = y[:, None]  # one target a line for a model of one output, R^1
-    if y.shape[1:] != model.out_shape:
-        raise DpError("data", f"{model.name} gives outputs of shape {_fmt(model.out_shape)}, "
-                      f"but the targets have shape {_fmt(ds.y.shape[1:])}", span)
+        return _classes(ds, model, span)
+    if loss in SIGN_LOSSES:
+        y = sign_labels(ds.y, loss, span)
+    else:
+        y = ds.y.astype(model.dtype)  # real targets; whole numbers are values too
+    want = model.out_shape
+    if y.shape[1:] != want and math.prod(y.shape[1:]) == math.prod(want):
+        y = y.reshape((len(y),) + tuple(want))  # row-major, as inputs are laid out
+    if y.shape[1:] != want:
+        raise DpError("data", f"{model.name} gives outputs of shape {_fmt(want)}, but the "
+                      f"targets have shape {_fmt(ds.y.shape[1:])}", span)
     return data.Dataset(ds.x, y, ds.name, ds.corpus)
+
+
+def _classes(ds: data.Dataset, model, span) -> data.Dataset:
+    k = model.out_shape[-1]
+    if ds.y.dtype.kind not in "iu":
+        raise DpError("data", "cross_entropy needs integer class labels, but the labels are "
+                      "real numbers", span, ("for real targets, train with loss squared_error",))
+    low = -1 if ds.corpus is not None else 0  # -1: a character of masked text not scored
+    if ds.y.min() < low or ds.y.max() >= k:
+        two = (("for two classes by the sign of one score, train with loss logistic or "
+                "hinge",) if k == 1 else ())
+        classes = f"{k} class{'' if k == 1 else 'es'}"
+        raise DpError("data", f"{model.name} scores {classes} (0 to {k - 1}), but the labels "
+                      f"range from {ds.y.min()} to {ds.y.max()}", span, two)
+    return ds
+
+
+def sign_labels(y: np.ndarray, loss: str, span=None) -> np.ndarray:
+    """Labels of two classes as the plan of logistic or hinge takes them, 0 and 1: the data
+    says 0 and 1, or -1 and 1 (not both); anything else is an error[data] at `span`."""
+    seen = np.unique(y)
+    if set(seen.tolist()) <= {0, 1} or set(seen.tolist()) <= {-1, 1}:
+        return (y > 0).astype(np.int64)
+    if len(seen) > 5:
+        found = f"{len(seen):,} different values, from {seen[0]:.4g} to {seen[-1]:.4g}"
+    else:
+        found = ", ".join(f"{v:.4g}" for v in seen[:-1]) + f" and {seen[-1]:.4g}"
+    raise DpError("data", f"{loss} needs two classes labelled 0 and 1, or -1 and 1, but the "
+                  f"labels are {found}", span,
+                  ("real targets train with squared_error; k classes with scores R^k and "
+                   "cross_entropy",))
 
 
 def _fmt(shape) -> str:

@@ -25,10 +25,12 @@ from dp.dsl.errors import DpError, Span
 
 from .safetensors_header import NP_TO_ST, ST_TO_NP, bad_file, parse_header, shape_str, sniff
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "load_checkpoint_or_previous",
-           "check_against", "tensor_digest", "previous_path", "temp_path"]
+__all__ = ["FORMAT", "TRAINING_STATE", "save_checkpoint", "load_checkpoint",
+           "load_checkpoint_or_previous", "load_weights", "check_against", "check_weights",
+           "put_weights", "tensor_digest", "previous_path", "temp_path"]
 
 FORMAT = "dp-checkpoint-1"
+TRAINING_STATE = ("optimizer.", "rng.")  # the tensors of a checkpoint that are not parameters
 MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -116,11 +118,11 @@ def _keep_previous(path: str) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
-                    metadata: Mapping[str, str]) -> None:
+                    metadata: Mapping[str, str], keep_previous: bool = True) -> None:
     """Write `tensors` and `metadata` (str -> str) to `path` atomically, keeping the file that
-    was there as `<path>.previous`. Non-finite float values are refused (the old checkpoint is
-    left as it was), as are names and dtypes safetensors cannot hold (TypeError/ValueError:
-    those are programming errors)."""
+    was there as `<path>.previous` (unless `keep_previous` is false: a best checkpoint).
+    Non-finite float values are refused (the old checkpoint is left as it was), as are names
+    and dtypes safetensors cannot hold (TypeError/ValueError: those are programming errors)."""
     import safetensors.numpy
 
     p = os.fspath(path)
@@ -158,7 +160,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
         if os.path.isdir(p):
             raise DpError("checkpoint", f"cannot write checkpoint '{p}': it is a directory")
         _write_file(tmp, data)
-        if os.path.exists(p):
+        if keep_previous and os.path.exists(p):
             _keep_previous(p)
         os.replace(tmp, p)
         _fsync_dir(directory)
@@ -179,14 +181,42 @@ def load_checkpoint(path: str | os.PathLike, span: Span | None = None
                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read and verify a dp checkpoint; returns (tensors, metadata). The metadata includes
     `format` and `sha256`. Anything else than an intact dp checkpoint is a DpError."""
+    p = os.fspath(path)
+    tensors, meta = _read(p, span, "checkpoint file", ("run `dp train` first to create it",))
+    if "format" not in meta:
+        raise DpError("checkpoint", f"'{p}' is a safetensors file but not a dp checkpoint: "
+                                    f"its metadata has no 'format' entry (expected {FORMAT})",
+                      span)
+    if meta["format"] != FORMAT:
+        raise DpError("checkpoint", f"checkpoint '{p}' has format {meta['format']!r}; this dp "
+                                    f"reads {FORMAT!r}", span)
+    _verify(p, tensors, meta, span)
+    return tensors, dict(meta)
+
+
+def load_weights(path: str | os.PathLike, span: Span | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Parameters by path from any safetensors file (PyTorch's `save_file` writes one);
+    returns (tensors, metadata). A dp checkpoint is verified like one, and its training
+    state (optimizer, random streams) left out: only parameters are weights."""
+    p = os.fspath(path)
+    tensors, meta = _read(p, span, "weights file")
+    if meta.get("format") == FORMAT:
+        _verify(p, tensors, meta, span)
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(TRAINING_STATE)}
+    return tensors, dict(meta)
+
+
+def _read(p: str, span: Span | None, what: str, notes: tuple[str, ...] = ()
+          ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors and metadata of a safetensors file, its header validated first."""
     import safetensors.numpy
 
-    p = os.fspath(path)
     if not os.path.exists(p):
-        raise DpError("checkpoint", f"checkpoint file '{p}' does not exist", span,
-                      ("run `dp train` first to create it",))
+        raise DpError("checkpoint", f"{what} '{p}' does not exist", span, notes)
     if os.path.isdir(p):
-        raise DpError("checkpoint", f"checkpoint '{p}' is a directory, expected a file", span)
+        raise DpError("checkpoint", f"{what.split()[0]} '{p}' is a directory, expected a file",
+                      span)
     try:
         with open(p, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -194,10 +224,12 @@ def load_checkpoint(path: str | os.PathLike, span: Span | None = None
             if len(head) < 8:
                 raise bad_file(p, f"it is only {len(head)} bytes long (a safetensors file starts "
                               f"with an 8-byte header length)", span)
-            sniffed = sniff(head)
+            (n,) = struct.unpack("<Q", head)
+            # a header length such as 0x480 starts like a pickle: a JSON header rules it out
+            sniffed = sniff(head) if f.read(1) != b"{" else None
             if sniffed:
                 raise bad_file(p, sniffed, span)
-            (n,) = struct.unpack("<Q", head)
+            f.seek(8)
             if n > MAX_HEADER:
                 raise bad_file(p, f"the header length {n} is larger than the 100 MB limit", span)
             if n > size - 8:
@@ -209,21 +241,11 @@ def load_checkpoint(path: str | os.PathLike, span: Span | None = None
             f.seek(0)
             data = f.read()
     except OSError as e:
-        raise DpError("checkpoint", f"checkpoint '{p}' cannot be read ({e.strerror or e})",
-                      span) from None
+        raise DpError("checkpoint", f"{what.split()[0]} '{p}' cannot be read "
+                                    f"({e.strerror or e})", span) from None
     if len(data) != size:
-        raise DpError("checkpoint", f"checkpoint '{p}' changed while it was being read", span)
-
-    if "format" not in meta:
-        raise DpError("checkpoint", f"'{p}' is a safetensors file but not a dp checkpoint: "
-                                    f"its metadata has no 'format' entry (expected {FORMAT})",
+        raise DpError("checkpoint", f"{what.split()[0]} '{p}' changed while it was being read",
                       span)
-    if meta["format"] != FORMAT:
-        raise DpError("checkpoint", f"checkpoint '{p}' has format {meta['format']!r}; this dp "
-                                    f"reads {FORMAT!r}", span)
-    if "sha256" not in meta:
-        raise DpError("checkpoint", f"checkpoint '{p}' has no sha256 in its metadata, so its "
-                                    f"data cannot be verified", span)
     try:
         tensors = safetensors.numpy.load(data)
     except Exception as e:          # noqa: BLE001 -- validated above; belt and braces
@@ -235,18 +257,26 @@ def load_checkpoint(path: str | os.PathLike, span: Span | None = None
         if a.dtype != ST_TO_NP[dt] or list(a.shape) != shape:
             raise bad_file(p, f"tensor '{name}' was read as {a.dtype} {list(a.shape)}, the header "
                           f"says {dt} {shape_str(shape)}", span)
-    if tensor_digest(tensors) != meta["sha256"]:
-        raise DpError("checkpoint", f"checkpoint data is corrupt (checksum mismatch) in '{p}'",
-                      span, (f"the previous checkpoint may be intact: {previous_path(p)}",))
     for name in sorted(tensors):
         a = tensors[name]
         if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
             first = np.unravel_index(int(np.argmin(np.isfinite(a).reshape(-1))), a.shape)
-            raise DpError("checkpoint", f"checkpoint '{p}': parameter '{name}' has a "
+            raise DpError("checkpoint", f"{what.split()[0]} '{p}': parameter '{name}' has a "
                                         f"non-finite value ({a[first]}) at index "
                                         f"{list(map(int, first))}; expected finite numbers",
                           span)
-    return tensors, dict(meta)
+    return tensors, meta
+
+
+def _verify(p: str, tensors: dict[str, np.ndarray], meta: dict[str, str],
+            span: Span | None) -> None:
+    """A dp checkpoint's checksum against its tensors."""
+    if "sha256" not in meta:
+        raise DpError("checkpoint", f"checkpoint '{p}' has no sha256 in its metadata, so its "
+                                    f"data cannot be verified", span)
+    if tensor_digest(tensors) != meta["sha256"]:
+        raise DpError("checkpoint", f"checkpoint data is corrupt (checksum mismatch) in '{p}'",
+                      span, (f"the previous checkpoint may be intact: {previous_path(p)}",))
 
 
 def load_checkpoint_or_previous(path: str | os.PathLike, span: Span | None = None
@@ -301,3 +331,55 @@ def check_against(tensors: Mapping[str, np.ndarray], expected: Mapping[str, tupl
             notes += (f"... and {len(problems) - 11} more mismatches",)
         raise DpError("checkpoint", problems[0], span, notes)
 
+
+def check_weights(tensors: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]],
+                  where: str, whose: str, span: Span | None = None) -> None:
+    """Weights must be exactly the parameters `expected` (by path) of `whose`, with their
+    shapes, in floating point: one error lists every tensor that is missing, extra or
+    misshapen. `where` names the weights: "'w.safetensors'"."""
+    missing = [name for name in expected if name not in tensors]
+    extra = [name for name in tensors if name not in expected]
+    wrong = []
+    for name, shape in expected.items():
+        a = tensors.get(name)
+        if a is None:
+            continue
+        if tuple(np.shape(a)) != tuple(shape):
+            wrong.append(f"wrong shape: '{name}' is {shape_str(np.shape(a))}, {whose} expects "
+                         f"{shape_str(shape)}")
+        elif np.asarray(a).dtype.kind != "f":
+            wrong.append(f"wrong type: '{name}' is {np.asarray(a).dtype}, {whose} expects "
+                         f"floating point")
+    if not (missing or extra or wrong):
+        return
+    counts = [f"{len(found)} {word}" for found, word in
+              ((missing, "missing"), (extra, "extra"), (wrong, "misshapen")) if found]
+    notes = tuple([f"missing: '{name}' {shape_str(expected[name])}" for name in missing]
+                  + [f"extra: '{name}' {shape_str(np.shape(tensors[name]))}" for name in extra]
+                  + wrong)
+    if extra and len(missing) == len(expected):  # another naming, such as PyTorch's
+        notes += (f"the parameters are named like '{missing[0]}', these tensors like "
+                  f"'{extra[0]}'",)
+    raise DpError("weights", f"the tensors of {where} do not match the parameters of {whose}: "
+                             f"{', '.join(counts)}", span, notes)
+
+
+def put_weights(models: list, tensors: Mapping[str, np.ndarray], meta: Mapping[str, str],
+                where: str, strict: bool = True, span: Span | None = None) -> None:
+    """Weights into models (each `Model` takes the tensors named by its parameter paths),
+    checked by `check_weights` first, so that a mismatch changes nothing. Not strict: only
+    the tensors whose names match are loaded (a wrong shape is still an error). A dp
+    checkpoint's vocabulary comes along, so that text maps to the same ids."""
+    from dp.interpreter.data.text import Vocab
+
+    expected = {p: v.shape for m in models for p, v in m.params.items()}
+    if not strict:
+        tensors = {k: v for k, v in tensors.items() if k in expected}
+        expected = {k: s for k, s in expected.items() if k in tensors}
+    check_weights(tensors, expected, where, " and ".join(m.name for m in models), span)
+    for m in models:
+        for path, view in m.params.items():
+            if path in tensors:
+                np.copyto(view, tensors[path], casting="unsafe")
+        if "vocab" in meta:
+            m.vocab = Vocab.from_json(meta["vocab"], where, span)

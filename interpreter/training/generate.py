@@ -7,8 +7,11 @@ next token. Positions after it are padding, which a causal body never looks at.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from dp.dsl import typed as T
+from dp.dsl.blocks import GENERATE
 from dp.dsl.errors import DpError, Span
 from dp.interpreter.data.text import sample
 
@@ -38,3 +41,20 @@ def generate_report(model, report: T.TReport) -> str:
     opts = dict(report.options)
     return generate(model, report.prompt, report.count, float(opts["temperature"]),
                     opts["top_k"], opts["seed"], report.span)
+
+
+def check_flags(prompt: str, count: int, temperature: float, top_k: int, seed: int) -> None:
+    """`dp generate`'s flags, by the rules of the generate report's settings (blocks.GENERATE),
+    as usage errors that name the flag."""
+    if not prompt:
+        raise DpError("usage", "the prompt must have at least one character")
+    if count < 0:
+        raise DpError("usage", f"-n must be a non-negative whole number, not {count}")
+    for flag, name, value in (("--temperature", "temperature", temperature),
+                              ("--top-k", "top_k", top_k), ("--seed", "seed", seed)):
+        arg = GENERATE[name]
+        try:
+            if not math.isfinite(arg.accept(value)):
+                raise ValueError
+        except ValueError:
+            raise DpError("usage", f"{flag} must be {arg.says}, not {value}") from None

@@ -1,9 +1,14 @@
 """A run's metrics beside its checkpoint: `NAME.metrics.jsonl`, one JSON object a line.
 
-    {"kind": "run", "program": ..., "model": ..., "steps": 940, "per_epoch": 47, ...}
-    {"kind": "step", "step": 1, "epoch": 1, "loss": 2.3051, "seconds": 0.004}
-    {"kind": "epoch", "epoch": 1, "step": 47, "loss": 1.2034, "eval_loss": ..., ...}
+    {"kind": "run", "program": ..., "model": ..., "steps": 940, "warmup": 0, ...}
+    {"kind": "step", "step": 1, "loss": 2.3051, "lr": 0.1, "grad_norm": 3.2, "seconds": 0.004}
+    {"kind": "epoch", "epoch": 1, "step": 47, "loss": 1.2034, "eval_loss": ..., "best": true}
+    {"kind": "stop", "step": 470, "best_step": 329, "best_eval_loss": 0.0912}
     {"kind": "resume", "step": 470, "checkpoint": ...}
+
+A step's `lr` is the rate it used (after warmup and schedule) and `grad_norm` the gradient's
+global norm before clipping; `best` says whether an evaluation kept its parameters as the
+best; `stop` is written when `patience` ends a run early.
 
 JSON lines because a run appends as it goes, any tool reads them, and a resumed run cuts the
 file back to its checkpoint's step and appends again, so that the steps match an

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 from dp.dsl import typed as T
+from dp.dsl.blocks import SIGN_LOSSES
 from dp.interpreter.core.model import Model
 from dp.interpreter.data import text
 from dp.interpreter.data.sources import dataset, fit_data, fit_inputs
@@ -25,10 +26,11 @@ def run_block(block: T.TRun, models: dict[str, Model], base_dir: str, out=None) 
     """Print each line of a checked run block; `models` has every module it reports on."""
     out = sys.stdout if out is None else out  # read when called: redirect_stdout works
     for p in block.prints:
-        print(" ".join(_value(r, models, base_dir) for r in p.items), file=out, flush=True)
+        print(" ".join(report_value(r, models, base_dir) for r in p.items), file=out, flush=True)
 
 
-def _value(r: T.TReport, models: dict[str, Model], base_dir: str) -> str:
+def report_value(r: T.TReport, models: dict[str, Model], base_dir: str) -> str:
+    """One item of a print as it is shown: its text, or a report's label and value."""
     if r.name == "text":
         return r.label
     model = models[r.model]
@@ -41,32 +43,38 @@ def _value(r: T.TReport, models: dict[str, Model], base_dir: str) -> str:
         return f"{r.label} = {_baseline(ds)}"
     if r.name == "time":
         return f"{r.label} = {_timing(model, fit_inputs(ds, model, r.data.span).x)}"
+    signed = r.outputs == "signs" and ds.y is not None and bool(np.any(ds.y < 0))  # -1 and 1
     ds = fit_data(ds, model, r.loss, r.data.span)
     if r.name == "loss":
         return f"{r.label} = {model.loss(r.loss, ds.x, ds.y):.4f}"
     scores = model.predict(ds.x)
     if r.name == "accuracy":
-        right, total = accuracy_counts(scores, ds.y)
+        right, total = accuracy_counts(scores, ds.y, r.loss)
         return f"{r.label} = {right / max(total, 1):.4f} ({right}/{total})"
     if r.name == "exact_match":  # the examples with every scored token right
-        wrong = (scores.argmax(axis=-1) != ds.y) & (ds.y >= 0)
+        wrong = (guesses(scores, r.loss) != ds.y) & (ds.y >= 0)
         right = int(np.sum(~wrong.reshape(len(ds), -1).any(axis=1)))
         return f"{r.label} = {right / max(len(ds), 1):.4f} ({right}/{len(ds)})"
-    return f"{r.label}{_predictions(r, model, ds, scores)}"
+    return f"{r.label}{_predictions(r, model, ds, scores, signed)}"
 
 
-def _predictions(r: T.TReport, model: Model, ds, scores: np.ndarray) -> str:
+def _predictions(r: T.TReport, model: Model, ds, scores: np.ndarray, signed: bool) -> str:
     """The first n examples: values against the true ones (a model of real values), the
-    classes guessed, or a token model's text."""
+    classes guessed (of a score, by its sign, with the score), or a token model's text."""
     n = r.count
     if r.outputs == "values":
         return " = " + ", ".join(f"{_values(p)} (true {_values(t)})"
                                  for p, t in zip(scores[:n], ds.y[:n]))
-    guesses = scores[:n].argmax(axis=-1)
-    if model.vocab is not None and guesses.ndim == 2:
+    if r.outputs == "signs":  # the classes as the data labels them: 0 and 1, or -1 and 1
+        low = -1 if signed else 0
+        return " = " + ", ".join(
+            f"{1 if g else low} (true {1 if t else low}, score {_values(s)})"
+            for g, t, s in zip(scores[:n].ravel() > 0, ds.y[:n].ravel(), scores[:n].ravel()))
+    guessed = scores[:n].argmax(axis=-1)
+    if model.vocab is not None and guessed.ndim == 2:
         return "".join(_text_prediction(model.vocab, x, g, t)
-                       for x, g, t in zip(ds.x, guesses, ds.y))
-    return " = " + ", ".join(f"{int(g)} (true {int(t)})" for g, t in zip(guesses, ds.y[:n]))
+                       for x, g, t in zip(ds.x, guessed, ds.y))
+    return " = " + ", ".join(f"{int(g)} (true {int(t)})" for g, t in zip(guessed, ds.y[:n]))
 
 
 def _values(a: np.ndarray) -> str:
@@ -75,10 +83,19 @@ def _values(a: np.ndarray) -> str:
     return flat[0] if len(flat) == 1 else "[" + ", ".join(flat) + "]"
 
 
-def accuracy_counts(scores: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+def guesses(scores: np.ndarray, loss: str) -> np.ndarray:
+    """The classes a model's outputs choose: the best score's, or of one score (logistic,
+    hinge) 1 where it is positive, else 0, as fit_data labels the two classes."""
+    if loss in SIGN_LOSSES:
+        return (scores > 0).astype(np.int64)
+    return scores.argmax(axis=-1)
+
+
+def accuracy_counts(scores: np.ndarray, y: np.ndarray,
+                    loss: str = "cross_entropy") -> tuple[int, int]:
     """(right, scored): every token of a token sequence counts; a -1 label is not scored."""
     scored = y >= 0
-    return int(np.sum((scores.argmax(axis=-1) == y) & scored)), int(np.sum(scored))
+    return int(np.sum((guesses(scores, loss) == y) & scored)), int(np.sum(scored))
 
 
 def _text_prediction(vocab, x, guess, target) -> str:

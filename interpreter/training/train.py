@@ -1,8 +1,11 @@
 """Stage 5: a program's `train` block -> trained parameters in a checkpoint.
 
-Settings: loss, optimizer, batch, epochs (or steps), seed, checkpoint. The seed fixes the
-initial parameters (numpy Generator(seed)) and the order of examples (RandomState(seed + 1),
-one permutation per epoch, as the PyTorch reference draws them).
+Settings: loss, optimizer, batch, epochs (or steps), seed, checkpoint, eval, and what tunes
+the run: warmup and schedule (the rate of each step, schedule.py), clip (the gradient's global
+norm) and patience (stopping when the held-out loss no longer improves; with `eval` the best
+parameters are kept in NAME.best.safetensors). The seed fixes the initial parameters (numpy
+Generator(seed)) and the order of examples (RandomState(seed + 1), one permutation per epoch,
+as the PyTorch reference draws them).
 """
 
 from __future__ import annotations
@@ -17,18 +20,22 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from dp.dsl import typed as T
-from dp.dsl.errors import DpError, Span
+from dp.dsl.blocks import VALUE_LOSSES
+from dp.dsl.check_knobs import check_length
+from dp.dsl.errors import DpError, Span, plural
 from dp.interpreter.core.model import Model
-from dp.interpreter.core.optim import Optimizer, from_record
+from dp.interpreter.core.optim import Optimizer, clip_grad_norm, from_record, grad_norm
 from dp.interpreter.data import text
 from dp.interpreter.data.sources import Windows, check_vocab, dataset, fit_data
 from dp.interpreter.data.streams import ExampleStream, WindowStream
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .metrics import MetricsLog, metrics_path
 from .progress import Progress
 from .reports import accuracy_counts
+from .schedule import describe, factor, varies
 
 VERSION = "0.1.0"
 _TRAINING_STATE = ("optimizer.", "rng.")  # checkpoint tensors that are not parameters
@@ -54,39 +61,55 @@ def default_checkpoint(program_path: str) -> str:
     return os.path.join(os.path.dirname(program_path) or ".", f"{stem}.safetensors")
 
 
+def best_path(checkpoint_path: str) -> str:
+    """Where a run with `eval` keeps its best parameters: NAME.best.safetensors."""
+    stem = checkpoint_path[:-len(".safetensors")] if checkpoint_path.endswith(
+        ".safetensors") else checkpoint_path
+    return stem + ".best.safetensors"
+
+
 def train(model: Model, config: T.TTrain, base_dir: str, ckpt_path: str, source_hash: str,
           out=None, resume: bool = False, every: int | None = None) -> dict:
     """Train `model` in place as the checked train block says, saving a checkpoint after
     every epoch (or `every` steps) and at the end, and the metrics beside it; return a
     summary. With `resume`, go on from the checkpoint and end where an uninterrupted run
     would."""
+    world = distributed.join()  # one process: the world of one, without MPI
+    world.check_batch(config.batch, config.span)
     out = sys.stdout if out is None else out  # read when called: redirect_stdout works
     stream, total, period, what = _stream(model, config, base_dir)
+    check_length(config.schedule, total)
     held = _held_out(config, model, base_dir)
     if every is not None and every <= 0:
         raise DpError("usage", f"--checkpoint-every must be a positive number of steps, "
                       f"not {every}")
-    if resume and not any(map(os.path.exists, (ckpt_path, checkpoint.previous_path(ckpt_path)))):
+    if resume and world.root and not any(map(os.path.exists, (ckpt_path,
+                                                              checkpoint.previous_path(ckpt_path)))):
         raise DpError("usage", f"--resume: there is no checkpoint at {ckpt_path} to go on "
                       f"from", None, ("train without --resume to start a run",))
     optimizer = from_record(config.optimizer)
-    print(f"training {model.name}: {model.sig} ({model.num_params:,} parameters) on {what} "
-          f"with {config.optimizer.name}, batch {config.batch}", file=out, flush=True)
+    print(f"training {model.name}: {model.sig} ({_count(model.num_params, 'parameter')}) on {what} "
+          f"with {config.optimizer.name}, batch {config.batch}{_tuning_text(config)}"
+          + (f", over {world.size} processes" if world.size > 1 else ""), file=out, flush=True)
     model.init(config.seed)
     state = optimizer.init_state(model.flat.size, model.dtype)
     epochs = isinstance(stream, ExampleStream)  # else text: a line every tenth of the steps
-    if resume:
-        run = _resume(model, config, optimizer, state, stream, ckpt_path, source_hash, out)
+    run = (_resume(model, config, optimizer, state, stream, ckpt_path, source_hash, out, total)
+           if resume and world.root else _Run())  # rank 0 reads the checkpoint
+    world.share(model.flat, state, stream, run)  # rank 0's start is every rank's
+    if not world.root:
+        log = distributed.NoLog()
+    elif resume:
         log = MetricsLog(metrics_path(ckpt_path), resume_step=run.step,
                          note={"kind": "resume", "step": run.step, "checkpoint": run.source})
     else:
-        run = _Run()
         log = MetricsLog(metrics_path(ckpt_path), {
             "kind": "run", "program": config.span.file, "model": model.name,
             "program_sha256": source_hash, "loss": config.loss,
             "optimizer": optimizer.name, **optimizer.hyper,
             "batch": config.batch, "seed": config.seed, "steps": total,
-            "unit": "epoch" if epochs else "step", "period": period})
+            "unit": "epoch" if epochs else "step", "period": period,
+            **_tuning_record(config)})
     progress = Progress(total, out, done=run.step)
     periods = -(-total // period)
 
@@ -95,47 +118,79 @@ def train(model: Model, config: T.TTrain, base_dir: str, ckpt_path: str, source_
             return f"epoch {(run.step - 1) // period + 1:>{len(str(periods))}}/{periods}"
         return f"step {run.step:>{len(str(total))}}/{total}"
 
-    save = _Saver(model, config, state, stream, ckpt_path, source_hash, log, run)
+    save = _Saver(model, config, state, stream, ckpt_path, source_hash, log, run,
+                  _rates(config, total)) if world.root else (lambda: None)
+    best = best_path(ckpt_path)
     stop = _StopOnSignal()
     started = time.perf_counter() - run.seconds
+    lr, first = dict(config.optimizer.hyper)["lr"], run.step
     try:
         began = time.perf_counter()  # of a step, with drawing its batch
-        for xb, yb in (stream if run.step < total else ()):
-            loss = model.loss_and_grad(config.loss, xb, yb)
+        for xb, yb in (stream if run.step < total and not _patience_over(config, run) else ()):
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                # non-finite: checked below; dropout's masks are keyed by (seed, step); with
+                # several processes, the loss and gradient of the whole batch, allreduced
+                loss = world.loss_and_grad(model, config.loss, xb, yb, (config.seed, run.step),
+                                           stop)
             run.step += 1
             if not math.isfinite(loss):
                 raise _numeric(loss, run.step, config.span)
-            optimizer.update(model.flat, model.grad_flat, state, run.step)
+            norm = grad_norm(model.grad_flat)
+            if not math.isfinite(norm):
+                raise _numeric_gradient(model, norm, run.step, config.span)
+            if config.clip is not None:
+                clip_grad_norm(model.grad_flat, config.clip, norm)
+            rate = lr * factor(config.schedule, total, run.step)
+            optimizer.update(model.flat, model.grad_flat, state, run.step, rate)
             now = time.perf_counter()
             run.seconds = now - started
             run.period_sum += loss
             run.period_steps += 1
-            log.write({"kind": "step", "step": run.step, "loss": loss,
-                       "seconds": round(run.seconds, 4)})
+            log.write({"kind": "step", "step": run.step, "loss": loss, "lr": rate,
+                       "grad_norm": norm, "seconds": round(run.seconds, 4)})
             progress.step(where, loss, len(xb), now - began)
             if run.step % period == 0 or run.step == total:
                 mean = run.period_sum / run.period_steps
                 run.last_mean, run.period_sum, run.period_steps = mean, 0.0, 0
-                scores = _evaluate(model, config.loss, held)
+                scores = _evaluate(model, config.loss, held, world)
+                if held is not None:
+                    scores["best"] = _keep_if_best(model, run, scores["eval_loss"],
+                                                   best if world.root else None, source_hash)
                 kind = ({"kind": "epoch", "epoch": (run.step - 1) // period + 1} if epochs
                         else {"kind": "period"})
                 log.write(kind | {"step": run.step, "loss": mean, **scores,
                                   "seconds": round(run.seconds, 4)})
+                over = _patience_over(config, run)
+                if over:
+                    log.write({"kind": "stop", "step": run.step, "best_step": run.best_step,
+                               "best_eval_loss": run.best_loss})
                 progress.period_done(where(), mean, _scores_text(scores))
                 save()
+                if over:
+                    print(f"stopping early: the held-out loss has not improved for "
+                          f"{plural(run.waiting, 'evaluation')}; the best, {run.best_loss:.4f} "
+                          f"at {_at(run.best_step, period, epochs)}, is in {best}", file=out,
+                          flush=True)
+                    break
             elif every and run.step % every == 0:
                 save()
-            if stop.requested:
+            if world.stops(stop):  # with several processes: all of them, after the same step
                 save()
                 raise _interrupted(run.step, total, ckpt_path)
             if run.step == total:
                 break
             began = time.perf_counter()
+        if held is not None and run.best_step and run.step > first and \
+                not _patience_over(config, run):
+            print(f"the best held-out loss, {run.best_loss:.4f} at "
+                  f"{_at(run.best_step, period, epochs)}, is in {best} (dp run --best)",
+                  file=out, flush=True)
     finally:
         stop.restore()
         progress.close()
         log.close()
-    return {"steps": run.step, "seconds": run.seconds, "final_loss": run.last_mean}
+    return {"steps": run.step, "seconds": run.seconds, "final_loss": run.last_mean,
+            "best": best if held is not None and run.best_step else None}
 
 
 def _stream(model: Model, config: T.TTrain, base_dir: str):
@@ -152,7 +207,7 @@ def _stream(model: Model, config: T.TTrain, base_dir: str):
     model.vocab = ds.vocab
     stream = ExampleStream(ds, config.batch, config.seed)
     return (stream, config.steps or stream.per_epoch * config.epochs, stream.per_epoch,
-            f"{len(ds):,} examples")
+            _count(len(ds), "example"))
 
 
 @dataclass
@@ -165,17 +220,28 @@ class _Run:
     period_steps: int = 0
     last_mean: float = float("nan")
     source: str = ""
+    best_loss: float = math.inf  # the lowest held-out loss so far, at step best_step
+    best_step: int = 0
+    waiting: int = 0  # evaluations since the best: `patience` stops the run at its value
+
+    def best_state(self) -> dict:
+        """For the checkpoint's metadata, when there is one (JSON has no infinity)."""
+        if not (self.best_step or self.waiting):
+            return {}
+        loss = self.best_loss if math.isfinite(self.best_loss) else None
+        return {"best": json.dumps({"loss": loss, "step": self.best_step,
+                                    "waiting": self.waiting})}
 
 
 class _Saver:
-    def __init__(self, model, config, state, stream, path, source_hash, log, run):
+    def __init__(self, model, config, state, stream, path, source_hash, log, run, rates):
         self.args = (model, config, state, stream, path, source_hash)
-        self.log, self.run, self.saved = log, run, -1
+        self.log, self.run, self.rates, self.saved = log, run, rates, -1
 
     def __call__(self) -> None:
         if self.saved != self.run.step:
             self.log.flush()  # the metrics reach the checkpoint's step first
-            _save(*self.args, self.run)
+            _save(*self.args, self.run, self.rates)
             self.saved = self.run.step
 
 
@@ -207,6 +273,11 @@ def _interrupted(step: int, total: int, path: str) -> DpError:
     return err
 
 
+def _count(n: int, word: str) -> str:
+    """`1,500 examples`, `1 example`."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def _held_out(config: T.TTrain, model: Model, base_dir: str):
     """The `eval` setting's data (held out: the checker sees to it), read once, or None."""
     if config.eval is None:
@@ -215,14 +286,69 @@ def _held_out(config: T.TTrain, model: Model, base_dir: str):
     return fit_data(ds, model, config.loss, config.eval.span)
 
 
-def _evaluate(model: Model, loss: str, held) -> dict:
+def _evaluate(model: Model, loss: str, held, world: distributed.World) -> dict:
+    """The held-out scores; with several processes each scores its share, then they sum."""
     if held is None:
         return {}
-    scores = {"eval_loss": model.loss(loss, held.x, held.y)}
-    if loss == "cross_entropy":
-        right, total = accuracy_counts(model.predict(held.x), held.y)
+    x, y = world.part(held.x), world.part(held.y)
+    scores = {"eval_loss": world.mean(model.loss(loss, x, y) if len(x) else 0.0, len(x))}
+    if loss not in VALUE_LOSSES:  # classes, tokens, or two classes by a score's sign
+        right, total = accuracy_counts(model.predict(x), y, loss) if len(x) else (0, 0)
+        right, total = world.counts(right, total)
         scores["eval_accuracy"] = right / max(total, 1)
     return scores
+
+
+def _keep_if_best(model: Model, run: _Run, held_loss: float, path: str | None,
+                  source_hash: str) -> bool:
+    """After an evaluation: keep the parameters in `path` when the held-out loss is the lowest
+    yet (written before the checkpoint that records it, so that a run killed between the two
+    writes it again on resuming), else count the evaluation against the patience."""
+    if not held_loss < run.best_loss:
+        run.waiting += 1
+        return False
+    run.best_loss, run.best_step, run.waiting = held_loss, run.step, 0
+    if path is None:  # a rank other than 0: only rank 0 writes
+        return True
+    meta = {"dp_version": VERSION, "model": model.name, "program_sha256": source_hash,
+            "step": str(run.step), "eval_loss": repr(held_loss)}
+    if model.vocab is not None:
+        meta["vocab"] = model.vocab.to_json()
+    checkpoint.save_checkpoint(path, dict(model.params), meta, keep_previous=False)
+    return True
+
+
+def _at(step: int, period: int, epochs: bool) -> str:
+    return f"epoch {(step - 1) // period + 1}" if epochs else f"step {step}"
+
+
+def _patience_over(config: T.TTrain, run: _Run) -> bool:
+    return config.patience is not None and run.waiting >= config.patience
+
+
+def _tuning_text(config: T.TTrain) -> str:
+    """What tunes the run, for its first line: `, warmup 100, cosine, clip 1.0`."""
+    parts = [describe(config.schedule)] if varies(config.schedule) else []
+    parts += [f"clip {config.clip}"] if config.clip is not None else []
+    parts += [f"patience {config.patience}"] if config.patience is not None else []
+    return "".join(", " + p for p in parts)
+
+
+def _tuning_record(config: T.TTrain) -> dict:
+    """The same for the metrics file's first record."""
+    s = config.schedule
+    return {"warmup": s.warmup, "schedule": s.name, **dict(s.args), "clip": config.clip,
+            "patience": config.patience}
+
+
+def _rates(config: T.TTrain, total: int) -> dict | None:
+    """What fixes the rate of every step, saved in a checkpoint: a resumed run must have the
+    same. None for a constant rate; a decaying schedule depends on the run's length."""
+    s = config.schedule
+    if not varies(s):
+        return None
+    return {"warmup": s.warmup, "schedule": s.name, **dict(s.args),
+            **({"steps": total} if s.name != "constant" else {})}
 
 
 def _scores_text(scores: dict) -> str:
@@ -235,7 +361,7 @@ def _scores_text(scores: dict) -> str:
 
 
 def _resume(model: Model, config: T.TTrain, optimizer: Optimizer, state: dict, stream,
-            path: str, source_hash: str, out) -> _Run:
+            path: str, source_hash: str, out, total: int) -> _Run:
     """Parameters, optimizer state, data streams and counters from the checkpoint."""
     tensors, meta, used = checkpoint.load_checkpoint_or_previous(path)
     if used != path:
@@ -253,6 +379,12 @@ def _resume(model: Model, config: T.TTrain, optimizer: Optimizer, state: dict, s
             raise DpError("checkpoint", f"--resume: {used} was trained with {key} "
                           f"{settings.get(key)}, this run has {getattr(config, key)}", None,
                           (f"resume with --set {key}={settings.get(key)}",))
+    if settings.get("rates") != _rates(config, total):
+        raise DpError("checkpoint", f"--resume: {used} was trained with other learning rates: "
+                      f"{_rates_text(settings.get('rates'))}, this run has "
+                      f"{_rates_text(_rates(config, total))}", None,
+                      ("the rate of every step depends on the warmup, the schedule and, when "
+                       "it decays, the run's length: resume with the same",))
     params = {k: v for k, v in tensors.items() if not k.startswith(_TRAINING_STATE)}
     checkpoint.check_against(params, {p: tuple(v.shape) for p, v in model.params.items()},
                              used)
@@ -269,6 +401,10 @@ def _resume(model: Model, config: T.TTrain, optimizer: Optimizer, state: dict, s
     run = _Run(step=int(meta["step"]), seconds=float(meta["seconds"]),
                period_sum=float(meta["period_sum"]), period_steps=int(meta["period_steps"]),
                last_mean=float(meta["last_mean"]), source=used)
+    if "best" in meta:
+        best = json.loads(meta["best"])
+        run.best_loss = math.inf if best["loss"] is None else best["loss"]
+        run.best_step, run.waiting = best["step"], best["waiting"]
     print(f"resuming from {used} at step {run.step}", file=out, flush=True)
     return run
 
@@ -280,8 +416,26 @@ def _numeric(loss: float, step: int, span: Span) -> DpError:
     return err
 
 
+def _numeric_gradient(model: Model, norm: float, step: int, span: Span) -> DpError:
+    """A non-finite gradient with a finite loss: no update is made with it, ever."""
+    first = next((name for name, g in model.grads.items() if not np.isfinite(g).all()), None)
+    err = DpError("numeric", f"the gradient norm became {norm} at step {step} (the loss was "
+                  f"finite); training stopped before updating", span,
+                  ((f"the first parameter with a non-finite gradient is '{first}'",) if first
+                   else ()) + ("try a smaller learning rate; the last good checkpoint is "
+                               "unchanged",))
+    err.exit_code = 3
+    return err
+
+
+def _rates_text(rates: dict | None) -> str:
+    if rates is None:
+        return "a constant rate"
+    return ", ".join(f"{k} {v}" for k, v in rates.items())
+
+
 def _save(model: Model, config: T.TTrain, state: dict, stream, path: str,
-          source_hash: str, run: _Run) -> None:
+          source_hash: str, run: _Run, rates: dict | None) -> None:
     tensors = dict(model.params)
     tensors.update({f"optimizer.{k}": v for k, v in state.items()})
     rng_tensors, stream_state = stream.state()
@@ -290,8 +444,9 @@ def _save(model: Model, config: T.TTrain, state: dict, stream, path: str,
             "step": str(run.step), "seconds": repr(run.seconds),
             "optimizer": config.optimizer.name, "loss": config.loss, "stream": stream_state,
             "period_sum": repr(run.period_sum), "period_steps": str(run.period_steps),
-            "last_mean": repr(run.last_mean),
-            "settings": json.dumps({"batch": config.batch, "seed": config.seed})}
+            "last_mean": repr(run.last_mean), **run.best_state(),
+            "settings": json.dumps({"batch": config.batch, "seed": config.seed,
+                                    **({"rates": rates} if rates else {})})}
     if model.vocab is not None:  # so that text after loading maps to the same ids
         meta["vocab"] = model.vocab.to_json()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

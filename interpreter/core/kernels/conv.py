@@ -1,7 +1,7 @@
 """Convolution and pooling kernels on NCHW arrays: im2col/col2im around BLAS, and max pooling.
 
-`im2col` lays images out as columns [B, C*K*K + 1, Ho*Wo] (row (c*K + ki)*K + kj holds
-x[b, c, oh*s + ki - p, ow*s + kj - p], zero in the padding) plus a last row of ones, so one
+`im2col` lays images out as columns [B, C*KH*KW + 1, Ho*Wo] (row (c*KH + ki)*KW + kj holds
+x[b, c, oh*s + ki - ph, ow*s + kj - pw], zero in the padding) plus a last row of ones, so one
 matmul with [w | b] gives the NCHW output with its bias, and the matmul of the output gradient
 with the columns gives [dW | db] (primitives/conv.py).
 
@@ -35,21 +35,21 @@ def _inside(wo, w, kj, stride, pad):
 
 
 @njit(cache=True, error_model="numpy")
-def im2col(x, cols, k, stride, pad):
-    """Fill cols [B, C*K*K + 1, Ho*Wo] from x [B, C, H, W]. The copy loop indexes with uint64:
-    Numba then drops its negative-index wraparound, which made the loop 1.6-2x slower."""
+def im2col(x, cols, kh, kw, stride, ph, pw):
+    """Fill cols [B, C*KH*KW + 1, Ho*Wo] from x [B, C, H, W]. The copy loop indexes with
+    uint64: Numba then drops its negative-index wraparound, which made the loop 1.6-2x slower."""
     nb, nc, h, w = x.shape
-    ho = (h + 2 * pad - k) // stride + 1
-    wo = (w + 2 * pad - k) // stride + 1
+    ho = (h + 2 * ph - kh) // stride + 1
+    wo = (w + 2 * pw - kw) // stride + 1
     for b in range(nb):
         for c in range(nc):
-            for ki in range(k):
-                for kj in range(k):
-                    r = (c * k + ki) * k + kj
-                    lo, hi = _inside(wo, w, kj, stride, pad)
-                    src, su = uint64(lo * stride + kj - pad), uint64(stride)
+            for ki in range(kh):
+                for kj in range(kw):
+                    r = (c * kh + ki) * kw + kj
+                    lo, hi = _inside(wo, w, kj, stride, pw)
+                    src, su = uint64(lo * stride + kj - pw), uint64(stride)
                     for oh in range(ho):
-                        i = oh * stride + ki - pad
+                        i = oh * stride + ki - ph
                         base = oh * wo
                         if i < 0 or i >= h:
                             for ow in range(wo):
@@ -63,29 +63,29 @@ def im2col(x, cols, k, stride, pad):
                         for ow in range(hi, wo):
                             cols[b, r, base + ow] = 0
         for t in range(ho * wo):
-            cols[b, nc * k * k, t] = 1
+            cols[b, nc * kh * kw, t] = 1
 
 
 @njit(cache=True, error_model="numpy")
-def col2im(dcols, dx, k, stride, pad):
-    """dx [B, C, H, W] = the adjoint of im2col applied to dcols [B, C*K*K, Ho*Wo]: each x
+def col2im(dcols, dx, kh, kw, stride, ph, pw):
+    """dx [B, C, H, W] = the adjoint of im2col applied to dcols [B, C*KH*KW, Ho*Wo]: each x
     entry gets the sum of the column entries im2col copied it to."""
     nb, nc, h, w = dx.shape
-    ho = (h + 2 * pad - k) // stride + 1
-    wo = (w + 2 * pad - k) // stride + 1
+    ho = (h + 2 * ph - kh) // stride + 1
+    wo = (w + 2 * pw - kw) // stride + 1
     acc = np.empty((h, w))
     for b in range(nb):
         for c in range(nc):
             acc[:] = 0.0
-            for ki in range(k):
-                for kj in range(k):
-                    r = (c * k + ki) * k + kj
-                    lo, hi = _inside(wo, w, kj, stride, pad)
+            for ki in range(kh):
+                for kj in range(kw):
+                    r = (c * kh + ki) * kw + kj
+                    lo, hi = _inside(wo, w, kj, stride, pw)
                     for oh in range(ho):
-                        i = oh * stride + ki - pad
+                        i = oh * stride + ki - ph
                         if i < 0 or i >= h:
                             continue
-                        src, dst = uint64(oh * wo + lo), uint64(lo * stride + kj - pad)
+                        src, dst = uint64(oh * wo + lo), uint64(lo * stride + kj - pw)
                         for t in range(uint64(hi - lo)):
                             acc[i, dst + t * uint64(stride)] += dcols[b, r, src + t]
             for i in range(h):

@@ -1,8 +1,8 @@
 """The primitive table (stage: run time): shape rule, forward and backward of every batched op.
 
 Each primitive is one `Primitive` record, registered by its family module (`elementwise`,
-`linalg`, `reduce`, `losses`, `conv`, `sequence`) with the three rules side by side. The
-calling convention, which the lowered plan relies on:
+`linalg`, `reduce`, `losses`, `conv`, `pool`, `sequence`, `dropout`) with the three rules side
+by side. The calling convention, which the lowered plan relies on:
 
 - `shape(*in_shapes, **params) -> out_shape`; raises ValueError for incompatible shapes.
 - `forward(*inputs, **params) -> ndarray`, with the input dtype (float32 at run time, float64 in
@@ -19,6 +19,10 @@ calling convention, which the lowered plan relies on:
   columns and rebuilds large ones); the executor holds `saved` in a slot of its own between the
   two passes. Callers that do not know which kind they hold use `apply_forward` and
   `apply_backward`.
+
+- Keyed primitives (`keyed=True`: dropout) draw random numbers in training: their `forward`
+  and `backward` take the keyword `key=`, the training step's `(seed, step)`, or None when the
+  plan runs for evaluation; the executor sets it before each forward pass.
 
 `kinks` lists predicates `(inputs, params, tol) -> bool` saying whether a sample lies within
 `tol` of a point where the primitive is not differentiable; the gradient-check sampler draws
@@ -47,6 +51,7 @@ class Primitive:
     kinks: tuple[Kink, ...] = ()
     integer_inputs: tuple[int, ...] = ()
     saves: bool = False
+    keyed: bool = False
 
 
 PRIMITIVES: dict[str, Primitive] = {}
@@ -54,12 +59,13 @@ PRIMITIVES: dict[str, Primitive] = {}
 
 def register(name: str, *, shape: Callable[..., Shape], forward: Callable[..., np.ndarray],
              backward: Callable[..., tuple], smooth: bool, kinks: tuple[Kink, ...] = (),
-             integer_inputs: tuple[int, ...] = (), saves: bool = False) -> Primitive:
+             integer_inputs: tuple[int, ...] = (), saves: bool = False,
+             keyed: bool = False) -> Primitive:
     """Add one primitive to the table (each name once)."""
     if name in PRIMITIVES:
         raise ValueError(f"primitive {name!r} registered twice")
     prim = Primitive(name, shape, forward, backward, smooth, tuple(kinks), tuple(integer_inputs),
-                     saves)
+                     saves, keyed)
     PRIMITIVES[name] = prim
     return prim
 
@@ -152,4 +158,14 @@ def near_group_tie(inputs: tuple, params: dict, tol: float) -> bool:
 
 
 # Importing the families fills PRIMITIVES (they use the helpers above).
-from . import attention, conv, elementwise, linalg, losses, reduce, sequence  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    attention,
+    conv,
+    dropout,
+    elementwise,
+    linalg,
+    losses,
+    pool,
+    reduce,
+    sequence,
+)

@@ -4,8 +4,11 @@
 logits and a NumPy chain for large ones (the reasons are in `reduce.py`); its labels are
 integer class indices and get no gradient. The label -1 marks a position that is not scored
 (the unmasked characters of masked text): its loss and gradient are 0, and `scored_mean`
-averages over the scored positions only. `squared_error` averages over the non-batch
-axes (torch's MSELoss once `batch_mean` averages over the batch).
+averages over the scored positions only. `squared_error` and `absolute_error` average over
+the non-batch axes (torch's MSELoss and L1Loss once `batch_mean` averages over the batch).
+`logistic` and `hinge` score two classes by the sign of a real score s: their labels are the
+integers 0 and 1 (the data's -1 and +1 become 0 and 1 when it is read), standing for t = -1
+and t = +1, and the loss is softplus(-t s) or max(0, 1 - t s).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import losses as K
-from . import register, same_shape
+from . import near_tie, register, same_shape
 from .reduce import exp_shifted_rows, rows, shifted_rows, use_kernel
 
 # ---------------------------------------------------------------------------------------------
@@ -39,7 +42,8 @@ def _labels(labels: np.ndarray, k: int) -> np.ndarray:
     if flat.size and (flat + 1).view(np.uint64).max() > k:
         from dp.dsl.errors import DpError
         bad = int(flat[(flat < -1) | (flat >= k)][0])
-        raise DpError("data", f"label {bad} is out of range for {k} classes (expected 0..{k - 1})")
+        classes = f"{k} class{'' if k == 1 else 'es'}"
+        raise DpError("data", f"label {bad} is out of range for {classes} (expected 0..{k - 1})")
     return flat
 
 
@@ -108,36 +112,117 @@ register("scored_mean", shape=scored_mean_shape, forward=scored_mean_forward,
 
 
 # ---------------------------------------------------------------------------------------------
-# squared_error(y, t) -> [B]: mean over the non-batch axes of (y - t)^2
+# Losses of one value per entry, [B, ...] -> [B]: the mean over the non-batch axes.
 
 
-def squared_error_shape(y: tuple, t: tuple) -> tuple:
-    shape = same_shape("squared_error", y, t)
-    if len(shape) < 1:
-        raise ValueError("squared_error: needs a batch axis, got scalars")
-    return shape[:1]
+def _per_example_shape(name: str):
+    def shape(y: tuple, t: tuple) -> tuple:
+        both = same_shape(name, y, t)
+        if len(both) < 1:
+            raise ValueError(f"{name}: needs a batch axis, got scalars")
+        return both[:1]
+    return shape
 
 
-def _per_example(y: np.ndarray) -> int:
-    return int(np.prod(y.shape[1:], dtype=np.int64))
+def _mean_rest(x: np.ndarray) -> np.ndarray:
+    return np.mean(x, axis=tuple(range(1, x.ndim))) if x.ndim > 1 else x
 
 
+def _spread(g: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each example's g divided among its entries, broadcastable to y's shape."""
+    n = max(int(np.prod(y.shape[1:], dtype=np.int64)), 1)
+    return (g * (1.0 / n)).reshape((-1,) + (1,) * (y.ndim - 1))
+
+
+# squared_error(y, t): (y - t)^2, torch's MSELoss once batch_mean averages over the batch.
 def squared_error_forward(y: np.ndarray, t: np.ndarray) -> np.ndarray:
     d = y - t
-    return np.mean(d * d, axis=tuple(range(1, y.ndim))) if y.ndim > 1 else d * d
+    return _mean_rest(d * d)
 
 
 def squared_error_backward(g, out, inputs, wants):
     if not (wants[0] or wants[1]):
         return None, None
     y, t = inputs
-    scale = 2.0 / max(_per_example(y), 1)
-    dy = (y - t) * (g * scale).reshape((-1,) + (1,) * (y.ndim - 1))
+    dy = (y - t) * (2 * _spread(g, y))
     return (dy if wants[0] else None), (np.negative(dy) if wants[1] else None)
 
 
-register("squared_error", shape=squared_error_shape, forward=squared_error_forward,
-         backward=squared_error_backward, smooth=True)
+register("squared_error", shape=_per_example_shape("squared_error"),
+         forward=squared_error_forward, backward=squared_error_backward, smooth=True)
+
+
+# absolute_error(y, t): |y - t|, torch's L1Loss; its gradient sign(y - t) is 0 where y = t.
+def absolute_error_forward(y: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return _mean_rest(np.abs(y - t))
+
+
+def absolute_error_backward(g, out, inputs, wants):
+    if not (wants[0] or wants[1]):
+        return None, None
+    y, t = inputs
+    dy = np.sign(y - t) * _spread(g, y)
+    return (dy if wants[0] else None), (np.negative(dy) if wants[1] else None)
+
+
+register("absolute_error", shape=_per_example_shape("absolute_error"),
+         forward=absolute_error_forward, backward=absolute_error_backward, smooth=False,
+         kinks=(near_tie,))
+
+
+# logistic(s, labels) and hinge(s, labels): two classes by the sign of the score s; the labels
+# 0 and 1 stand for t = -1 and t = +1.
+def _signs(name: str, labels: np.ndarray, dtype) -> np.ndarray:
+    """t = -1 for label 0, +1 for label 1; any other label is a data error, never a silent
+    class (the data readers turn -1/+1 into 0/1 and refuse the rest first)."""
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{name}: labels must be integers, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > 1):
+        from dp.dsl.errors import DpError
+        bad = int(labels[(labels < 0) | (labels > 1)].flat[0])
+        raise DpError("data", f"{name} takes the labels 0 and 1, but a label is {bad}")
+    return (2 * labels - 1).astype(dtype)
+
+
+def logistic_forward(s: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    # log(1 + exp(-t s)) with logaddexp: no overflow for a large margin of either sign.
+    return _mean_rest(np.logaddexp(0, -_signs("logistic", labels, s.dtype) * s))
+
+
+def logistic_backward(g, out, inputs, wants):
+    """d/ds = -t sigmoid(-t s), the sigmoid as exp(-log(1 + exp(t s))): stable both ways."""
+    if not wants[0]:
+        return None, None
+    s, labels = inputs
+    t = _signs("logistic", labels, s.dtype)
+    return -t * np.exp(-np.logaddexp(0, t * s)) * _spread(g, s), None
+
+
+register("logistic", shape=_per_example_shape("logistic"), forward=logistic_forward,
+         backward=logistic_backward, smooth=True, integer_inputs=(1,))
+
+
+def hinge_forward(s: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return _mean_rest(np.maximum(1 - _signs("hinge", labels, s.dtype) * s, 0))
+
+
+def hinge_backward(g, out, inputs, wants):
+    """d/ds = -t where the margin t s is below 1, else 0 (0 at the bend t s = 1)."""
+    if not wants[0]:
+        return None, None
+    s, labels = inputs
+    t = _signs("hinge", labels, s.dtype)
+    return np.where(t * s < 1, -t, 0).astype(s.dtype) * _spread(g, s), None
+
+
+def _near_margin(inputs: tuple, params: dict, tol: float) -> bool:
+    """Some margin t s is within tol of 1, where the hinge bends."""
+    s, labels = inputs
+    return bool(np.any(np.abs((2 * labels - 1) * s - 1) < tol))
+
+
+register("hinge", shape=_per_example_shape("hinge"), forward=hinge_forward,
+         backward=hinge_backward, smooth=False, kinks=(_near_margin,), integer_inputs=(1,))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Exporting a model to other runtimes: ONNX (onnx_export.py)."""
