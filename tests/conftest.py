@@ -155,3 +155,14 @@ def span_problem(err: DpError, sources: dict[str, str], strict_end: bool = False
             (s.end_line <= len(lines) and s.end_col > len(lines[s.end_line - 1]) + 2):
         return f"end: {s.end_line}:{s.end_col} past the end of the text"
     return None
+
+
+@pytest.fixture(scope="session")
+def mlp_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of programs/digits_mlp.dp after 20 steps, in a folder of its own: the
+    repository ships none, so tests that load one make it."""
+    path = tmp_path_factory.mktemp("mlp") / "digits_mlp.safetensors"
+    code, _, err = dp_here("train", "programs/digits_mlp.dp", "--steps", "20", "--checkpoint",
+                           path, cwd=ROOT)
+    assert code == 0, err
+    return path

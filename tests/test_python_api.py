@@ -51,8 +51,8 @@ def test_every_shipped_program_runs_as_dp_run_runs_it(path):
         assert net.params.keys() == reference.params.keys()
 
 
-def test_a_trained_checkpoint_gives_what_dp_run_loads():
-    ckpt = ROOT / "programs" / "digits_mlp.safetensors"
+def test_a_trained_checkpoint_gives_what_dp_run_loads(mlp_checkpoint):
+    ckpt = mlp_checkpoint
     prog = dp.load(MLP)
     net = prog.model(weights=ckpt)
     assert net.name == "Digits" and net.signature == "Digits: R^64 -> R^10"
@@ -390,9 +390,9 @@ def test_import_dp_dsl_does_not_load_the_interpreter():
         dp.nothing  # noqa: B018
 
 
-def test_export_onnx_writes_the_networks_graph(tmp_path):
+def test_export_onnx_writes_the_networks_graph(tmp_path, mlp_checkpoint):
     ort = pytest.importorskip("onnxruntime")
-    net = dp.load(MLP).model(weights=ROOT / "programs" / "digits_mlp.safetensors")
+    net = dp.load(MLP).model(weights=mlp_checkpoint)
     net.export_onnx(tmp_path / "d.onnx")
     session = ort.InferenceSession(str(tmp_path / "d.onnx"))
     x = np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32)

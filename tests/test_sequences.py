@@ -58,7 +58,7 @@ def test_language_model_gradient_matches_central_differences(cell):
 
 
 def test_the_fused_scan_is_the_cell_written_in_the_language():
-    """DESIGN 7: the kernel substitutes for SimpleRNN; the definition stays the specification."""
+    """The kernel substitutes for SimpleRNN; the definition stays the specification."""
     tprog = load_text("""
 Seq: (R^4)^5 -> (R^6)^5
 Seq(xs) = SequenceRNN(xs; cell = SimpleRNN)

@@ -101,19 +101,19 @@ def test_weights_that_are_not_there_or_not_safetensors(untrained, tmp_path):
     assert code == 1 and "it looks like a Python pickle" in err
 
 
-def test_weights_replace_the_checkpoint_of_a_trained_program(tmp_path):
+def test_weights_replace_the_checkpoint_of_a_trained_program(tmp_path, mlp_checkpoint):
     """With a train block, --weights is used instead of the program's checkpoint (the
-    shipped one here, read as weights: its optimizer state is left out)."""
+    trained one here, read as weights: its optimizer state is left out)."""
     program = tmp_path / "digits.dp"
     program.write_text(MLP.read_text())  # its checkpoint (beside it) does not exist
     code, _, err = dp_here("run", program)
     assert code == 1 and "does not exist" in err
-    ckpt = ROOT / "programs" / "digits_mlp.safetensors"
+    ckpt = mlp_checkpoint
     code, out, err = dp_here("run", program, "--weights", ckpt)
     assert (code, err) == (0, "")
     expected = _accuracy(dp.load(MLP).model(weights=ckpt))
     assert out.splitlines()[0] == f"accuracy(Digits, digits(split = test)) = {expected}"
-    code, shipped, _ = dp_here("run", MLP)
+    code, shipped, _ = dp_here("run", MLP, "--checkpoint", ckpt)
     assert code == 0 and shipped == out
 
 
