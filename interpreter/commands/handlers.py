@@ -18,10 +18,10 @@ from dp.interpreter.core.model import Model
 from dp.interpreter.core.plan import format_plan
 from dp.interpreter.training import distributed
 from dp.interpreter.training import generate as sampling
+from dp.interpreter.training.best import best_path
 from dp.interpreter.training.checkpoint import load_weights, put_weights
 from dp.interpreter.training.reports import run_block
 from dp.interpreter.training.train import (
-    best_path,
     checkpoint_path,
     load_trained,
     parse_sets,

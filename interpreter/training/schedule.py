@@ -49,3 +49,29 @@ def describe(schedule: T.TSchedule) -> str:
         args = ", ".join(f"{k} = {v}" for k, v in schedule.args)
         parts.append(schedule.name + (f"({args})" if args else ""))
     return ", ".join(parts)
+
+
+# --- what tunes a run, as its first line, its metrics and its checkpoint say it --------------
+def tuning_text(config: T.TTrain) -> str:
+    """What tunes the run, for its first line: `, warmup 100, cosine, clip 1.0`."""
+    parts = [describe(config.schedule)] if varies(config.schedule) else []
+    parts += [f"clip {config.clip}"] if config.clip is not None else []
+    parts += [f"patience {config.patience}"] if config.patience is not None else []
+    return "".join(", " + p for p in parts)
+
+
+def tuning_record(config: T.TTrain) -> dict:
+    """The same for the metrics file's first record."""
+    s = config.schedule
+    return {"warmup": s.warmup, "schedule": s.name, **dict(s.args), "clip": config.clip,
+            "patience": config.patience}
+
+
+def rates_record(config: T.TTrain, total: int) -> dict | None:
+    """What fixes the rate of every step, saved in a checkpoint: a resumed run must have the
+    same. None for a constant rate; a decaying schedule depends on the run's length."""
+    s = config.schedule
+    if not varies(s):
+        return None
+    return {"warmup": s.warmup, "schedule": s.name, **dict(s.args),
+            **({"steps": total} if s.name != "constant" else {})}

@@ -32,10 +32,11 @@ from dp.interpreter.data.sources import Windows, check_vocab, dataset, fit_data
 from dp.interpreter.data.streams import ExampleStream, WindowStream
 
 from . import checkpoint, distributed
+from .best import best_path, keep_if_best, patience_over
 from .metrics import MetricsLog, metrics_path
 from .progress import Progress
 from .reports import accuracy_counts
-from .schedule import describe, factor, varies
+from .schedule import factor, rates_record, tuning_record, tuning_text
 
 VERSION = "0.1.0"
 _TRAINING_STATE = ("optimizer.", "rng.")  # checkpoint tensors that are not parameters
@@ -61,13 +62,6 @@ def default_checkpoint(program_path: str) -> str:
     return os.path.join(os.path.dirname(program_path) or ".", f"{stem}.safetensors")
 
 
-def best_path(checkpoint_path: str) -> str:
-    """Where a run with `eval` keeps its best parameters: NAME.best.safetensors."""
-    stem = checkpoint_path[:-len(".safetensors")] if checkpoint_path.endswith(
-        ".safetensors") else checkpoint_path
-    return stem + ".best.safetensors"
-
-
 def train(model: Model, config: T.TTrain, base_dir: str, ckpt_path: str, source_hash: str,
           out=None, resume: bool = False, every: int | None = None) -> dict:
     """Train `model` in place as the checked train block says, saving a checkpoint after
@@ -89,7 +83,7 @@ def train(model: Model, config: T.TTrain, base_dir: str, ckpt_path: str, source_
                       f"from", None, ("train without --resume to start a run",))
     optimizer = from_record(config.optimizer)
     print(f"training {model.name}: {model.sig} ({_count(model.num_params, 'parameter')}) on {what} "
-          f"with {config.optimizer.name}, batch {config.batch}{_tuning_text(config)}"
+          f"with {config.optimizer.name}, batch {config.batch}{tuning_text(config)}"
           + (f", over {world.size} processes" if world.size > 1 else ""), file=out, flush=True)
     model.init(config.seed)
     state = optimizer.init_state(model.flat.size, model.dtype)
@@ -109,7 +103,7 @@ def train(model: Model, config: T.TTrain, base_dir: str, ckpt_path: str, source_
             "optimizer": optimizer.name, **optimizer.hyper,
             "batch": config.batch, "seed": config.seed, "steps": total,
             "unit": "epoch" if epochs else "step", "period": period,
-            **_tuning_record(config)})
+            **tuning_record(config)})
     progress = Progress(total, out, done=run.step)
     periods = -(-total // period)
 
@@ -119,14 +113,14 @@ def train(model: Model, config: T.TTrain, base_dir: str, ckpt_path: str, source_
         return f"step {run.step:>{len(str(total))}}/{total}"
 
     save = _Saver(model, config, state, stream, ckpt_path, source_hash, log, run,
-                  _rates(config, total)) if world.root else (lambda: None)
+                  rates_record(config, total)) if world.root else (lambda: None)
     best = best_path(ckpt_path)
     stop = _StopOnSignal()
     started = time.perf_counter() - run.seconds
     lr, first = dict(config.optimizer.hyper)["lr"], run.step
     try:
         began = time.perf_counter()  # of a step, with drawing its batch
-        for xb, yb in (stream if run.step < total and not _patience_over(config, run) else ()):
+        for xb, yb in (stream if run.step < total and not patience_over(config, run) else ()):
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 # non-finite: checked below; dropout's masks are keyed by (seed, step); with
                 # several processes, the loss and gradient of the whole batch, allreduced
@@ -154,13 +148,15 @@ def train(model: Model, config: T.TTrain, base_dir: str, ckpt_path: str, source_
                 run.last_mean, run.period_sum, run.period_steps = mean, 0.0, 0
                 scores = _evaluate(model, config.loss, held, world)
                 if held is not None:
-                    scores["best"] = _keep_if_best(model, run, scores["eval_loss"],
-                                                   best if world.root else None, source_hash)
+                    scores["best"] = keep_if_best(
+                        model, run, scores["eval_loss"], best if world.root else None,
+                        {"dp_version": VERSION, "model": model.name,
+                         "program_sha256": source_hash})
                 kind = ({"kind": "epoch", "epoch": (run.step - 1) // period + 1} if epochs
                         else {"kind": "period"})
                 log.write(kind | {"step": run.step, "loss": mean, **scores,
                                   "seconds": round(run.seconds, 4)})
-                over = _patience_over(config, run)
+                over = patience_over(config, run)
                 if over:
                     log.write({"kind": "stop", "step": run.step, "best_step": run.best_step,
                                "best_eval_loss": run.best_loss})
@@ -181,7 +177,7 @@ def train(model: Model, config: T.TTrain, base_dir: str, ckpt_path: str, source_
                 break
             began = time.perf_counter()
         if held is not None and run.best_step and run.step > first and \
-                not _patience_over(config, run):
+                not patience_over(config, run):
             print(f"the best held-out loss, {run.best_loss:.4f} at "
                   f"{_at(run.best_step, period, epochs)}, is in {best} (dp run --best)",
                   file=out, flush=True)
@@ -299,56 +295,8 @@ def _evaluate(model: Model, loss: str, held, world: distributed.World) -> dict:
     return scores
 
 
-def _keep_if_best(model: Model, run: _Run, held_loss: float, path: str | None,
-                  source_hash: str) -> bool:
-    """After an evaluation: keep the parameters in `path` when the held-out loss is the lowest
-    yet (written before the checkpoint that records it, so that a run killed between the two
-    writes it again on resuming), else count the evaluation against the patience."""
-    if not held_loss < run.best_loss:
-        run.waiting += 1
-        return False
-    run.best_loss, run.best_step, run.waiting = held_loss, run.step, 0
-    if path is None:  # a rank other than 0: only rank 0 writes
-        return True
-    meta = {"dp_version": VERSION, "model": model.name, "program_sha256": source_hash,
-            "step": str(run.step), "eval_loss": repr(held_loss)}
-    if model.vocab is not None:
-        meta["vocab"] = model.vocab.to_json()
-    checkpoint.save_checkpoint(path, dict(model.params), meta, keep_previous=False)
-    return True
-
-
 def _at(step: int, period: int, epochs: bool) -> str:
     return f"epoch {(step - 1) // period + 1}" if epochs else f"step {step}"
-
-
-def _patience_over(config: T.TTrain, run: _Run) -> bool:
-    return config.patience is not None and run.waiting >= config.patience
-
-
-def _tuning_text(config: T.TTrain) -> str:
-    """What tunes the run, for its first line: `, warmup 100, cosine, clip 1.0`."""
-    parts = [describe(config.schedule)] if varies(config.schedule) else []
-    parts += [f"clip {config.clip}"] if config.clip is not None else []
-    parts += [f"patience {config.patience}"] if config.patience is not None else []
-    return "".join(", " + p for p in parts)
-
-
-def _tuning_record(config: T.TTrain) -> dict:
-    """The same for the metrics file's first record."""
-    s = config.schedule
-    return {"warmup": s.warmup, "schedule": s.name, **dict(s.args), "clip": config.clip,
-            "patience": config.patience}
-
-
-def _rates(config: T.TTrain, total: int) -> dict | None:
-    """What fixes the rate of every step, saved in a checkpoint: a resumed run must have the
-    same. None for a constant rate; a decaying schedule depends on the run's length."""
-    s = config.schedule
-    if not varies(s):
-        return None
-    return {"warmup": s.warmup, "schedule": s.name, **dict(s.args),
-            **({"steps": total} if s.name != "constant" else {})}
 
 
 def _scores_text(scores: dict) -> str:
@@ -379,10 +327,10 @@ def _resume(model: Model, config: T.TTrain, optimizer: Optimizer, state: dict, s
             raise DpError("checkpoint", f"--resume: {used} was trained with {key} "
                           f"{settings.get(key)}, this run has {getattr(config, key)}", None,
                           (f"resume with --set {key}={settings.get(key)}",))
-    if settings.get("rates") != _rates(config, total):
+    if settings.get("rates") != rates_record(config, total):
         raise DpError("checkpoint", f"--resume: {used} was trained with other learning rates: "
                       f"{_rates_text(settings.get('rates'))}, this run has "
-                      f"{_rates_text(_rates(config, total))}", None,
+                      f"{_rates_text(rates_record(config, total))}", None,
                       ("the rate of every step depends on the warmup, the schedule and, when "
                        "it decays, the run's length: resume with the same",))
     params = {k: v for k, v in tensors.items() if not k.startswith(_TRAINING_STATE)}
