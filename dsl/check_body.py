@@ -6,6 +6,7 @@ calls of modules, their configuration and sizes are in check_calls.py (a mixin o
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from . import ast
@@ -120,10 +121,16 @@ class _DefChecker(_Calls):
         if name not in INITIALIZERS:
             raise _err("name", f"unknown initializer '{name}'", e.span,
                        "known initializers: " + ", ".join(sorted(INITIALIZERS)))
-        if len(args) != INITIALIZERS[name] or not all(isinstance(a, ast.Number) for a in args):
+        values = [_number(a) for a in args]
+        if len(args) != INITIALIZERS[name] or None in values:
             raise _err("arity", f"initializer {name} takes "
                        f"{plural(INITIALIZERS[name], 'number')}", e.span)
-        return name, tuple(a.value for a in args)
+        for a, v in zip(args, values, strict=True):  # normal's deviation, uniform's bound
+            if not (math.isfinite(v) and v > 0):
+                raise _err("value", f"initializer {name} takes a positive finite number (its "
+                           f"{'standard deviation' if name == 'normal' else 'bound'}), but "
+                           f"this is {expr_text(a)}", a.span, f"e.g. {name}(0.02)")
+        return name, tuple(values)
 
     def _carry(self, stmt: ast.Let) -> tuple[str, Tensor]:
         """A carried value is known from the first line: there it is the previous step's."""
@@ -327,6 +334,15 @@ def _flat_sum(value: T.TExpr, c) -> str:
     if len(dims) < 2 or not all(isinstance(d, int) for d in dims):
         return ""
     return f" ({'*'.join(str(d) for d in dims)} = {value.type.shape[0]})"
+
+
+def _number(e: ast.Expr) -> float | None:
+    """A number as written, a minus sign in front of it included; None for anything else."""
+    if isinstance(e, ast.Number):
+        return e.value
+    if isinstance(e, ast.Neg) and isinstance(e.operand, ast.Number):
+        return -e.operand.value
+    return None
 
 
 def _axis_note(got: Tensor, want: Tensor) -> tuple[str, ...]:

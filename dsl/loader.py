@@ -40,7 +40,7 @@ def read_program(path: str) -> tuple[str, ast.Program]:
     except OSError as e:
         raise DpError("file", f"cannot read {path}: {e.strerror}") from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is no text
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1

@@ -96,11 +96,14 @@ def test_a_bug_is_an_internal_error_without_a_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr(handlers, "check", _explode)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     code, out, err = dp_here("check", SHAPE, cwd=ROOT)
-    log = tmp_path / "dp-internal-error.log"
+    (log,) = tmp_path.glob("dp-internal-error-*.log")  # a file of its own, this user's only
     assert (code, out) == (4, "")
     assert err == ("error[internal]: ZeroDivisionError: division by zero\n"
                    f"   = note: this is a bug in dp; the traceback is in {log}\n")
     assert "Traceback" in log.read_text() and "_explode" in log.read_text()
+    assert log.stat().st_mode & 0o077 == 0
+    dp_here("check", SHAPE, cwd=ROOT)  # a second error does not overwrite the first's log
+    assert len(list(tmp_path.glob("dp-internal-error-*.log"))) == 2
 
 
 def test_debug_shows_the_traceback_of_a_bug(monkeypatch):
@@ -177,12 +180,21 @@ def test_the_command_exits_4_on_a_bug_and_logs_the_traceback(debug, tmp_path):
     proc = subprocess.run([sys.executable, "-c", BUGGY, *(["--debug"] if debug else []),
                            "check", SHAPE], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
-    log = tmp_path / "dp-internal-error.log"
+    logs = list(tmp_path.glob("dp-internal-error-*.log"))
     if debug:  # the exception is not caught: Python prints it and exits with 1
-        assert proc.returncode == 1 and not log.exists()
+        assert proc.returncode == 1 and not logs
         assert "Traceback" in proc.stderr and "ZeroDivisionError" in proc.stderr
         return
+    (log,) = logs
     assert (proc.returncode, proc.stdout) == (4, "")
     assert proc.stderr == ("error[internal]: ZeroDivisionError: division by zero\n"
                            f"   = note: this is a bug in dp; the traceback is in {log}\n")
     assert "Traceback" in log.read_text() and "explode" in log.read_text()
+
+
+def test_a_byte_order_mark_at_the_start_of_a_file_is_not_text(tmp_path):
+    """Some editors begin UTF-8 files with a byte-order mark: dp reads past it."""
+    program = tmp_path / "bom.dp"
+    program.write_bytes(b"\xef\xbb\xbfNet: R^4 -> R^4\nNet(x) = relu(x)\n")
+    code, out, err = dp_here("check", program)
+    assert (code, err) == (0, "") and out.startswith(f"{program}: ok (1 module)")
