@@ -290,3 +290,15 @@ def test_no_unsafe_loaders_in_the_packages():
                 hits.append(f"{path.relative_to(ROOT)}: {m.group().decode()}")
     assert scanned >= 3
     assert not hits, hits
+
+
+def test_a_checksum_error_names_a_previous_checkpoint_only_when_there_is_one(tmp_path):
+    good = valid_file(tmp_path)
+    raw = bytearray(good.read_bytes())
+    raw[-1] ^= 1
+    good.write_bytes(bytes(raw))
+    assert refused(good, "checksum mismatch").notes == ()  # no .previous beside it
+    previous = Path(str(good) + ".previous")
+    previous.write_bytes(b"")
+    assert refused(good, "checksum mismatch").notes == (
+        f"the previous checkpoint may be intact: {previous}",)

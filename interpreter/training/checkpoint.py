@@ -275,8 +275,10 @@ def _verify(p: str, tensors: dict[str, np.ndarray], meta: dict[str, str],
         raise DpError("checkpoint", f"checkpoint '{p}' has no sha256 in its metadata, so its "
                                     f"data cannot be verified", span)
     if tensor_digest(tensors) != meta["sha256"]:
+        intact = ((f"the previous checkpoint may be intact: {previous_path(p)}",)
+                  if os.path.exists(previous_path(p)) else ())  # never one that is not there
         raise DpError("checkpoint", f"checkpoint data is corrupt (checksum mismatch) in '{p}'",
-                      span, (f"the previous checkpoint may be intact: {previous_path(p)}",))
+                      span, intact)
 
 
 def load_checkpoint_or_previous(path: str | os.PathLike, span: Span | None = None
