@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +119,17 @@ class _ProcessState:
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM, signal.SIGUSR1,
             signal.SIGUSR2, signal.SIGPIPE, signal.SIGCHLD)
+
+
+def program_in(folder: Path, text: str | None = None) -> Path:
+    """`folder/prog.dp`: the text given, or a copy of programs/digits_mlp.dp (whose checkpoint
+    and metrics then go into the folder too, away from the repository's)."""
+    path = folder / "prog.dp"
+    if text is None:
+        shutil.copy(ROOT / "programs" / "digits_mlp.dp", path)
+    else:
+        path.write_text(text)
+    return path
 
 
 @pytest.fixture

@@ -147,3 +147,18 @@ def sample_inputs(prim: Primitive, args: Sequence[Arg], params: dict, *, seed: i
         if not any(kink(inputs, params, tol) for kink in prim.kinks):
             return inputs
     raise AssertionError(f"{prim.name}: no kink-free sample in {max_tries} draws")
+
+
+def numeric_grad(model, loss: str, x, y) -> np.ndarray:
+    """Central differences (eps = 1e-6) of a whole model's `loss` with respect to every entry
+    of its flat parameter buffer: the oracle for `Model.loss_and_grad` (float64 models)."""
+    out = np.zeros_like(model.flat)
+    for i in range(model.flat.size):
+        keep = model.flat[i]
+        model.flat[i] = keep + 1e-6
+        up = model.loss(loss, x, y)
+        model.flat[i] = keep - 1e-6
+        down = model.loss(loss, x, y)
+        model.flat[i] = keep
+        out[i] = (up - down) / 2e-6
+    return out

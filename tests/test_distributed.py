@@ -5,7 +5,6 @@ that dies ends the job with a checkpoint that resumes, and the misuses are clear
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import ROOT, dp_here, run_dp
+from conftest import dp_here, program_in, run_dp
 from dp.interpreter.training import checkpoint
 from dp.interpreter.training.metrics import metrics_path, read_records
 
@@ -27,15 +26,6 @@ Net(x) = FeedForward(dropout(relu(FeedForward(x) : R^128); p = 0.3))
 train Net on digits(split = train):
   loss cross_entropy; optimizer sgd(lr = 0.1, momentum = 0.9); batch 32; epochs 1
 """
-
-
-def _program(tmp_path: Path, text: str | None = None) -> Path:
-    path = tmp_path / "prog.dp"
-    if text is None:
-        shutil.copy(ROOT / "programs" / "digits_mlp.dp", path)
-    else:
-        path.write_text(text)
-    return path
 
 
 def _tensors(path: Path) -> dict[str, np.ndarray]:
@@ -64,7 +54,7 @@ def _mpi_script(tmp_path: Path, body: str, n: int = 2, timeout: float = 60):
 def runs(tmp_path_factory):
     """digits_mlp for 50 steps: one process, and twice over two ranks."""
     tmp = tmp_path_factory.mktemp("runs")
-    prog = _program(tmp)
+    prog = program_in(tmp)
     done = {"one": _train(prog, "one.safetensors")}
     for name in ("two", "again"):
         done[name] = _train(prog, f"{name}.safetensors", workers=2)
@@ -100,7 +90,7 @@ def test_two_runs_over_two_ranks_are_bitwise_the_same(runs):
 
 
 def test_every_rank_holds_bitwise_the_same_parameters(tmp_path):
-    prog = _program(tmp_path)
+    prog = program_in(tmp_path)
     code, out, err = _mpi_script(tmp_path, f"""
 import dataclasses, sys
 import numpy as np
@@ -128,7 +118,7 @@ sys.stderr.write(f"rank {{world.rank}} of {{world.size}}\\n")
 
 def test_dropout_drops_over_two_ranks_what_one_process_drops(tmp_path):
     """Masks are keyed by each example's index in the whole batch, not in a rank's slice."""
-    prog = _program(tmp_path, DROPOUT)
+    prog = program_in(tmp_path, DROPOUT)
     assert _train(prog, "one.safetensors")[0] == 0
     code, _, err = _train(prog, "two.safetensors", workers=2)
     assert code == 0, err
@@ -138,7 +128,7 @@ def test_dropout_drops_over_two_ranks_what_one_process_drops(tmp_path):
 
 
 def test_a_checkpoint_of_two_ranks_resumes_in_one_process(tmp_path):
-    prog = _program(tmp_path)
+    prog = program_in(tmp_path)
     code, _, err = run_dp("train", prog, "--steps", "60", "--checkpoint",
                           tmp_path / "split.safetensors", "--workers", "2", timeout=120)
     assert code == 0, err
@@ -181,7 +171,7 @@ def _wait_for(path: Path, proc: subprocess.Popen) -> None:
 
 
 def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(tmp_path):
-    prog, ckpt = _program(tmp_path), tmp_path / "k.safetensors"
+    prog, ckpt = program_in(tmp_path), tmp_path / "k.safetensors"
     mark = f"dp-test-{os.getpid()}-{time.monotonic_ns()}"
     proc = _start(prog, ckpt, "--checkpoint-every", "20",
                   env=dict(os.environ, DP_TEST_MARK=mark))
@@ -207,7 +197,7 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(tmp_path):
 
 
 def test_ctrl_c_stops_every_rank_after_the_same_step_with_a_checkpoint(tmp_path):
-    prog, ckpt = _program(tmp_path), tmp_path / "c.safetensors"
+    prog, ckpt = program_in(tmp_path), tmp_path / "c.safetensors"
     proc = _start(prog, ckpt, start_new_session=True)
     _wait_for(ckpt, proc)  # the first epoch's checkpoint
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: dp, mpiexec and the ranks
@@ -219,7 +209,7 @@ def test_ctrl_c_stops_every_rank_after_the_same_step_with_a_checkpoint(tmp_path)
 
 
 def test_a_batch_that_does_not_divide_among_the_ranks_is_an_error_before_training(tmp_path):
-    prog = _program(tmp_path)
+    prog = program_in(tmp_path)
     code, out, err = run_dp("train", prog, "--set", "batch=33", "--workers", "2",
                             "--checkpoint", tmp_path / "b.safetensors", timeout=120)
     assert code == 1
@@ -232,7 +222,7 @@ def test_a_batch_that_does_not_divide_among_the_ranks_is_an_error_before_trainin
 
 
 def test_an_error_on_one_rank_in_the_setup_is_said_once_and_ends_every_rank(tmp_path):
-    prog = _program(tmp_path)
+    prog = program_in(tmp_path)
     code, out, err = _mpi_script(tmp_path, f"""
 import sys
 from dp.dsl.errors import DpError
@@ -255,7 +245,7 @@ sys.exit(cli.main(["train", {str(prog)!r}, "--steps", "5"]))
 
 
 def test_a_crash_on_one_rank_while_training_ends_the_job(tmp_path):
-    prog = _program(tmp_path)
+    prog = program_in(tmp_path)
     code, _, err = _mpi_script(tmp_path, f"""
 import sys
 from dp.interpreter.commands import cli
@@ -276,7 +266,7 @@ sys.exit(cli.main(["train", {str(prog)!r}, "--steps", "200"]))
 
 def test_workers_without_mpi_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if it were not installed
-    code, out, err = dp_here("train", _program(tmp_path), "--workers", "2")
+    code, out, err = dp_here("train", program_in(tmp_path), "--workers", "2")
     assert code == 1 and out == ""
     assert err == ("error[install]: --workers needs MPI, and mpi4py is not installed\n"
                    "   = note: install dp's mpi extra: pip install 'dp[mpi]' (mpi4py and the "
@@ -289,7 +279,7 @@ def test_under_a_launcher_without_mpi_every_rank_stops_and_rank_0_says_why(tmp_p
     monkeypatch.setenv("PMI_SIZE", "2")
     for rank, shown in (("0", True), ("1", False)):
         monkeypatch.setenv("PMI_RANK", rank)
-        code, _, err = dp_here("train", _program(tmp_path), "--steps", "5")
+        code, _, err = dp_here("train", program_in(tmp_path), "--steps", "5")
         assert code == 1
         if shown:
             assert err.startswith("error[install]: running as one of 2 processes needs MPI")
@@ -303,14 +293,14 @@ def test_under_a_launcher_without_mpi_every_rank_stops_and_rank_0_says_why(tmp_p
 ])
 def test_workers_misuses_are_usage_errors(tmp_path, monkeypatch, flags, message):
     monkeypatch.setenv("PMI_SIZE", "2")
-    code, _, err = dp_here("train", _program(tmp_path), *flags)
+    code, _, err = dp_here("train", program_in(tmp_path), *flags)
     assert code == 2
     assert err.startswith(f"error[usage]: {message}\n")
 
 
 def test_one_worker_trains_in_this_process_without_mpi(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)
-    prog = _program(tmp_path)
+    prog = program_in(tmp_path)
     code, out, err = dp_here("train", prog, "--steps", "5", "--workers", "1")
     assert code == 0, err
     assert "over" not in out.splitlines()[0]
@@ -336,7 +326,7 @@ print(os.environ["OPENBLAS_NUM_THREADS"], os.environ["NUMBA_NUM_THREADS"], max(1
 
 def test_a_resumed_run_over_other_ranks_keeps_the_metrics_of_the_first(tmp_path):
     """--resume under MPI with another N: rank 0 reads the checkpoint, the others get it."""
-    prog = _program(tmp_path)
+    prog = program_in(tmp_path)
     ckpt = tmp_path / "m.safetensors"
     assert dp_here("train", prog, "--steps", "30", "--checkpoint", ckpt)[0] == 0
     code, out, err = run_dp("train", prog, "--steps", "60", "--checkpoint", ckpt, "--resume",

@@ -5,7 +5,6 @@ bitwise the same parameters and the same per-step losses."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import ROOT, dp_here, run_dp
+from conftest import dp_here, program_in, run_dp
 from dp.interpreter.training import checkpoint
 from dp.interpreter.training.metrics import metrics_path
 
@@ -25,15 +24,6 @@ Tiny(ts) = map(GenerateToken, BERT(ts; d = 16, layers = 1, heads = 2, ff = 32))
 train Tiny on text(pydoc_topics, mask = 0.15):
   loss cross_entropy; optimizer adamw(lr = 0.003); batch 8; steps 40; seed 3
 """
-
-
-def _program(tmp_path, text: str | None = None):
-    path = tmp_path / "prog.dp"
-    if text is None:
-        shutil.copy(ROOT / "programs" / "digits_mlp.dp", path)
-    else:
-        path.write_text(text)
-    return path
 
 
 def _spawn(*args):
@@ -68,7 +58,7 @@ def _same_run(a, b) -> None:
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-    program = _program(tmp_path)
+    program = program_in(tmp_path)
     straight, broken = tmp_path / "straight.safetensors", tmp_path / "broken.safetensors"
     code, out, err = run_dp("train", program, "--set", "epochs=30", "--checkpoint", straight)
     assert code == 0, err
@@ -87,7 +77,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
 def test_ctrl_c_saves_the_step_and_resumes(tmp_path):
     """SIGINT finishes the step, saves it, says how to go on and exits 130; masked text
     has two random streams (windows and masks), both restored."""
-    program = _program(tmp_path, MASKED)
+    program = program_in(tmp_path, MASKED)
     straight, broken = tmp_path / "straight.safetensors", tmp_path / "broken.safetensors"
     code, out, err = run_dp("train", program, "--checkpoint", straight)
     assert code == 0, err
@@ -107,7 +97,7 @@ def test_ctrl_c_saves_the_step_and_resumes(tmp_path):
 
 
 def test_resume_of_a_finished_run_trains_nothing(tmp_path):
-    program = _program(tmp_path)
+    program = program_in(tmp_path)
     code, out, err = dp_here("train", program, "--set", "epochs=2")
     assert code == 0, err
     before = (tmp_path / "prog.safetensors").read_bytes()
@@ -121,7 +111,7 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path):
 
 
 def test_damaged_checkpoint_resumes_from_the_previous_one(tmp_path):
-    program = _program(tmp_path)
+    program = program_in(tmp_path)
     code, _, err = dp_here("train", program, "--set", "epochs=3")
     assert code == 0, err
     ckpt = tmp_path / "prog.safetensors"
@@ -134,7 +124,7 @@ def test_damaged_checkpoint_resumes_from_the_previous_one(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_checkpoint_without_previous_is_a_clear_error(tmp_path, damage):
-    program = _program(tmp_path)
+    program = program_in(tmp_path)
     code, _, err = dp_here("train", program, "--set", "epochs=1")
     assert code == 0, err
     ckpt = tmp_path / "prog.safetensors"
@@ -152,7 +142,7 @@ def test_damaged_checkpoint_without_previous_is_a_clear_error(tmp_path, damage):
 
 
 def test_resume_errors(tmp_path):
-    program = _program(tmp_path)
+    program = program_in(tmp_path)
     code, out, err = dp_here("train", program, "--resume")
     assert (code, out) == (2, "")
     assert err == (f"error[usage]: --resume: there is no checkpoint at "
@@ -170,7 +160,7 @@ def test_resume_errors(tmp_path):
 
 
 def test_metrics_file_is_written_beside_the_checkpoint(tmp_path):
-    program = _program(tmp_path)
+    program = program_in(tmp_path)
     program.write_text(program.read_text().replace(
         "epochs 20", "epochs 3"))
     code, out, err = dp_here("train", program)
@@ -190,7 +180,7 @@ def test_metrics_file_is_written_beside_the_checkpoint(tmp_path):
 def test_killed_at_random_moments_leaves_a_loadable_checkpoint(tmp_path):
     """SIGKILL anywhere in a run that saves every step (so often in the
     middle of writing one); `dp run` then loads a verified checkpoint every time."""
-    program = _program(tmp_path)
+    program = program_in(tmp_path)
     for lines in np.random.RandomState(0).randint(2, 12, size=3):
         proc = _spawn("train", program, "--set", "epochs=40", "--checkpoint-every", "1")
         _kill_after(proc, int(lines))
@@ -201,7 +191,7 @@ def test_killed_at_random_moments_leaves_a_loadable_checkpoint(tmp_path):
 
 
 def test_resume_needs_the_same_optimizer_state_and_a_training_state(tmp_path):
-    program = _program(tmp_path)
+    program = program_in(tmp_path)
     ckpt = tmp_path / "prog.safetensors"
     assert dp_here("train", program, "--set", "epochs=1", "--set", "momentum=0")[0] == 0
     code, out, err = dp_here("train", program, "--resume")
@@ -220,11 +210,11 @@ def test_resume_needs_the_same_optimizer_state_and_a_training_state(tmp_path):
 
 
 def test_bad_checkpoint_every_and_eval_on_training_text(tmp_path):
-    program = _program(tmp_path)
+    program = program_in(tmp_path)
     code, out, err = dp_here("train", program, "--checkpoint-every", "0")
     assert (code, out, err) == (2, "", "error[usage]: --checkpoint-every must be a positive "
                                        "number of steps, not 0\n")
-    program = _program(tmp_path, MASKED.replace("seed 3\n", "seed 3\n  eval text(pydoc_topics, "
+    program = program_in(tmp_path, MASKED.replace("seed 3\n", "seed 3\n  eval text(pydoc_topics, "
                                                 "mask = 0.15)\n"))
     code, out, err = dp_here("train", program)
     assert (code, out) == (1, "")

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 from conftest import ROOT, dp_here
+from gradcheck import numeric_grad
 from dp.dsl import load_text
 from dp.interpreter.core import lower as lower_module
 from dp.interpreter.core.execute import Executable
@@ -30,19 +31,6 @@ MyCell(h, x) = tanh(U h + V x + m)
 """
 
 
-def _numeric_grad(model: Model, loss: str, x, y) -> np.ndarray:
-    out = np.zeros_like(model.flat)
-    for i in range(model.flat.size):
-        keep = model.flat[i]
-        model.flat[i] = keep + 1e-6
-        up = model.loss(loss, x, y)
-        model.flat[i] = keep - 1e-6
-        down = model.loss(loss, x, y)
-        model.flat[i] = keep
-        out[i] = (up - down) / 2e-6
-    return out
-
-
 @pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "MyCell"])
 def test_language_model_gradient_matches_central_differences(cell):
     """Embedding gather, the scan (fused or unrolled) and the per-position scores, end to end,
@@ -53,7 +41,7 @@ def test_language_model_gradient_matches_central_differences(cell):
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 7, (3, 5)), rng.integers(0, 7, (3, 5))
     model.loss_and_grad("cross_entropy", x, y)
-    np.testing.assert_allclose(model.grad_flat, _numeric_grad(model, "cross_entropy", x, y),
+    np.testing.assert_allclose(model.grad_flat, numeric_grad(model, "cross_entropy", x, y),
                                rtol=1e-5, atol=1e-7)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, dp_here
+from gradcheck import numeric_grad
 from dp.dsl import DpError, load_text
 from dp.dsl.dims import DimVar, dim_from
 from dp.interpreter.core.lower import lower
@@ -122,15 +123,7 @@ def test_cnn_gradient_matches_central_differences():
     x, y = rng.uniform(0, 1, (3, 1, 8, 8)), np.array([0, 2, 1])
     model.loss_and_grad("cross_entropy", x, y)
     analytic = model.grad_flat.copy()
-    numeric = np.zeros_like(analytic)
-    for i in range(model.flat.size):
-        keep = model.flat[i]
-        model.flat[i] = keep + 1e-6
-        up = model.loss("cross_entropy", x, y)
-        model.flat[i] = keep - 1e-6
-        down = model.loss("cross_entropy", x, y)
-        model.flat[i] = keep
-        numeric[i] = (up - down) / 2e-6
+    numeric = numeric_grad(model, "cross_entropy", x, y)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-6)
 
 
@@ -330,15 +323,7 @@ Net(x) =
     x, y = rng.uniform(0, 1, (3, 4, 6, 6)), np.array([0, 2, 1])
     model.loss_and_grad("cross_entropy", x, y)
     analytic = model.grad_flat.copy()
-    numeric = np.zeros_like(analytic)
-    for i in range(model.flat.size):
-        keep = model.flat[i]
-        model.flat[i] = keep + 1e-6
-        up = model.loss("cross_entropy", x, y)
-        model.flat[i] = keep - 1e-6
-        down = model.loss("cross_entropy", x, y)
-        model.flat[i] = keep
-        numeric[i] = (up - down) / 2e-6
+    numeric = numeric_grad(model, "cross_entropy", x, y)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-6)
 
 
