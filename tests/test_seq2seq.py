@@ -7,16 +7,14 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, dp_here
 from dp.dsl import load_text, parse
 from dp.dsl.check_sources import check_source
 from dp.dsl.errors import DpError
-from dp.interpreter.data import tasks
-from dp.interpreter.data import text
 from dp.interpreter.core.model import Model
+from dp.interpreter.data import tasks, text
 from dp.interpreter.data.sources import dataset
-from test_sequences import _numeric_grad
+from gradcheck import numeric_grad
 
 
 def parse_source(source: str):
@@ -43,7 +41,7 @@ def test_sequence_to_sequence_gradient_matches_central_differences():
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 6, (3, 4)), rng.integers(0, 6, (3, 3))
     model.loss_and_grad("cross_entropy", x, y)
-    np.testing.assert_allclose(model.grad_flat, _numeric_grad(model, "cross_entropy", x, y),
+    np.testing.assert_allclose(model.grad_flat, numeric_grad(model, "cross_entropy", x, y),
                                rtol=1e-5, atol=1e-7)
 
 

@@ -7,11 +7,10 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, dp_here
 from dp.dsl import load_text
 from dp.interpreter.core.model import Model
-from test_sequences import _numeric_grad
+from gradcheck import numeric_grad
 
 
 def _layernorm(x, g, b):
@@ -98,7 +97,7 @@ Net(xs) = {block}(xs; heads = 2, ff = 6, mask = causal)
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 3, 4))
     model.loss_and_grad("squared_error", x, y)
-    np.testing.assert_allclose(model.grad_flat, _numeric_grad(model, "squared_error", x, y),
+    np.testing.assert_allclose(model.grad_flat, numeric_grad(model, "squared_error", x, y),
                                rtol=1e-5, atol=1e-7)
 
 
