@@ -51,6 +51,22 @@ def inputs(model, xs: tuple, at_least: int = 0) -> list[np.ndarray]:
     return out
 
 
+def plain(model) -> tuple | None:
+    """(dtype, shape, rank) of the one real-valued input of `model`, None if it has other
+    inputs: an array of exactly that kind needs no conversion, only `fits`."""
+    if len(model.arg_shapes) != 1 or model.sig.args[0].vocab is not None:
+        return None
+    return model.dtype, model.arg_shapes[0], len(model.arg_shapes[0]) + 1
+
+
+def fits(plain: tuple | None, x) -> bool:
+    """x is a non-empty C-contiguous array of the `plain` input's dtype and shape, which
+    `inputs` would pass on unchanged (checked in a few attribute reads)."""
+    return (plain is not None and type(x) is np.ndarray and x.dtype is plain[0]
+            and x.ndim == plain[2] and x.shape[1:] == plain[1] and len(x) > 0
+            and x.flags.c_contiguous)
+
+
 def _token_ids(x: np.ndarray, vocab: int, sig: str, what: str) -> np.ndarray:
     if x.dtype.kind not in "iu":
         raise _error("type", f"{sig} takes token ids (integers) as {what}, but it has dtype "

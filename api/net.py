@@ -23,6 +23,7 @@ class Net:
     def __init__(self, model: Model, train: T.TTrain | None, sources: dict[str, str]):
         self._model, self._sources = model, sources
         self._loss = train.loss if train is not None and train.model == model.name else None
+        self._plain = arrays.plain(model)
 
     @property
     def name(self) -> str:
@@ -50,6 +51,8 @@ class Net:
     def __call__(self, *xs) -> np.ndarray:
         """The outputs for a batch. A module that reads its own earlier output tokens
         (`previous`) writes them one at a time, as `dp run` does."""
+        if len(xs) == 1 and arrays.fits(self._plain, xs[0]):  # nothing to convert
+            return self._model.predict(xs[0])
         return self._model.predict(*arrays.inputs(self._model, xs))
 
     @api

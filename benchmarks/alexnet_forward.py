@@ -12,9 +12,14 @@ if it has torch). Each: `--warmup` untimed calls (dp's first call builds the pla
 numba's kernels), then the median of `--calls` timed calls; ms per image = median / batch.
 Not used by the tests or CI.
 
-    .venv/bin/python benchmarks/alexnet_forward.py --torch-python /work/torchvenv/bin/python
+    .venv/bin/python benchmarks/alexnet_forward.py --torch-python /tmp/torchvenv/bin/python
 """
-import argparse, importlib.util, json, statistics, subprocess, sys  # noqa: E401
+import argparse
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
 from time import perf_counter
 
 import numpy as np
@@ -38,7 +43,7 @@ def images(batch):  # the same inputs on both sides
 
 
 def run_dp(batch, warmup, calls):  # -> (median s per call, parameter count)
-    from dp.dsl.loader import load_programs      # imported here: the torch worker has no dp
+    from dp.dsl.loader import load_programs  # imported here: the torch worker has no dp
     from dp.interpreter.core.model import Model
     tprog, _ = load_programs([])                  # the stdlib alone, AlexNet included
     model = Model(tprog, "AlexNet")

@@ -1,30 +1,38 @@
-"""Benchmark W3 `rnn_charlm`: median ms per training step of dp and PyTorch, and the held-out
-loss each reaches.
+"""Benchmark rnn_charlm alone: median ms per training step of dp and PyTorch, and the
+held-out loss each reaches, for quick A/B timing (benchmarks/run_all.py runs every workload
+and peer).
 
-As /work/shared/bench/README.md defines it (characters of CPython's pydoc_data.topics, the
-last tenth held out; embed 64, SimpleRNN hidden 128, linear 128 -> vocab; Adam lr 3e-3; seq
-64, batch 32, 300 steps; windows from one RandomState(0) stream): a step = take the batch +
-zero grads + forward + loss + backward + optimizer step + loss as a float; median after 10
-warm-up steps. dp trains programs/charlm_rnn.dp through its Python API as `dp train` does.
-torch_ref.py --only rnn_charlm runs both of its versions (a hand-written cell loop and
-nn.RNN) in a subprocess with --torch-python. Not used by the tests or CI.
+As benchmarks/README.md defines it (characters of CPython's pydoc_data.topics, the last tenth
+held out; embed 64, SimpleRNN hidden 128, linear 128 -> vocab; Adam lr 3e-3; seq 64, batch
+32, 300 steps; windows from one RandomState(0) stream): a step = take the batch + zero grads +
+forward + loss + backward + optimizer step + loss as a float; median after 10 warm-up steps.
+dp trains programs/charlm_rnn.dp through its Python API as `dp train` does. torch_peer.py
+rnn_charlm runs a hand-written cell loop (torch) and nn.RNN (torch_fused) in subprocesses
+with --torch-python. Not used by the tests or CI.
 
-With --cell LSTM, the same program with `cell = LSTM` against nn.LSTM (lstm_torch.py).
+With --cell LSTM, the same program with `cell = LSTM` against nn.LSTM.
 
-    .venv/bin/python benchmarks/rnn_charlm.py --torch-python /work/torchvenv/bin/python
+    .venv/bin/python benchmarks/rnn_charlm.py --torch-python /tmp/torchvenv/bin/python
     .venv/bin/python benchmarks/rnn_charlm.py --cell LSTM --torch-python ...
 """
-import argparse, importlib.util, itertools, json, statistics, subprocess, sys  # noqa: E401
+import argparse
+import importlib.util
+import itertools
+import json
+import statistics
+import subprocess
+import sys
 from pathlib import Path
 from time import perf_counter
 
 from dp.dsl.loader import load_text as load_text_program
-from dp.interpreter.data import text
 from dp.interpreter.core.model import Model
-from dp.interpreter.data.sources import dataset
 from dp.interpreter.core.optim import from_record
+from dp.interpreter.data import text
+from dp.interpreter.data.sources import dataset
 
 ROOT = Path(__file__).resolve().parent.parent
+TORCH_PEER = ROOT / "benchmarks" / "peers" / "torch_peer.py"
 WARMUP, STEPS = 10, 300
 
 
@@ -54,24 +62,26 @@ def train_dp(source):  # a char LM program's text -> (median s/step, held-out, f
     return statistics.median(times[WARMUP:]), heldout, statistics.mean(losses[-20:])
 
 
-def run_torch(python, ref, cell):  # -> {impl: (median s per step, held-out, final train loss)}
-    command = ([python, ref, "--only", "rnn_charlm"] if cell == "SimpleRNN" else
-               [python, str(Path(__file__).with_name("lstm_torch.py")), str(Path(ref).parent)])
-    return torch_records(command, "rnn_charlm")
+def run_torch(python, cell):  # -> {impl: (median s per step, held-out, final train loss)}
+    if cell == "SimpleRNN":
+        return torch_records(python, "rnn_charlm", ["hand", "fused"])
+    return torch_records(python, "lstm_charlm", ["fused"])
 
 
-def torch_records(command, workload):  # torch_ref.py's JSON lines of one workload
-    out = subprocess.check_output(command, text=True)
-    recs = [r for r in map(json.loads, out.splitlines()) if r["workload"].startswith(workload)]
-    return {r["workload"].replace(workload, "torch"): (
-        r["median_step_ms"] / 1e3, r["heldout_loss_nats"], r["final_train_loss"]) for r in recs}
+def torch_records(python, workload, variants):  # torch_peer.py's records of the variants
+    res = {}
+    for variant in variants:
+        out = subprocess.check_output([python, str(TORCH_PEER), workload, variant], text=True)
+        for r in map(json.loads, out.splitlines()):
+            res[r["impl"]] = (r["median_step_ms"] / 1e3, r["heldout_loss_nats"],
+                              r["final_train_loss"])
+    return res
 
 
 def arguments(doc, *extra):  # the options both char-LM benchmarks take
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=1, help="runs per impl; the best median wins")
     ap.add_argument("--torch-python", help="a Python with torch (default: this one, if it has)")
-    ap.add_argument("--torch-ref", default=str(ROOT.parent / "shared" / "bench" / "torch_ref.py"))
     for args, kwargs in extra:
         ap.add_argument(*args, **kwargs)
     return ap.parse_args()
@@ -81,8 +91,8 @@ def compare(args, title, run_dp_once, run_torch_once):
     """Best medians of dp and of each torch impl over --repeat runs, printed as ratios."""
     res = {"dp": min(run_dp_once() for _ in range(args.repeat))}
     py = args.torch_python or (sys.executable if importlib.util.find_spec("torch") else None)
-    if py is None or not Path(args.torch_ref).is_file():
-        print("torch: SKIPPED (pass --torch-python PATH and --torch-ref PATH)")
+    if py is None:
+        print("torch: SKIPPED (no torch in this Python; pass --torch-python PATH)")
     else:
         for _ in range(args.repeat):
             for k, v in run_torch_once(py).items():
@@ -98,8 +108,8 @@ def compare(args, title, run_dp_once, run_torch_once):
 def main():
     args = arguments(__doc__, (("--cell",), {"choices": ["SimpleRNN", "LSTM"],
                                              "default": "SimpleRNN"}))
-    compare(args, f"W3 rnn_charlm ({args.cell})", lambda: run_dp(args.cell),
-            lambda py: run_torch(py, args.torch_ref, args.cell))
+    compare(args, f"rnn_charlm ({args.cell})", lambda: run_dp(args.cell),
+            lambda py: run_torch(py, args.cell))
 
 
 if __name__ == "__main__":

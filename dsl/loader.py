@@ -6,9 +6,10 @@ fixed order so that a user's program can use every module in it.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from . import ast
+from . import ast, cache
 from .checker import check
 from .choices import check_chosen
 from .errors import DpError, Span
@@ -25,10 +26,30 @@ def stdlib_dir() -> Path:
     return Path(dp.stdlib.__file__).resolve().parent
 
 
-def stdlib_programs() -> list[ast.Program]:
+def stdlib_sources() -> dict[str, str]:
+    """Path -> text of each standard library file, in STDLIB_ORDER."""
     folder = stdlib_dir()
-    return [parse((folder / name).read_text(encoding="utf-8"), str(folder / name))
-            for name in STDLIB_ORDER]
+    return {str(folder / name): (folder / name).read_text(encoding="utf-8")
+            for name in STDLIB_ORDER}
+
+
+def stdlib_programs(sources: dict[str, str] | None = None) -> list[ast.Program]:
+    """The standard library parsed: once in a process, and kept between runs (cache.py) under
+    a key of its paths, its texts and the front end's code. The programs are immutable, so
+    every caller may share them."""
+    sources = stdlib_sources() if sources is None else sources
+    key = cache.digest(cache.front_end_key(), *(s for item in sources.items() for s in item))
+    if key not in _PARSED:
+        _PARSED.clear()
+        _PARSED[key] = cache.cached(
+            "stdlib", key, lambda: [parse(text, path) for path, text in sources.items()],
+            AST_CLASSES)
+    return list(_PARSED[key])
+
+
+_PARSED: dict[str, list[ast.Program]] = {}  # the key of the standard library's texts -> them
+AST_CLASSES = (Span, *(c for c in vars(ast).values()
+                       if isinstance(c, type) and dataclasses.is_dataclass(c)))
 
 
 def read_program(path: str) -> tuple[str, ast.Program]:
@@ -57,11 +78,8 @@ def load_programs(paths: list[str], sets: dict[str, str] | None = None,
 
     A standard library file named on the command line is checked once, not twice."""
     folder = stdlib_dir()
-    programs, sources = [], {}
-    for name in STDLIB_ORDER:
-        text = (folder / name).read_text(encoding="utf-8")
-        sources[str(folder / name)] = text
-        programs.append(parse(text, str(folder / name)))
+    sources = stdlib_sources()
+    programs = stdlib_programs(sources)
     for path in paths:
         if Path(path).resolve().parent == folder and Path(path).name in STDLIB_ORDER:
             continue

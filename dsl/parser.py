@@ -16,9 +16,11 @@ from pathlib import Path
 
 from lark import Lark, Token
 from lark.exceptions import LarkError, UnexpectedInput
+from lark.grammar import Rule
 from lark.indenter import Indenter
+from lark.lexer import TerminalDef
 
-from . import ast
+from . import ast, cache
 from .build_ast import MAX_DEPTH, ToAst
 from .errors import DpError, Span, source_lines
 from .syntax_errors import TAB_LEN, BadDedent, dedent_error, syntax_error
@@ -59,9 +61,26 @@ class _DpIndenter(Indenter):
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
+    """The parser. Building its tables takes lark longer than parsing a program, so they are
+    kept in the cache (cache.py) from one run to the next."""
+    try:
+        tables = cache.cached("grammar", cache.front_end_key(), _tables)
+        return Lark._load_from_dict(tables["data"], tables["memo"], postlex=_DpIndenter())
+    except Exception:  # what was kept is damaged: build the parser, as if nothing were kept
+        return _build()
+
+
+def _build() -> Lark:
     grammar = (Path(__file__).parent / "grammar.lark").read_text(encoding="utf-8")
     return Lark(grammar, parser="lalr", postlex=_DpIndenter(), propagate_positions=True,
                 maybe_placeholders=True, start=["start", "repl_input"])
+
+
+def _tables() -> dict:
+    """lark's parser as data (what `Lark.save` would pickle), without the indenter."""
+    data, memo = _build().memo_serialize([TerminalDef, Rule])
+    data["options"] = {k: v for k, v in data["options"].items() if k != "postlex"}
+    return {"data": data, "memo": memo}
 
 
 def parse(text: str, file: str = "<input>") -> ast.Program:

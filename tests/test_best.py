@@ -16,13 +16,16 @@ from conftest import dp_here
 from dp.interpreter.training import checkpoint
 from dp.interpreter.training import train as train_module
 
-# A rate too high to settle: the held-out loss goes up and down (lowest at epoch 4 of 8).
+# A rate too high to settle: the held-out loss goes up and down (lowest at epoch 4 of 8). The
+# run is chaotic: a change in the last bit of a kernel's rounding moves its lowest epoch, and
+# the seed is one that puts it at epoch 4 (seed 0 did before the float32 exp of the softmax
+# kernels).
 PROGRAM = """\
 Net: R^64 -> R^10
 Net(x) = FeedForward(FeedForward(x) : R^32; act = identity)
 
 train Net on digits(split = train):
-  loss cross_entropy; optimizer sgd(lr = 0.5, momentum = 0.9); batch 32; epochs 8
+  loss cross_entropy; optimizer sgd(lr = 0.5, momentum = 0.9); batch 32; epochs 8; seed 7
   eval digits(split = test)
 
 run:

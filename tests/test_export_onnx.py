@@ -106,6 +106,9 @@ PreBlock(xs) = PreNormBlock(xs; heads = 2, ff = 16, mask = causal)
 Embeds: Token[9]^4 -> R^8
 Embeds(ts) = Collapse(map(EmbedToken(; d = 8), ts))
 
+CharLM: Token[9]^4 -> Token[9]^4
+CharLM(ts) = LanguageModel(ts; body = SequenceRNN(; cell = LSTM, h = 3), d = 4)
+
 Unfused: (R^8)^4 -> (R^8)^4
 Unfused(xs) =
   q = split_heads(xs; h = 2)
@@ -117,7 +120,8 @@ Translate(ts) = SequenceToSequence(ts; d = 8, layers = 1, heads = 2, ff = 16)
 """
 
 NAMES = ["Acts", "Products", "Vision", "Convs", "Seq1d", "Recurrent", "Gated", "Unrolled",
-         "Norms", "Attend", "CausalAttend", "Block", "PreBlock", "Embeds", "Unfused", "Translate"]
+         "Norms", "Attend", "CausalAttend", "Block", "PreBlock", "Embeds", "CharLM", "Unfused",
+         "Translate"]
 
 
 @pytest.fixture(scope="module")

@@ -170,6 +170,13 @@ CASES += [
     Case("embed", (Arg((1,), "int", 1), _u(1, 1))),
     Case("embed", (Arg((2, 3, 2), "int", 5), _u(5, 2))),
 ]
+# embed_linear(ids, E, W, b?): ids >= V rows (the product on the table), fewer (gather first).
+CASES += [
+    Case("embed_linear", (Arg((3, 5), "int", 4), _u(4, 3), _u(2, 3), _u(2))),
+    Case("embed_linear", (Arg((2, 3), "int", 5), _u(5, 2), _u(3, 2))),
+    Case("embed_linear", (Arg((1, 2), "int", 5), _u(5, 3), _u(4, 3), _u(4))),
+    Case("embed_linear", (Arg((1,), "int", 1), _u(1, 1), _u(1, 1), _u(1))),
+]
 # rnn_scan(xp [B, n, h], U [h, h]) and lstm_scan(xp [B, n, 4h], U [4h, h]): backpropagation
 # through the whole sequence; n = 1 (no recurrence), B = 1, h = 1.
 for _b, _n, _h in [(2, 5, 3), (1, 1, 1), (3, 1, 4), (1, 7, 2), (4, 6, 1)]:
@@ -221,7 +228,8 @@ def test_gradcheck_numpy_path(case: Case, monkeypatch) -> None:
 
 def test_size_picks_the_path() -> None:
     from dp.interpreter.core.primitives import reduce
-    assert reduce.use_kernel(np.zeros((32, 10))) and not reduce.use_kernel(np.zeros((2048, 100)))
+    assert reduce.use_kernel(np.zeros((32, 10))) and reduce.use_kernel(np.zeros((2048, 103)))
+    assert not reduce.use_kernel(np.broadcast_to(np.float32(0), (8193, 8192)))  # > 2^26
     assert PATHS == ("kernel", "numpy")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dp.dsl import typed as T
 from dp.dsl.blocks import SOURCES
@@ -13,23 +14,14 @@ from dp.dsl.check_blocks import override, point_data
 from dp.dsl.choices import configuration_names, only_choices
 from dp.dsl.errors import DpError, plural, suggest
 from dp.dsl.loader import load_programs
-from dp.interpreter.core.lower import lower
-from dp.interpreter.core.model import Model
-from dp.interpreter.core.plan import format_plan
 from dp.interpreter.training import distributed
-from dp.interpreter.training import generate as sampling
-from dp.interpreter.training.best import best_path
-from dp.interpreter.training.checkpoint import load_weights, put_weights
-from dp.interpreter.training.reports import run_block
-from dp.interpreter.training.train import (
-    checkpoint_path,
-    load_trained,
-    parse_sets,
-    program_hash,
-)
-from dp.interpreter.training.train import train as train_model
 
 from .structure import describe_module, is_closed, open_sizes
+
+# What only running a model needs (the executor, training, data, checkpoints) is imported by
+# the commands that run one, so that `dp check` starts faster.
+if TYPE_CHECKING:
+    from dp.interpreter.core.model import Model
 
 
 def check(args) -> int:
@@ -54,11 +46,18 @@ def check(args) -> int:
         print()
         print("\n".join(lines))
         if args.dump == "plan" and is_closed(tdef):
-            print(format_plan(lower(tprog, tdef.name, 1, tdef.span)))
+            print(_plan_text(tprog, tdef))
         elif args.dump == "plan":  # a generic module has a plan only where it is used
             print(f"no plan: {tdef.name} waits for {', '.join(open_sizes(tdef))}; it is "
                   "lowered where a module uses it")
     return 0
+
+
+def _plan_text(tprog: T.TProgram, tdef: T.TDef) -> str:
+    from dp.interpreter.core.lower import lower
+    from dp.interpreter.core.plan import format_plan
+
+    return format_plan(lower(tprog, tdef.name, 1, tdef.span))
 
 
 def _train_block(tprog: T.TProgram, file: str) -> T.TTrain:
@@ -74,6 +73,11 @@ def train_cmd(args) -> int:
 
 
 def _train(args) -> int:
+    from dp.interpreter.core.model import Model
+    from dp.interpreter.training.reports import run_block
+    from dp.interpreter.training.train import checkpoint_path, parse_sets, program_hash
+    from dp.interpreter.training.train import train as train_model
+
     distributed.join()  # under mpiexec: the ranks agree on any error from here on
     sets = parse_sets(args.set)  # the model's configuration arguments are chosen in loading
     tprog, sources = load_programs([args.file], sets)
@@ -101,8 +105,10 @@ def _train(args) -> int:
     summary = train_model(model, config, os.path.dirname(args.file) or ".", ckpt,
                           program_hash(sources[args.file]), resume=args.resume,
                           every=args.checkpoint_every)
-    print(f"trained {plural(summary['steps'], 'step')} in {summary['seconds']:.2f} s; final "
-          f"loss {summary['final_loss']:.4f}; saved {ckpt}", flush=True)
+    first = summary["first_step_seconds"]  # None when no step was left to run
+    print(f"trained {plural(summary['steps'], 'step')} in {summary['seconds']:.2f} s"
+          + (f" (first step {first:.2f} s)" if first is not None else "")
+          + f"; final loss {summary['final_loss']:.4f}; saved {ckpt}", flush=True)
     for rb in runs if distributed.root() else ():  # rank 0 alone reports
         run_block(rb, {model.name: model}, os.path.dirname(args.file) or ".")
     return 0
@@ -114,6 +120,10 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from dp.interpreter.core.model import Model
+    from dp.interpreter.training.reports import run_block
+    from dp.interpreter.training.train import checkpoint_path, parse_sets
+
     sets = parse_sets(args.set)  # as the model was trained: --set cell=LSTM
     tprog, _ = load_programs([args.file], sets, settings=False)
     only_choices(sets, tprog, "run")
@@ -150,6 +160,8 @@ def _run(args) -> int:
 
 def _best(ckpt: str, config: T.TTrain) -> str:
     """`dp run --best`: the parameters with the best held-out loss, kept beside CKPT."""
+    from dp.interpreter.training.best import best_path
+
     best = best_path(ckpt)
     if not os.path.exists(best):
         raise DpError("usage", f"--best: there is no best checkpoint {best}", None, (
@@ -182,6 +194,8 @@ def _data(train: T.TTrain | None, runs, path: str):
 def _load(model: Model, ckpt: str, tprog: T.TProgram) -> None:
     """The trained parameters; a model with configuration arguments may have been trained
     with other choices (`dp train --set cell=LSTM`), which must be made again."""
+    from dp.interpreter.training.train import load_trained
+
     try:
         load_trained(model, ckpt)
     except DpError as err:
@@ -196,6 +210,10 @@ def _load(model: Model, ckpt: str, tprog: T.TProgram) -> None:
 def generate(args) -> int:
     """`dp generate FILE "prompt"`: text from the trained language model, written as the run
     block's generate report writes it."""
+    from dp.interpreter.core.model import Model
+    from dp.interpreter.training import generate as sampling
+    from dp.interpreter.training.train import checkpoint_path, parse_sets
+
     sampling.check_flags(args.prompt, args.n, args.temperature, args.top_k, args.seed)
     sets = parse_sets(args.set)
     tprog, _ = load_programs([args.file], sets, settings=False)
@@ -214,6 +232,8 @@ def generate(args) -> int:
 def _untrained(tprog: T.TProgram, seed: int, weights: str | None = None) -> dict[str, Model]:
     """A program with no train block runs its modules as initialized from the seed, or
     with the given weights."""
+    from dp.interpreter.core.model import Model
+
     models = {}
     for r in (r for b in tprog.runs for p in b.prints for r in p.items):
         if r.model is not None and r.model not in models:
@@ -230,6 +250,8 @@ def _untrained(tprog: T.TProgram, seed: int, weights: str | None = None) -> dict
 
 def _weights(models: list[Model], path: str) -> None:
     """`--weights` and `--init-from`: a safetensors file by parameter path, strictly."""
+    from dp.interpreter.training.checkpoint import load_weights, put_weights
+
     tensors, meta = load_weights(path)
     put_weights(models, tensors, meta, f"'{path}'")
 
@@ -256,7 +278,9 @@ def export(args) -> int:
     """The module's inference graph as ONNX, with the trained parameters when MODULE is the
     model the train block trains and its checkpoint exists (or --checkpoint names one), else
     initialized from --seed."""
+    from dp.interpreter.core.model import Model
     from dp.interpreter.export.onnx_export import export_onnx
+    from dp.interpreter.training.train import checkpoint_path, parse_sets
 
     sets = parse_sets(args.set)  # as the model was trained: --set cell=LSTM
     tprog, _ = load_programs([args.file], sets, settings=False)

@@ -12,6 +12,9 @@
 - `join_heads(attention(split_heads(q; heads = H), split_heads(k; heads = H),
   split_heads(v; heads = H)); heads = H)` -> `attention(q, k, v; heads = H)`, which reads the
   heads in place: no copies of q, k, v or out, nor of their gradients.
+- `linear(embed(ids, E), W, b)`, with the reshapes lowering puts between them, ->
+  `embed_linear(ids, E, W, b)`: a language model's embedding and its first projection, which
+  the primitive can compute once on the table's rows instead of once per token.
 
 A chain is fused only when each of its intermediate values has no other use. The plan is
 re-checked after each kind of rewrite when plan.CHECK_PLANS is on.
@@ -39,10 +42,11 @@ class _Fuser:
 
     def run(self) -> None:
         for prim, rule in (("add", self._bias), ("relu", self._relu),
-                           ("matmul", self._attention), ("join_heads", self._heads)):
+                           ("matmul", self._attention), ("join_heads", self._heads),
+                           ("linear", self._embed_linear)):
             rewritten = False
             for i, e in enumerate(self.plan.eqns):
-                fused = rule(e) if e.prim == prim else None
+                fused = rule(e) if e.prim == prim and id(e) not in self.dropped else None
                 if fused is not None:
                     self._replace(i, fused)
                     rewritten = True
@@ -131,3 +135,27 @@ class _Fuser:
         self.dropped.update(id(x) for x in [att] + splits)
         params = tuple(sorted(att.params + (("heads", heads),)))
         return Eqn("attention", tuple(s.inputs[0] for s in splits), params, e.out, att.span)
+
+    def _embed_linear(self, e: Eqn) -> Eqn | None:
+        """e = linear(x, W, b?) with x = embed(ids, E), maybe reshaped: embed_linear on ids
+        shaped as e's rows (the ids' own reshape undone when lowering made one)."""
+        if dict(e.params).get("relu"):
+            return None
+        x = e.inputs[0]
+        between = self._only(x, "reshape")
+        emb = self._only(between.inputs[0] if between else x, "embed")
+        if emb is None:
+            return None
+        ids, rows = emb.inputs[0], e.out.shape[:-1]
+        source = self.made.get(ids.id)
+        if ids.shape != rows and source is not None and source.prim == "reshape" \
+                and source.inputs[0].shape == rows:
+            if self.uses[ids.id] == 1:
+                self.dropped.add(id(source))
+            else:
+                self.uses[source.inputs[0].id] += 1
+            ids = source.inputs[0]
+        if ids.shape != rows:
+            return None
+        self.dropped.update(id(q) for q in (emb, between) if q is not None)
+        return Eqn("embed_linear", (ids,) + emb.inputs[1:] + e.inputs[1:], (), e.out, e.span)

@@ -100,6 +100,13 @@ class Model:
     def predict(self, *xs: np.ndarray, chunk: int = 512) -> np.ndarray:
         """Outputs for every example of the inputs (forward only), in chunks to bound memory.
         A module that reads its own earlier output tokens writes them one at a time."""
+        n = len(xs[0])
+        if 0 < n <= chunk and not self.feedback:  # one pass: no slices, no joins
+            ex = self._plans.get((n, None, False)) or self._executable(n, None)
+            if len(xs) == 1:
+                return ex.run(np.ascontiguousarray(xs[0], dtype=self.input_dtype))
+            return ex.run(*[np.ascontiguousarray(x, dtype=dt)
+                            for x, dt in zip(xs, self.input_dtypes, strict=True)])
         outs = []
         for start in range(0, len(xs[0]), chunk):
             batch = [np.ascontiguousarray(x[start:start + chunk], dtype=dt)
@@ -127,9 +134,11 @@ class Model:
         """Mean loss of the batch; the gradient lands in `self.grad_flat`. `key` = (seed,
         step) makes it a training step: dropout draws its masks from it (None: evaluation,
         dropout is the identity)."""
-        ex = self._executable(len(x), loss)
+        ex = self._plans.get((len(x), loss, False)) or self._executable(len(x), loss)
+        if ex.grad_into is None:
+            ex.bind(self.params, self.grads)
         vals = ex.forward(*self._inputs(x, y), key=key)
-        ex.param_grads(ex.backward(vals), self.grads)
+        ex.backward_into(vals)
         return float(vals[ex.output_ids[0]])
 
     def vjp(self, *xs: np.ndarray, key: tuple[int, int] | None = None):

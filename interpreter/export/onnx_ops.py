@@ -206,6 +206,11 @@ def _embed(g: GraphBuilder, e, ins, p) -> str:
     return g.node("Gather", [ins[1], ins[0]], axis=0)
 
 
+def _embed_linear(g: GraphBuilder, e, ins, p) -> str:
+    """The rows of the table's projection E @ W^T (+ b), one Gemm, gathered by the ids."""
+    return g.node("Gather", [g.node("Gemm", ins[1:], transB=1), ins[0]], axis=0)
+
+
 def _scan(g: GraphBuilder, e, xp: str, u: str, lstm: bool) -> str:
     """A recurrence from a zero state as one Scan over the sequence, its step a subgraph that
     reads U^T from the graph around it. ONNX runtimes agree on scanning the first axis, so
@@ -260,6 +265,6 @@ RULES = {
     "layernorm": _layernorm, "causal_softmax": _causal_softmax,
     "split_heads": _split_heads, "join_heads": _join_heads, "attention": _attention,
     "conv2d": _conv2d, "conv1d": _conv1d, "maxpool2d": _pool("MaxPool"),
-    "avgpool2d": _pool("AveragePool"), "embed": _embed,
+    "avgpool2d": _pool("AveragePool"), "embed": _embed, "embed_linear": _embed_linear,
     "rnn_scan": _rnn_scan, "lstm_scan": _lstm_scan,
 }

@@ -186,7 +186,8 @@ def train(model: Model, config: T.TTrain, base_dir: str, ckpt_path: str, source_
         progress.close()
         log.close()
     return {"steps": run.step, "seconds": run.seconds, "final_loss": run.last_mean,
-            "best": best if held is not None and run.best_step else None}
+            "best": best if held is not None and run.best_step else None,
+            "first_step_seconds": progress.first}  # the plan built, the kernels loaded
 
 
 def _stream(model: Model, config: T.TTrain, base_dir: str):

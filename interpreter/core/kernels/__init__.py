@@ -7,49 +7,22 @@ this, `@njit(cache=True)` next to a read-only package (or with `HOME=/nonexisten
 "cannot cache function". This must run before Numba reads its configuration, so the kernel
 modules import Numba only after this file has run (a submodule import always runs it first).
 
-Kernel rules: `@njit(cache=True, error_model="numpy")`,
-no `fastmath` (NaN and inf must propagate), dtype-generic (float32 at run time, float64 in the
-gradient checks), accumulation in float64, no error paths (the wrappers in `primitives/` check
-what a user can get wrong), and a NumPy reference for every kernel in `tests/test_kernels.py`.
+Kernel rules: `@njit(cache=True, error_model="numpy")`, `fastmath` off or only flags that keep
+NaN and inf (`contract`, `reassoc`), dtype-generic (float32 at run time, float64 in the
+gradient checks), accumulation in float64 (BLAS-like products may sum in their dtype, as BLAS
+does), no error paths (the wrappers in `primitives/` check what a user can get wrong), and a
+NumPy reference for every kernel (`tests/test_kernels.py` and its neighbours).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import tempfile
 import warnings
 
-
-def _usable(path: str) -> bool:
-    """True if `path` is (or can be made) a private directory we own and can write to.
-
-    The cache holds pickled index files, so a directory another user could write to would let
-    them run code in our process: we refuse it rather than trust it.
-    """
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
-    except OSError:
-        return False
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        return False
-    if st.st_mode & 0o022:
-        return False
-    return os.access(path, os.W_OK | os.X_OK)
-
-
-def _candidates() -> list[str]:
-    out = []
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and os.path.isabs(xdg):
-        out.append(os.path.join(xdg, "dp", "numba"))
-    home = os.path.expanduser("~")
-    if home and home != "~" and os.path.isabs(home):
-        out.append(os.path.join(home, ".cache", "dp", "numba"))
-    uid = os.getuid() if hasattr(os, "getuid") else os.getpid()
-    out.append(os.path.join(tempfile.gettempdir(), f"dp-numba-{uid}"))
-    return out
+from dp.dsl.cache import candidates, usable
 
 
 def ensure_cache_dir() -> str:
@@ -57,8 +30,8 @@ def ensure_cache_dir() -> str:
     current = os.environ.get("NUMBA_CACHE_DIR")
     if current:
         return current
-    for path in _candidates():
-        if _usable(path):
+    for path in candidates("numba"):
+        if usable(path):
             break
     else:
         path = tempfile.mkdtemp(prefix="dp-numba-")
@@ -73,3 +46,19 @@ def ensure_cache_dir() -> str:
 
 
 CACHE_DIR = ensure_cache_dir()
+
+
+def __getattr__(name: str):
+    """`from ..kernels import conv as K` binds a module that loads, and Numba with it, when
+    one of its kernels is first used: lowering needs only the primitives' shape rules, so
+    `dp check` never loads Numba. (`from ..kernels.conv import f` would load it at once.)"""
+    fullname = f"{__name__}.{name}"
+    if fullname not in sys.modules:
+        spec = None if name.startswith("__") else importlib.util.find_spec(fullname)
+        if spec is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[fullname] = module
+        spec.loader.exec_module(module)
+    return sys.modules[fullname]

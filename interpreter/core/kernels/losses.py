@@ -11,40 +11,39 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
 import numpy as np
+from numba import njit
 
-from .softmax import row_exp, row_shift, row_sum_exp
+from .softmax import exp_rows
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def cross_entropy_rows(x, labels):
     n = x.shape[0]
     out = np.empty(n, dtype=x.dtype)
+    _, m, s = exp_rows(x)
     for i in range(n):
         if labels[i] < 0:
             out[i] = 0.0
             continue
-        m = row_shift(x, i)
-        s = row_sum_exp(x, i, m)
-        out[i] = (m - float(x[i, labels[i]])) + math.log(s)
+        out[i] = (m[i] - float(x[i, labels[i]])) + math.log(s[i])
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def cross_entropy_rows_vjp(g, x, labels):
     """dx[i, j] = g[i] * (softmax(x)[i, j] - [j == label[i]]); the softmax is recomputed
     (two passes over the row) rather than rebuilt from the rounded loss."""
     n, k = x.shape
-    dx = np.empty_like(x)
-    e = np.empty(k)
+    dx, _, s = exp_rows(x)
     for i in range(n):
         if labels[i] < 0:
             dx[i, :] = 0.0
             continue
-        inv = 1.0 / row_exp(x, i, row_shift(x, i), e)
+        inv = 1.0 / s[i]
         gi = float(g[i])
+        lab = dx[i, labels[i]]
         for j in range(k):
-            dx[i, j] = gi * (e[j] * inv)
-        dx[i, labels[i]] = gi * (e[labels[i]] * inv - 1.0)
+            dx[i, j] = gi * (float(dx[i, j]) * inv)
+        dx[i, labels[i]] = gi * (float(lab) * inv - 1.0)
     return dx

@@ -25,113 +25,17 @@ alternatives measured:
   of U^T, made once per sequence.
 - dU is one GEMM over the whole sequence after the loop, not a small one per step.
 
-Activations. In float32 the cells use `tanh_` and `sigmoid_` below: exp by a Cephes polynomial
-scaled by integer powers of two, so that LLVM vectorises them (Numba's math.tanh and math.exp
-are scalar libm calls, no SVML here: with them the rnn forward took 5.2 ms). Over every 7th
-float32 in [-90, 90], tanh is within 1.4 ulp and sigmoid within 2.5 ulp of the exact value;
-tanh(+-inf) = +-1, sigmoid(inf) = 1, and NaN propagates. sigmoid(x) below -86 stays at
-sigmoid(-86) = 4.4e-38 (exp's argument is clamped). Eigen's float32 rational tanh costs a third
-as much but is 4-7 ulp off. In float64 (the gradient checks) they are libm's tanh and a stable
-sigmoid.
+Activations: `tanh_` and `sigmoid_` of kernels/vmath.py, polynomials that LLVM vectorises in
+float32 (Numba's math.tanh and math.exp are scalar libm calls, no SVML here: with them the rnn
+forward took 5.2 ms), libm in float64.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from numba import njit
 
-# ---------------------------------------------------------------------------------------------
-# Activations: a vectorisable float32 exp-based tanh and sigmoid; libm in float64
-
-_F = np.float32
-_LOG2E = _F(1.44269504088896341)
-_LN2_HI = _F(0.693359375)            # Cody-Waite split of ln 2 (Cephes expf)
-_LN2_LO = _F(-2.12194440e-4)
-_E1, _E2, _E3 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
-_E4, _E5, _E6 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
-_T1, _T2, _T3 = _F(-5.70498872745e-3), _F(2.06390887954e-2), _F(-5.37397155531e-2)
-_T4, _T5 = _F(1.33314422036e-1), _F(-3.33332819422e-1)   # Cephes tanhf, |x| < 0.625
-_HALF, _ONE, _TWO = _F(0.5), _F(1.0), _F(2.0)
-_TANH_MAX = _F(20.0)     # tanh(x) for |x| >= 10 rounds to +-1: 1 - 2 / (exp(20) + 1)
-_SIGMOID_MAX = _F(86.0)  # sigmoid(-86) = 4.4e-38, near the smallest normal float32
-_SMALL = _F(0.625)
-
-
-@njit(cache=True, error_model="numpy")
-def _exp32(y, ymax):
-    """exp(y) for float32 y in [0, ymax], ymax <= 86 (or NaN): exp(r) * 2^k with |r| <= ln2/2,
-    2^k as two integer shifts (k <= 124). k comes from a NaN-free copy of y (a NaN cast to an
-    integer is undefined); NaN reaches the result through r."""
-    yk = y if y < ymax else ymax  # noqa: FURB136 (NaN -> ymax on purpose)
-    k = np.int64(yk * _LOG2E + _HALF)
-    kf = _F(k)
-    r = (y - kf * _LN2_HI) - kf * _LN2_LO
-    p = ((((_E1 * r + _E2) * r + _E3) * r + _E4) * r + _E5) * r + _E6
-    p = (p * r) * r + r + _ONE
-    k1 = k >> 1
-    return p * _F(np.int64(1) << k1) * _F(np.int64(1) << (k - k1))
-
-
-@njit(cache=True, error_model="numpy")
-def _tanh32(x):
-    """Cephes' odd polynomial for |x| < 0.625, else sign(x) (1 - 2 / (exp(2|x|) + 1))."""
-    a = abs(x)
-    y = a * _TWO
-    if y > _TANH_MAX:  # noqa: PLR1730 (an if, not min(): NaN stays NaN)
-        y = _TANH_MAX
-    big = _ONE - _TWO / (_exp32(y, _TANH_MAX) + _ONE)
-    z = x * x
-    small = ((((_T1 * z + _T2) * z + _T3) * z + _T4) * z + _T5) * z * x + x
-    big = big if x > 0 else -big
-    return small if a < _SMALL else big
-
-
-@njit(cache=True, error_model="numpy")
-def _sigmoid32(x):
-    """sigmoid(-|x|) = 1 / (1 + e), sigmoid(|x|) = e / (1 + e) with e = exp(|x|)."""
-    y = abs(x)
-    if y > _SIGMOID_MAX:  # noqa: PLR1730 (NaN stays NaN)
-        y = _SIGMOID_MAX
-    e = _exp32(y, _SIGMOID_MAX)
-    lo = _ONE / (e + _ONE)
-    return lo if x < 0 else e * lo
-
-
-@njit(cache=True, error_model="numpy")
-def _sigmoid64(x):
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-def tanh_(x):
-    """tanh in the cell kernels: _tanh32 for float32, libm otherwise. Numba compiles the
-    @overload below into the kernels; this body runs only under NUMBA_DISABLE_JIT."""
-    return _tanh32(x) if isinstance(x, np.float32) else math.tanh(x)
-
-
-def sigmoid_(x):
-    """The logistic sigmoid in the cell kernels, as tanh_."""
-    return _sigmoid32(x) if isinstance(x, np.float32) else _sigmoid64(x)
-
-
-@overload(tanh_)
-def _tanh_impl(x):
-    if x == types.float32:
-        return lambda x: _tanh32(x)
-    return lambda x: math.tanh(x)
-
-
-@overload(sigmoid_)
-def _sigmoid_impl(x):
-    if x == types.float32:
-        return lambda x: _sigmoid32(x)
-    return lambda x: _sigmoid64(x)
-
+from .vmath import sigmoid_, tanh_
 
 # ---------------------------------------------------------------------------------------------
 # Embedding: the scatter-add of the gradient rows into the table's gradient

@@ -1,7 +1,7 @@
 """Softmax-family kernels: rows of a C-contiguous 2-D array [N, K] (the last axis is K).
 
-They serve arrays of up to a few thousand elements, where one fused call beats a chain of
-NumPy calls; above that, `primitives/reduce.py` uses NumPy's SIMD `exp` instead.
+One fused call beats the chain of NumPy calls of `primitives/reduce.py` at every size measured
+there (its NumPy path takes only arrays above KERNEL_MAX_SIZE).
 
 Every row is shifted by its maximum before `exp`, so nothing overflows (a row of 1e4s, or
 [3e38, -3e38], stays finite). A row whose maximum is infinite is not shifted (`-inf - -inf`
@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 from numba import njit
+
+from .vmath import exp_
 
 
 @njit(cache=True, error_model="numpy")
@@ -32,38 +34,45 @@ def row_shift(x, i):
     return m
 
 
-@njit(cache=True, error_model="numpy")
-def row_sum_exp(x, i, m):
-    """sum_j exp(x[i, j] - m) in float64."""
-    s = 0.0
-    for j in range(x.shape[1]):
-        s += math.exp(float(x[i, j]) - m)
-    return s
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def exp_rows(x):
+    """(e, m, s): e[i, j] = exp(x[i, j] - m[i]) in x's dtype, m[i] = row_shift(x, i), s[i] the
+    float64 sum of row i of e. Three passes (shift, exp, sums), so that the exp runs as one loop
+    over all N * K entries: a loop over one row of K = 103 leaves a scalar remainder of up to
+    15 exps per row, which cost as much as the vectorised rest."""
+    n, k = x.shape
+    e = np.empty_like(x)
+    m = np.empty(n)
+    for i in range(n):
+        mi = row_shift(x, i)
+        m[i] = mi
+        mm = x.dtype.type(mi)
+        for j in range(k):
+            e[i, j] = x[i, j] - mm
+    flat = e.reshape(-1)
+    for t in range(flat.size):
+        flat[t] = exp_(flat[t])
+    s = np.empty(n)
+    for i in range(n):
+        a = 0.0
+        for j in range(k):
+            a += float(e[i, j])
+        s[i] = a
+    return e, m, s
 
 
-@njit(cache=True, error_model="numpy")
-def row_exp(x, i, m, e):
-    """e[j] = exp(x[i, j] - m) (float64 scratch of length K); returns their sum."""
-    s = 0.0
-    for j in range(x.shape[1]):
-        e[j] = math.exp(float(x[i, j]) - m)
-        s += e[j]
-    return s
-
-
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def softmax_rows(x):
     n, k = x.shape
-    out = np.empty_like(x)
-    e = np.empty(k)
+    e, _, s = exp_rows(x)
     for i in range(n):
-        inv = 1.0 / row_exp(x, i, row_shift(x, i), e)
+        inv = 1.0 / s[i]
         for j in range(k):
-            out[i, j] = e[j] * inv
-    return out
+            e[i, j] = float(e[i, j]) * inv
+    return e
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def softmax_rows_vjp(g, y):
     """dx = y * (g - sum_j g_j y_j), with y the softmax output."""
     n, k = y.shape
@@ -77,19 +86,18 @@ def softmax_rows_vjp(g, y):
     return dx
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def log_softmax_rows(x):
     n, k = x.shape
-    out = np.empty_like(x)
+    out, m, s = exp_rows(x)
     for i in range(n):
-        m = row_shift(x, i)
-        log_s = math.log(row_sum_exp(x, i, m))
+        log_s = math.log(s[i])
         for j in range(k):
-            out[i, j] = (float(x[i, j]) - m) - log_s
+            out[i, j] = (float(x[i, j]) - m[i]) - log_s
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def log_softmax_rows_vjp(g, y):
     """dx = g - softmax * sum_j g_j, with softmax = exp(y) and y the log-softmax output.
 
@@ -102,31 +110,30 @@ def log_softmax_rows_vjp(g, y):
         for j in range(k):
             sg += float(g[i, j])
         for j in range(k):
-            dx[i, j] = float(g[i, j]) - math.exp(float(y[i, j])) * sg
+            dx[i, j] = float(g[i, j]) - float(exp_(y[i, j])) * sg
     return dx
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def logsumexp_rows(x):
     n = x.shape[0]
     out = np.empty(n, dtype=x.dtype)
+    _, m, s = exp_rows(x)
     for i in range(n):
-        m = row_shift(x, i)
-        out[i] = m + math.log(row_sum_exp(x, i, m))
+        out[i] = m[i] + math.log(s[i])
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def logsumexp_rows_vjp(g, x):
     """dx[i, j] = g[i] * softmax(x)[i, j].
 
     The softmax is recomputed from x instead of using exp(x - out): out is rounded to the
     output dtype, and in float32 ulp(1e4) ~ 1e-3 would become a 1e-3 relative gradient error."""
     n, k = x.shape
-    dx = np.empty_like(x)
-    e = np.empty(k)
+    dx, _, s = exp_rows(x)
     for i in range(n):
-        scale = float(g[i]) / row_exp(x, i, row_shift(x, i), e)
+        scale = float(g[i]) / s[i]
         for j in range(k):
-            dx[i, j] = e[j] * scale
+            dx[i, j] = float(dx[i, j]) * scale
     return dx

@@ -11,7 +11,10 @@ by side. The calling convention, which the lowered plan relies on:
   exactly that input's shape, or None where `wants[i]` is False or the input is an integer
   array (labels). Unwanted gradients are not computed. Rules never write into `g`, `out` or
   `inputs`; they may return views of `g` (identity, reshape, transpose), so callers that
-  accumulate gradients must do so out of place.
+  accumulate gradients must do so out of place. A backward may also take `into=`: a tuple with
+  one array or None per input, where it may write that input's gradient and return that array
+  (linear does, for dW and db: the executor's views of the flat gradient buffer); the executor
+  gives it only to rules whose signature has it.
 - Saved residuals: a primitive registered with `saves=True` keeps something from its forward
   that its backward needs and would otherwise recompute (maxpool2d's argmax, conv2d's im2col
   columns, lstm_scan's gates and cells). Its `forward` returns `(out, saved)` and its

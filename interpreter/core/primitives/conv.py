@@ -1,17 +1,17 @@
-"""Convolutions: conv2d on NCHW batches (im2col + BLAS) and conv1d along a sequence.
+"""Convolutions: conv2d on NCHW batches (im2col + BLAS, or Winograd) and conv1d along a sequence.
 
-conv2d builds columns with a bias row of ones (kernels/conv.py), so the forward is one batched
-matmul [w | b] @ cols and [dW | db] is one batched matmul g @ cols^T summed over the batch; dx
-(a matmul and the col2im scatter) is skipped when not wanted, as for the first layer. It saves
-its columns for the backward when they are small (see SAVE_MAX). Measured on 2 cores in
-float32: at cnn_digits' size ([32,1,8,8] conv [16,1,3,3], padding 1) forward 23 us, backward
-without dx 15 us (a direct Numba convolution took 160 us forward); AlexNet's features at batch
-8, forward 50-55 ms vs PyTorch's 41 ms.
+conv2d builds columns [C*KH*KW + 1, B*Ho*Wo] with a bias row of ones (kernels/conv.py): the
+images side by side, so the forward is one matmul [w | b] @ cols for a whole chunk of images
+(AlexNet's 13 x 13 layers would give OpenBLAS products only 169 wide, one per image), and
+[dW | db] is one matmul g @ cols^T with g laid out the same way; dx (a matmul and the col2im
+scatter) is skipped when not wanted, as for the first layer. It saves its columns for the
+backward when they are small (see SAVE_MAX). 3 x 3, stride-1 layers with enough channels run
+their forward as Winograd F(2x2, 3x3) instead (see WINOGRAD_MIN).
 
 Filters may be rectangular (KH x KW, each axis with its own padding) and grouped: with
 `groups` g, the C input and C2 output channels are cut into g groups and each output channel
 sees only the C / g inputs of its group (depthwise when g = C). A grouped product is one
-batched matmul over the groups, [g, C2/g, C/g*KH*KW] @ [B, g, C/g*KH*KW, Ho*Wo].
+batched matmul over the groups, [g, C2/g, C/g*KH*KW] @ [g, C/g*KH*KW, B*Ho*Wo].
 
 conv1d(x, w, b) runs filters w [E, D, K] along a sequence x [B, N, D] (PyTorch's Conv1d layout
 with the sequence first, as dp stores it): K matmuls of the shifted sequence with one tap each.
@@ -66,33 +66,75 @@ def conv2d_shape(x: tuple, w: tuple, b: tuple, *, stride: int, padding, groups: 
 
 
 # Columns of at most SAVE_MAX elements are built for the whole batch and saved for the backward
-# (at cnn_digits' size that spares the backward a 12 us im2col). Larger ones go one image at a
-# time through one reused buffer, cache-resident and already paged in (AlexNet's forward at
-# batch 8: 69 ms with whole-batch columns, 50-55 ms so), and the backward rebuilds them.
+# (at cnn_digits' size that spares the backward a 12 us im2col). Larger ones go through one
+# reused buffer a chunk of images at a time, and the backward rebuilds them.
 SAVE_MAX = 1 << 20
+# A chunk holds whole images, about CHUNK_COLS columns (output pixels) or one image when an
+# image has more: small images (13 x 13) still give OpenBLAS a wide product, and large ones
+# keep their columns small. (AlexNet's 27 x 27 layer on 2 cores: 19.6 ms one image at a time,
+# 22.8 ms two.)
+CHUNK_COLS = 512
 
 
-def columns(x, kh: int, kw: int, stride: int, ph: int, pw: int, out=None) -> np.ndarray:
-    """im2col of x [B, C, H, W] into out (or a new array) [B, C*KH*KW + 1, Ho*Wo]."""
+def chunks(nb: int, p: int, cols: int) -> list[tuple[int, int]]:
+    """[start, stop) runs of images, even in size, of about `cols` columns of p each."""
+    n = -(-nb // max(1, min(nb, -(-cols // p))))
+    per = -(-nb // n)
+    return [(i, min(i + per, nb)) for i in range(0, nb, per)]
+
+
+def columns(x, kh: int, kw: int, stride: int, ph: int, pw: int, buf=None) -> np.ndarray:
+    """im2col of x [B, C, H, W]: [C*KH*KW + 1, B*Ho*Wo], in the front of the flat buf if
+    given (else a new array)."""
     nb, c, h, w = x.shape
-    p = _out_size(h, kh, stride, ph) * _out_size(w, kw, stride, pw)
-    if out is None:
-        out = np.empty((nb, c * kh * kw + 1, p), dtype=x.dtype)
-    K.im2col(x, out, kh, kw, stride, ph, pw)
+    shape = (c * kh * kw + 1, nb * _out_size(h, kh, stride, ph) * _out_size(w, kw, stride, pw))
+    if buf is None:
+        out = np.empty(shape, dtype=x.dtype)
+    else:
+        out = buf[:shape[0] * shape[1]].reshape(shape)
+    K.im2col(np.ascontiguousarray(x).reshape(nb, c, h * w), out, h, w, kh, kw, stride, ph, pw)
     return out
 
 
-def _product(w, b, wb, cols, groups: int, out=None):
-    """[n, C2, P] = the filters applied to columns [n, C*KH*KW + 1, P]."""
+def _product(w, b, wb, cols, groups: int) -> np.ndarray:
+    """[C2, n*P] = the filters applied to columns [C*KH*KW + 1, n*P], bias added."""
     if groups == 1:
-        return np.matmul(wb, cols, out=out)
-    n, _, p = cols.shape
+        return np.matmul(wb, cols)
     wg = w.reshape(groups, w.shape[0] // groups, -1)
-    y = np.matmul(wg, cols[:, :-1].reshape(n, groups, -1, p)).reshape(n, w.shape[0], p)
+    y = np.matmul(wg, cols[:-1].reshape(groups, wg.shape[2], -1)).reshape(w.shape[0], -1)
     y += b[:, None]
-    if out is None:
-        return y
-    out[...] = y
+    return y
+
+
+def _images(y, n: int) -> np.ndarray:
+    """[C2, n*P] as n images [n, C2, P] (a view)."""
+    return y.reshape(y.shape[0], n, -1).transpose(1, 0, 2)
+
+
+# 3 x 3, stride-1 convolutions with at least WINOGRAD_MIN input and output channels (where the
+# tile transforms cost little beside the products) and too large to save their columns run
+# their forward as Winograd F(2x2, 3x3) (kernels/conv.py): 16 products per 2 x 2 output tile
+# and channel pair instead of 36 (AlexNet's three 13 x 13 layers, batch 8, 2 cores: 29 ms
+# instead of 41), as exact as the columns' product in float32. The backward stays with
+# the columns.
+WINOGRAD_MIN = 32
+WINOGRAD_TILES = 512  # tiles a chunk of images holds, about
+
+
+def winograd(x, w, b, ph: int, pw: int) -> np.ndarray:
+    """conv2d of x [B, C, H, W] by 3 x 3 filters w, stride 1, as Winograd F(2x2, 3x3): the
+    tiles' transforms, then one matmul per each of the 16 transform entries, over channels."""
+    nb, c, h, wd = x.shape
+    c2 = w.shape[0]
+    ho, wo = h + 2 * ph - 2, wd + 2 * pw - 2
+    th, tw = (ho + 1) // 2, (wo + 1) // 2
+    u = np.empty((16, c2, c), dtype=x.dtype)
+    K.winograd_filters(w, u)
+    out = np.empty((nb, c2, ho, wo), dtype=x.dtype)
+    for i, j in chunks(nb, th * tw, WINOGRAD_TILES):
+        v = np.empty((16, c, (j - i) * th * tw), dtype=x.dtype)
+        K.winograd_inputs(x[i:j], v, ph, pw, th, tw)
+        K.winograd_outputs(np.matmul(u, v), b, out[i:j], th, tw)
     return out
 
 
@@ -100,55 +142,81 @@ def conv2d_forward(x, w, b, *, stride: int, padding, groups: int = 1):
     nb, c2, kh, kw = x.shape[0], w.shape[0], w.shape[2], w.shape[3]
     ph, pw = pair(padding)
     ho, wo = _out_size(x.shape[2], kh, stride, ph), _out_size(x.shape[3], kw, stride, pw)
+    if (kh, kw, stride, groups) == (3, 3, 1, 1) and min(x.shape[1], c2) >= WINOGRAD_MIN \
+            and nb * (x.shape[1] * 9 + 1) * ho * wo > SAVE_MAX:
+        return winograd(x, w, b, ph, pw), None
     wb = np.concatenate((w.reshape(c2, -1), b.reshape(c2, 1)), axis=1) if groups == 1 else None
     rows = x.shape[1] * kh * kw + 1
+    out = np.empty((nb, c2, ho * wo), dtype=x.dtype)
     if nb * rows * ho * wo <= SAVE_MAX:
         cols = columns(x, kh, kw, stride, ph, pw)
-        return _product(w, b, wb, cols, groups).reshape(nb, c2, ho, wo), cols
-    out = np.empty((nb, c2, ho * wo), dtype=x.dtype)
-    buf = np.empty((1, rows, ho * wo), dtype=x.dtype)
-    for i in range(nb):
-        cols = columns(x[i:i + 1], kh, kw, stride, ph, pw, buf)
-        _product(w, b, wb, cols, groups, out=out[i:i + 1])
+        if groups == 1:      # small images: one product per image, straight into out
+            np.matmul(wb, _images(cols, nb), out=out)
+        else:
+            out[...] = _images(_product(w, b, wb, cols, groups), nb)
+        return out.reshape(nb, c2, ho, wo), cols
+    spans = chunks(nb, ho * wo, CHUNK_COLS)
+    buf = np.empty(rows * (spans[0][1] - spans[0][0]) * ho * wo, dtype=x.dtype)
+    for i, j in spans:
+        cols = columns(x[i:j], kh, kw, stride, ph, pw, buf)
+        if j - i == 1 and groups == 1:      # one image: its product is already NCHW
+            np.matmul(wb, cols, out=out[i])
+        else:
+            out[i:j] = _images(_product(w, b, wb, cols, groups), j - i)
     return out.reshape(nb, c2, ho, wo), None
 
 
+def _filter_grads(gi, cols, groups: int) -> np.ndarray:
+    """[dW | db] [C2, C/groups*KH*KW + 1] of one chunk: g [C2, n*P] @ its columns^T."""
+    if groups == 1:
+        return np.matmul(gi, cols.T)
+    c2 = gi.shape[0]
+    c3 = cols[:-1].reshape(groups, (cols.shape[0] - 1) // groups, -1)
+    dwb = np.empty((c2, c3.shape[1] + 1), dtype=gi.dtype)
+    dwb[:, :-1] = np.matmul(gi.reshape(groups, c2 // groups, -1),
+                            c3.transpose(0, 2, 1)).reshape(c2, -1)
+    dwb[:, -1] = gi.sum(axis=1)
+    return dwb
+
+
 def conv2d_backward(g, out, inputs, wants, *, saved, stride, padding, groups: int = 1):
-    """[dW | db] = sum over images of g @ cols^T; dx = col2im(W^T g), per group. Without
-    saved columns, one image at a time, rebuilding its columns into one buffer."""
+    """[dW | db] = g @ cols^T over all images; dx = col2im(W^T g), per group; both with g laid
+    out as the columns are, [C2, B*Ho*Wo]. Without saved columns, a chunk of images at a time,
+    rebuilding its columns into one buffer."""
     x, w, _ = inputs
     nb, c2, ho, wo = g.shape
     kh, kw = w.shape[2], w.shape[3]
     ph, pw = pair(padding)
-    g3 = g.reshape(nb, c2, ho * wo)
+    p = ho * wo
     rows = x.shape[1] * kh * kw + 1
-    dwb = np.zeros((c2, w[0].size + 1), dtype=g.dtype) if wants[1] or wants[2] else None
+    dwb = None
     dx = np.empty(x.shape, dtype=x.dtype) if wants[0] else None
-    step = nb if saved is not None else 1
-    buf = np.empty((1, rows, ho * wo), dtype=x.dtype) if saved is None and dwb is not None \
-        else None
-    cg, c2g = x.shape[1] // groups, c2 // groups
+    spans = [(0, nb)] if saved is not None else chunks(nb, p, CHUNK_COLS)
+    buf = np.empty(rows * (spans[0][1] - spans[0][0]) * p, dtype=x.dtype) \
+        if saved is None and (wants[1] or wants[2]) else None
+    c2g = c2 // groups
     wg = w.reshape(groups, c2g, -1)
-    for i in range(0, nb, step):
-        gi = g3[i:i + step]
-        n = gi.shape[0]
-        if dwb is not None:
-            cols = saved if saved is not None else columns(x[i:i + 1], kh, kw, stride, ph, pw,
-                                                           buf)
-            if groups == 1:
-                dwb += np.matmul(gi, cols.transpose(0, 2, 1)).sum(axis=0)
+    for i, j in spans:
+        n = j - i
+        if n == 1:         # one image's gradient is laid out as its columns already
+            gi = g[i].reshape(c2, p)
+        else:
+            gi = np.empty((c2, n * p), dtype=g.dtype)
+            _images(gi, n)[...] = g[i:j].reshape(n, c2, p)
+        if wants[1] or wants[2]:
+            cols = saved if saved is not None else columns(x[i:j], kh, kw, stride, ph, pw, buf)
+            part = _filter_grads(gi, cols, groups)
+            if dwb is None:
+                dwb = part
             else:
-                c4 = cols[:, :-1].reshape(n, groups, cg * kh * kw, -1)
-                dw = np.matmul(gi.reshape(n, groups, c2g, -1), c4.transpose(0, 1, 3, 2))
-                dwb[:, :-1] += dw.sum(axis=0).reshape(c2, -1)
-                dwb[:, -1] += gi.sum(axis=(0, 2))
+                dwb += part
         if dx is not None:
             if groups == 1:
                 dcols = np.matmul(w.reshape(c2, -1).T, gi)
             else:
-                dcols = np.matmul(wg.transpose(0, 2, 1), gi.reshape(n, groups, c2g, -1))
-                dcols = dcols.reshape(n, x.shape[1] * kh * kw, -1)
-            K.col2im(dcols, dx[i:i + step], kh, kw, stride, ph, pw)
+                dcols = np.matmul(wg.transpose(0, 2, 1), gi.reshape(groups, c2g, -1))
+                dcols = dcols.reshape(x.shape[1] * kh * kw, -1)
+            K.col2im(dcols, dx[i:j], kh, kw, stride, ph, pw)
     dw = np.ascontiguousarray(dwb[:, :-1]).reshape(w.shape) if wants[1] else None
     db = dwb[:, -1].copy() if wants[2] else None
     return dx, dw, db

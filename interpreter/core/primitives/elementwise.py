@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..kernels.elementwise import relu_grad
+from ..kernels import elementwise as K
 from . import broadcast_shape, near_tie, near_zero, register, unbroadcast
 
 
@@ -88,7 +88,7 @@ def _gelu_dx(g: np.ndarray, out: np.ndarray, x: np.ndarray) -> np.ndarray:
 _unary("neg", np.negative, lambda g, out, x: np.negative(g))
 _unary("identity", lambda x: x, lambda g, out, x: g)
 # relu'(0) = 0 (the convention of PyTorch and JAX); relu of NaN is NaN.
-_unary("relu", lambda x: np.maximum(x, 0), lambda g, out, x: relu_grad(g, x),
+_unary("relu", lambda x: np.maximum(x, 0), lambda g, out, x: K.relu_grad(g, x),
        smooth=False, kinks=(near_zero,))
 _unary("tanh", np.tanh, lambda g, out, x: g * (1 - out * out))
 _unary("sigmoid", _sigmoid, lambda g, out, x: g * (out * (1 - out)))

@@ -3,7 +3,10 @@ concat.
 
 Matrix products go to BLAS through NumPy. `linear` is the hot path of every FeedForward: its
 batched input is folded to one 2-D matrix (a view when contiguous) so each product is a single
-GEMM, and `W.T` is a transposed view that BLAS consumes without a copy.
+GEMM, and `W.T` is a transposed view that BLAS consumes without a copy. linear and matmul
+always return a new array, never a view of an input (the executor's `run` relies on it:
+execute.FRESH), and linear's backward takes `into=`, the arrays to write dW and db into (the
+executor's views of the flat gradient buffer).
 """
 
 from __future__ import annotations
@@ -33,29 +36,45 @@ def linear_shape(x: tuple, w: tuple, *b: tuple, relu: bool = False) -> tuple:
     return tuple(x[:-1]) + (w[0],)
 
 
+# Products of at most SMALL_ROWS rows and SMALL multiply-adds run as one kernel
+# (kernels/linear.py: the call into BLAS costs more than the arithmetic): batch-1 inference
+# of a small network. From 4 rows on BLAS is as fast, and training batches keep BLAS's sums.
+SMALL, SMALL_ROWS = 16384, 2
+
+
 def linear_forward(x: np.ndarray, w: np.ndarray, *b: np.ndarray, relu: bool = False):
-    out = x.reshape(-1, x.shape[-1]) @ w.T
-    if b and out.size:
-        K.bias_act(out, b[0], relu)
-    elif relu:
-        np.maximum(out, 0, out=out)
-    return out.reshape(x.shape[:-1] + (w.shape[0],))
+    x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+    if len(x2) <= SMALL_ROWS and len(x2) * w.size <= SMALL and x.dtype is w.dtype:
+        out = np.empty((len(x2), w.shape[0]), x.dtype)
+        K.small_linear(x2, w, b[0] if b else w[0, :0], relu, out)
+    else:
+        out = x2 @ w.T
+        if b and out.size:
+            K.bias_act(out, b[0], relu)
+        elif relu:
+            np.maximum(out, 0, out=out)
+    return out if x.ndim == 2 else out.reshape(x.shape[:-1] + (w.shape[0],))
 
 
-def linear_backward(g, out, inputs, wants, relu=False):
+def linear_backward(g, out, inputs, wants, relu=False, into=None):
+    """`into`: for each input None or an array to write its gradient into (the executor's
+    view of the flat gradient buffer), so dW is the GEMM's own output, never copied."""
     x, w = inputs[:2]
+    dest = into or (None,) * len(inputs)
     g2 = np.ascontiguousarray(g).reshape(-1, w.shape[0])
     db = None
     if relu:
-        g2, db = K.relu_vjp_sums(g2, np.ascontiguousarray(out).reshape(g2.shape))
+        db = dest[2] if len(inputs) == 3 and dest[2] is not None else np.empty(w.shape[0],
+                                                                               g2.dtype)
+        g2 = K.relu_vjp_sums(g2, np.ascontiguousarray(out).reshape(g2.shape), db)
     # dx = g @ W is skipped when not wanted (the first layer's input): one GEMM saved.
     dx = (g2 @ w).reshape(x.shape) if wants[0] else None
     # dW = sum over the leading axes of g^T x, done as one GEMM over the folded axes.
-    dw = g2.T @ x.reshape(-1, x.shape[-1]) if wants[1] else None
+    dw = np.matmul(g2.T, x.reshape(-1, x.shape[-1]), out=dest[1]) if wants[1] else None
     if len(inputs) == 2:
         return dx, dw
     if wants[2] and db is None:
-        db = g2.sum(axis=0)
+        db = g2.sum(axis=0, out=dest[2])
     return dx, dw, (db if wants[2] else None)
 
 

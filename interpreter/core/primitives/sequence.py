@@ -203,3 +203,67 @@ def lstm_scan_backward(g, out, inputs, wants, *, saved):
 
 register("lstm_scan", shape=lstm_scan_shape, forward=lstm_scan_forward,
          backward=lstm_scan_backward, smooth=True, saves=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# embed_linear(ids, E, W) or embed_linear(ids, E, W, b): ids [B, ...], E [V, d], W [m, d],
+# b [m] -> [B, ..., m] = E[ids] @ W.T (+ b). fuse.py makes it of `linear(embed(ids, E), W, b)`
+# (a language model's embedding and its next layer's input projection). Since
+# E[ids] @ W.T + b = (E @ W.T + b)[ids], when there are at least as many ids as rows in E the
+# product runs once on the table (V rows) instead of once per id; the backward then scatter-adds
+# g into dT [V, m] and takes dE = dT @ W, dW = dT.T @ E, db = dT.sum(0). With fewer ids (batch-1
+# generation) it gathers first, as the unfused pair did. The choice is made per call, so one
+# plan serves every batch size (the ONNX export compares plans lowered for two).
+
+
+def embed_linear_shape(ids: tuple, table: tuple, w: tuple, *b: tuple) -> tuple:
+    if len(table) != 2 or len(w) != 2 or table[1] != w[1]:
+        raise ValueError(f"embed_linear: expects E [V, d] and W [m, d], got {list(table)} and "
+                         f"{list(w)}")
+    if len(b) > 1 or b and tuple(b[0]) != (w[0],):
+        raise ValueError(f"embed_linear: the bias must be [{w[0]}] for W {list(w)}, got "
+                         f"{[list(s) for s in b]}")
+    return tuple(ids) + (w[0],)
+
+
+def _on_table(n: int, nv: int) -> bool:
+    """Whether the product pays on the table's V rows rather than on the n gathered ones."""
+    return n >= nv
+
+
+def embed_linear_forward(ids: np.ndarray, table: np.ndarray, w: np.ndarray, *b: np.ndarray):
+    flat = _ids(ids, table.shape[0])
+    rows = table if _on_table(len(flat), len(table)) else np.take(table, flat, axis=0)
+    out = rows @ w.T
+    if b:
+        out += b[0]
+    if rows is table:
+        out = np.take(out, flat, axis=0)
+    return out.reshape(ids.shape + (w.shape[0],))
+
+
+def embed_linear_backward(g, out, inputs, wants):
+    ids, table, w = inputs[:3]
+    nb = len(inputs) - 3
+    if not any(wants[1:]):
+        return (None,) * len(inputs)
+    flat = _ids(ids, table.shape[0])
+    g2 = np.ascontiguousarray(g, dtype=table.dtype).reshape(len(flat), w.shape[0])
+    if _on_table(len(flat), len(table)):
+        dt = np.empty((table.shape[0], w.shape[0]), dtype=table.dtype)
+        K.embed_grad(flat, g2, dt)  # dT: the rows of g summed per id
+        de = dt @ w if wants[1] else None
+        dw = dt.T @ table if wants[2] else None
+        db = dt.sum(axis=0) if nb and wants[3] else None
+    else:
+        de = None
+        if wants[1]:
+            de = np.empty(table.shape, dtype=table.dtype)
+            K.embed_grad(flat, np.ascontiguousarray(g2 @ w), de)
+        dw = g2.T @ np.take(table, flat, axis=0) if wants[2] else None
+        db = g2.sum(axis=0) if nb and wants[3] else None
+    return (None, de, dw) + ((db,) if nb else ())
+
+
+register("embed_linear", shape=embed_linear_shape, forward=embed_linear_forward,
+         backward=embed_linear_backward, smooth=True, integer_inputs=(0,))
