@@ -20,6 +20,7 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 from time import perf_counter
 
 import numpy as np
@@ -56,19 +57,11 @@ def run_dp(batch, warmup, calls):  # -> (median s per call, parameter count)
 
 def torch_worker(batch, warmup, calls):  # runs under --torch-python; prints one JSON line
     import torch
-    from torch import nn
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Flatten(),
-        nn.Linear(9216, 4096), nn.ReLU(),
-        nn.Linear(4096, 4096), nn.ReLU(),
-        nn.Linear(4096, 1000)).eval()
+    sys.path.insert(0, str(Path(__file__).with_name("peers")))
+    from torch_peer import alexnet  # the run_all peer's model, built once there
+    model = alexnet().eval()
     x = torch.from_numpy(images(batch))
     with torch.inference_mode():
         med, out = median_call(model, x, warmup, calls)
