@@ -53,3 +53,34 @@ def test_two_cold_cache_processes_at_once(tmp_path):
         assert p.returncode == 0, err
         assert "cannot cache" not in err and "accuracy" in out
     assert any((tmp_path / "cold" / "dp" / "numba").rglob("*.nbi"))
+
+
+THREADS = """
+import threading
+import numpy as np
+import dp
+net = dp.load("programs/digits_mlp.dp").model("Digits", seed=0)
+x = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+outs = [[] for _ in range(4)]
+start = threading.Barrier(4)
+def calls(i):
+    start.wait()  # the model's first call comes from four threads at once
+    outs[i] += [net(x) for _ in range(100)]
+threads = [threading.Thread(target=calls, args=(i,)) for i in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+serial = net(x)
+assert all(len(o) == 100 and all(np.array_equal(a, serial) for a in o) for o in outs)
+print("same")
+"""
+
+
+def test_four_threads_calling_one_model_match_the_serial_result():
+    """A fresh process whose first calls come from four threads (the kernels are loaded when
+    the executor is imported, not lazily on first use, which is not thread-safe before Python
+    3.12.3): every result is bitwise the serial one."""
+    r = subprocess.run([sys.executable, "-c", THREADS], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert (r.returncode, r.stdout.strip()) == (0, "same"), r.stderr[-2000:]

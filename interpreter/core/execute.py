@@ -35,8 +35,11 @@ from operator import itemgetter
 
 import numpy as np
 
+from .kernels import load_now
 from .plan import Const, Plan
 from .primitives import PRIMITIVES
+
+load_now()  # the kernels the primitives bound lazily, loaded here in one thread
 
 # primitives whose result is always a new array (primitives/linalg.py), never a view of an
 # input: `run` returns it uncopied

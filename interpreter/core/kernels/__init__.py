@@ -62,3 +62,12 @@ def __getattr__(name: str):
         sys.modules[fullname] = module
         spec.loader.exec_module(module)
     return sys.modules[fullname]
+
+
+def load_now() -> None:
+    """Finish loading every kernel module bound lazily so far. The executor calls it when it
+    is imported, so that the loading happens there, in one thread: LazyLoader is not
+    thread-safe before Python 3.12.3, and a model's first call may come from several."""
+    for fullname, module in list(sys.modules.items()):
+        if fullname.startswith(__name__ + "."):
+            getattr(module, "__doc__", None)  # any attribute of a lazy module loads it
