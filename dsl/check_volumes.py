@@ -141,6 +141,15 @@ def _per_group(ch: Dim, groups: Dim, subst: dict) -> Dim:
     return dim_from("/", ch, groups)
 
 
+def _agree(c, name: str, e, pairs) -> None:
+    """Unify each (size, size, what it means) pair; the first that cannot be is the error."""
+    for a, b, msg in pairs:
+        try:
+            c.subst = unify(a, b, c.subst, c.deferred)
+        except Mismatch:
+            raise _err("shape", f"{name}: {msg}", e.span) from None
+
+
 def _conv(c, xs, x, args, attrs: dict, e) -> T.TPrim:
     ch, h, w = x
     ft = apply_subst(xs[1].type, c.subst)
@@ -166,13 +175,9 @@ def _conv(c, xs, x, args, attrs: dict, e) -> T.TPrim:
     else:
         channels = (f"the filters {fname} take {cin} channels a group, but {describe(args[0])} "
                     f"has {ch} in {groups} groups ({per} a group)")
-    for a, b, msg in ((cin, per, channels),
-                      (bt.shape[0], c2, f"the bias {bname} has {bt.shape[0]} entries, but "
-                       f"the filters make {c2} channels")):
-        try:
-            c.subst = unify(a, b, c.subst, c.deferred)
-        except Mismatch:
-            raise _err("shape", f"conv2d: {msg}", e.span) from None
+    _agree(c, "conv2d", e, ((cin, per, channels),
+                            (bt.shape[0], c2, f"the bias {bname} has {bt.shape[0]} entries, "
+                             f"but the filters make {c2} channels")))
     kernel = (resolve(kh, c.subst), resolve(kw, c.subst))
     shape = (c2,) + _output("conv2d", (h, w), kernel, attrs, e)
     return T.TPrim("conv2d", tuple(xs), Tensor(shape), e.span, tuple(sorted(attrs.items())))
@@ -194,14 +199,10 @@ def conv1d_rule(c, name: str, args, sizes: dict, e) -> T.TPrim:
         raise _err("shape", f"conv1d needs a bias R^e, but {bname} is {bt}", args[2].span)
     n, d = t.shape
     out, din, k = ft.shape
-    for a, b, msg in ((din, d, f"the filters {fname} take vectors of {din}, but "
-                       f"{describe(args[0])} has vectors of {d}"),
-                      (bt.shape[0], out, f"the bias {bname} has {bt.shape[0]} entries, but "
-                       f"the filters make vectors of {out}")):
-        try:
-            c.subst = unify(a, b, c.subst, c.deferred)
-        except Mismatch:
-            raise _err("shape", f"conv1d: {msg}", e.span) from None
+    _agree(c, "conv1d", e, ((din, d, f"the filters {fname} take vectors of {din}, but "
+                             f"{describe(args[0])} has vectors of {d}"),
+                            (bt.shape[0], out, f"the bias {bname} has {bt.shape[0]} entries, "
+                             f"but the filters make vectors of {out}")))
     attrs = dict(sizes)
     (length,) = _output("conv1d", (n,), (resolve(k, c.subst),), attrs, e)
     return T.TPrim("conv1d", tuple(xs), Tensor((length, out), None, (1, 1)), e.span,

@@ -15,7 +15,7 @@ import pytest
 from dp.interpreter.core.execute import Executable
 from dp.interpreter.core.plan import ParamSpec, Plan, typecheck_plan
 from dp.interpreter.core.primitives import apply_backward, apply_forward, conv, get
-from gradcheck import check_grads
+from gradcheck import check_grads, check_primitive
 
 # (x shape, w shape, stride, padding, groups): K 1-5, stride 1-3, padding 0-2, H != W, odd
 # sizes; rectangular kernels with a padding per axis; grouped and depthwise (groups = C).
@@ -119,16 +119,7 @@ def test_conv2d_matches_loops(xs, ws, stride, padding, groups, conv_path) -> Non
 
 def test_conv2d_gradcheck_streamed(conv_path) -> None:
     x, w, b = _conv_inputs((2, 2, 7, 6), (3, 2, 3, 3), seed=3)
-    prim = get("conv2d")
-
-    def fn(*xs):
-        return apply_forward(prim, *xs, stride=2, padding=1)[0]
-
-    def vjp(c, out, xs):
-        out, saved = apply_forward(prim, *xs, stride=2, padding=1)
-        return apply_backward(prim, c, out, xs, (True,) * 3, saved, stride=2, padding=1)
-
-    check_grads(fn, (x, w, b), vjp, rtol=1e-5, name="conv2d")
+    check_primitive(get("conv2d"), (x, w, b), {"stride": 2, "padding": 1}, rtol=1e-5)
 
 
 def test_conv2d_skips_dx_when_not_wanted(conv_path) -> None:

@@ -215,8 +215,9 @@ train One on npz("d.npz"):
 """)
     code, out, err = dp_here("train", tmp_path / "p.dp")
     assert (code, out) == (1, "")
-    assert err.splitlines()[0] == ("error[data]: hinge needs two classes labelled 0 and 1, or "
-                                   f"-1 and 1, but the labels are {found}")
+    assert err.splitlines()[:2] == [
+        "error[data]: hinge needs two classes labelled 0 and 1, or -1 and 1, but the labels "
+        f"are {found}", f"  --> {tmp_path / 'p.dp'}:9:14"]
 
 
 @pytest.mark.parametrize("program", ["block_logistic_vector", "block_cross_entropy_one_score",
