@@ -219,12 +219,11 @@ def _qkvg(shapes, dtype, seed=0):
     return q, k, v, rng.standard_normal(qs[:-1] + vs[-1:]).astype(dtype)
 
 
-@pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("shapes", ATTENTION + [((2, 3, 4), (2, 6, 4), (2, 6, 5))],
-                         ids=str)
+# Causal attention needs as many queries as keys, so the cross-attention shape is not causal.
+@pytest.mark.parametrize("shapes,causal",
+                         [(s, c) for s in ATTENTION for c in (True, False)]
+                         + [(((2, 3, 4), (2, 6, 4), (2, 6, 5)), False)], ids=str)
 def test_attention_matches_the_unfused_chain(shapes, causal) -> None:
-    if causal and shapes[0][-2] != shapes[1][-2]:
-        return
     scale = 1 / np.sqrt(shapes[0][-1]).item()
     q, k, v, g = _qkvg(shapes, np.float64)
     out, p, grads = _run("attention", (q, k, v), g, scale=scale, causal=causal)

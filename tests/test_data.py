@@ -54,7 +54,32 @@ def test_digits_images():
     np.testing.assert_array_equal(im.y, flat.y)
 
 
+# sha256 of scikit-learn's `load_digits()` (1.9.1) arrays in their own order, as uint8: the pixel
+# counts 0..16 (`data`, [1797, 64]) and the labels (`target`). Recorded with
+#   python -c "import hashlib, numpy as np; from sklearn.datasets import load_digits as l; d = l();
+#   print(hashlib.sha256(d.data.astype(np.uint8).tobytes()).hexdigest(),
+#         hashlib.sha256(d.target.astype(np.uint8).tobytes()).hexdigest())"
+# so that the check below runs without scikit-learn (which is no dependency of dp).
+SKLEARN_DATA_SHA256 = "8f26b2bd9d135c256808f68f14fdabddde6d9c7f869ae419704b051f0f14b3b3"
+SKLEARN_TARGET_SHA256 = "8ba4f891220f5e4c9c819638d1602d74b83618f167043c6da52a2a247841ddf0"
+
+
+def test_bundled_digits_are_sklearn_s_in_the_documented_order():
+    """The bundled split is scikit-learn's digits / 16, permuted by RandomState(0), cut at 1500."""
+    import hashlib
+    al = load_digits("all")
+    perm = np.random.RandomState(0).permutation(len(al))
+    data = np.empty((len(al), 64), np.float32)
+    target = np.empty(len(al), np.int64)
+    data[perm], target[perm] = al.x, al.y                # undo the permutation
+    counts = data * 16.0
+    np.testing.assert_array_equal(counts, np.round(counts))       # whole counts 0..16
+    assert hashlib.sha256(counts.astype(np.uint8).tobytes()).hexdigest() == SKLEARN_DATA_SHA256
+    assert hashlib.sha256(target.astype(np.uint8).tobytes()).hexdigest() == SKLEARN_TARGET_SHA256
+
+
 def test_digits_match_sklearn():
+    """The same, against scikit-learn itself where it is installed."""
     datasets = pytest.importorskip("sklearn.datasets")
     d = datasets.load_digits()
     X = (d.data / 16.0).astype(np.float32)
