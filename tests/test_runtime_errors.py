@@ -89,7 +89,8 @@ def test_set_overrides_settings_and_optimizer_arguments(tmp_path):
                 "weight_decay, nesterov\n"),
     ("batch=2.5", "error[usage]: --set batch=2.5: batch must be a whole number\n"),
     ("lr", "error[usage]: --set takes NAME=VALUE, e.g. --set lr=0.01, not 'lr'\n"),
-    ("momentum=-1", "error[value]: sgd momentum must be non-negative, but it is -1.0\n"),
+    ("momentum=-1", "error[value]: sgd momentum must be non-negative, but it is -1.0\n"
+                    "  --> programs/digits_mlp.dp:8:33\n"),
 ])
 def test_bad_set_is_a_clear_error(value, message):
     code, out, err = dp_here("train", "programs/digits_mlp.dp", "--set", value, cwd=ROOT)

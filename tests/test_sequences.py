@@ -150,7 +150,8 @@ def test_a_cell_that_carries_runs_only_along_a_sequence(tmp_path):
     code, out, err = dp_here("check", str(program))
     assert code == 1
     assert err.startswith("error[type]: LSTM carries c from one step to the next, so it runs "
-                          "along a sequence: scan(LSTM, xs)\n")
+                          "along a sequence: scan(LSTM, xs)\n"
+                          f"  --> {program}:2:14\n")
 
 
 def test_map_shares_one_set_of_parameters_and_folds_into_the_batch(monkeypatch):
@@ -233,7 +234,8 @@ def test_a_vocabulary_that_does_not_match_the_model_is_a_data_error(tmp_path):
     code, out, err = dp_here("train", str(program))
     assert code == 1
     assert err.startswith("error[data]: Book predicts tokens of a vocabulary of 12, but the "
-                          "text has 11 distinct characters\n")
+                          "text has 11 distinct characters\n"
+                          f"  --> {program}:5:15\n")
     assert "= note: write Token[11] in Book's signature" in err
 
 
@@ -245,6 +247,7 @@ def test_generation_refuses_a_character_the_model_never_saw(tmp_path):
     assert code == 1
     assert err.startswith("error[data]: the prompt has a character that is not in the "
                           "vocabulary: 'Z' (U+005A) at index 4")
+    assert f"\n  --> {program}:11:9\n" in err
 
 
 @pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "MyCell"])

@@ -196,4 +196,5 @@ Net(x) = transpose(W) @ x
                        "  param P: (R^4)^2 ~ glorot\n")
     code, out, err = dp_here("check", str(program))
     assert code == 1
-    assert err.startswith("error[type]: split_heads needs a batched value")
+    assert err.startswith("error[type]: split_heads needs a batched value (a module's input or "
+                          f"what it computed from it)\n  --> {program}:2:21\n")

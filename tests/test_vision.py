@@ -112,7 +112,8 @@ def test_digit_rows_feed_a_volume_and_a_wrong_size_is_a_data_error(tmp_path, wri
     code, out, err = dp_here("train", path, "--checkpoint", str(tmp_path / "c.safetensors"))
     assert code == 1
     assert err.startswith("error[data]: Net expects inputs of shape R^(1, 7, 7) (49 values), "
-                          "but the data has examples of shape R^64\n")
+                          "but the data has examples of shape R^64\n"
+                          f"  --> {path}:3:14\n")
 
 
 # --- running ----------------------------------------------------------------------------------
