@@ -12,7 +12,8 @@ from dp.dsl.check_blocks import override
 from dp.dsl.errors import DpError, suggest
 from dp.dsl.loader import load_programs, load_text
 from dp.interpreter.core.model import Model
-from dp.interpreter.training.train import checkpoint_path, program_hash
+from dp.interpreter.training.checkpoint import program_digest
+from dp.interpreter.training.train import checkpoint_path
 from dp.interpreter.training.train import train as train_model
 
 from .errors import Error, api, reported, usage
@@ -90,7 +91,7 @@ class Program:
             model.initial = {path: v.copy() for path, v in model.params.items()}
         ckpt = checkpoint_path(self.file, os.fspath(checkpoint) if checkpoint else None, config)
         train_model(model, config, os.path.dirname(self.file) or ".", ckpt,
-                    program_hash(self._sources[self.file]), resume=resume)
+                    program_digest(tprog, self._sources, config.model), resume=resume)
         return net
 
     def _model(self, name: str | None, dtype: str = "float32") -> Model:

@@ -144,7 +144,7 @@ class Index:
 
 @dataclass(frozen=True, slots=True)
 class BinOp:
-    op: str  # + - * / @
+    op: str  # + - * / @, or a comparison > < >= <= (where's condition only)
     left: "Expr"
     right: "Expr"
     span: Span = _sp()

@@ -60,6 +60,7 @@ _LEVELS = frozenset({
     "number", "name", "string", "call", "index", "neg", "ascribe", "paren", "real_type",
     "token_type", "pow_type", "tuple_type", "fn_type", "named_sig", "dim_num", "dim_name"})
 _CHAINS = {
+    "compare": lambda op, a, b, s: ast.BinOp(op, a, b, s),  # one link at most: `x > 0`
     "sum": lambda op, a, b, s: ast.BinOp(op, a, b, s),
     "product": lambda op, a, b, s: ast.BinOp(op, a, b, s),
     "app": lambda op, a, b, s: ast.Apply(a, b, s),

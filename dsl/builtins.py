@@ -35,6 +35,7 @@ from .check_volumes import (
     global_pool_rule,
     pool_rule,
 )
+from .check_where import where_rule
 from .dims import fresh
 from .errors import DpError, plural
 from .signatures import _err
@@ -163,6 +164,9 @@ def _table() -> dict[str, Builtin]:
                 lowering="last_axis"),
         Builtin("causal", ("scores",), causal_rule, value=_scalar_fn(),
                 primitives=("causal_softmax",), lowering="causal"),
+        # a where a comparison holds, b elsewhere; the branch not chosen has no gradient
+        Builtin("where", ("condition", "a", "b"), where_rule, primitives=("where",),
+                lowering="where"),
         # entries zeroed at random in training (inverted: the others scaled by 1 / (1 - p))
         Builtin("dropout", x, _dropout_rule, reals=("p",), primitives=("dropout",),
                 lowering="dropout"),

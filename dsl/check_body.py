@@ -7,7 +7,7 @@ calls of modules, their configuration and sizes are in check_calls.py (a mixin o
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from . import ast
 from . import typed as T
@@ -15,11 +15,30 @@ from .builtins import BUILTINS
 from .check_calls import _Calls
 from .check_sequences import index
 from .check_volumes import describe
-from .dims import Mismatch, free_vars, resolve, settle, unify
+from .check_where import COMPARISONS
+from .dims import Mismatch, Why, free_vars, resolve, settle, unify
 from .errors import DpError, plural, suggest
 from .kernels import SCAN_KERNELS, written_as
+from .provenance import Source, at, dim_notes
 from .signatures import INITIALIZERS, _err, _Globals, _TypeBuilder, expr_text
 from .types import ModSig, Tensor, apply_subst, scalar, unify_tensors
+
+
+@dataclass(frozen=True)
+class Partial:
+    """What a definition that does not check knew when a shape error stopped it, for `dp show`
+    to draw it up to there (carried by that error as `partial`): `tdef` with the lets that
+    checked (its result is the argument that does not fit), and the step that failed, drawn
+    as `kind` (call, op, output) with `lines`, on its typed `args`, of which `bad` has the
+    type `got` where `want` was expected."""
+
+    tdef: T.TDef
+    kind: str
+    lines: tuple[str, ...]
+    args: tuple[T.TExpr, ...]
+    bad: int
+    got: Tensor
+    want: Tensor
 
 
 class _DefChecker(_Calls):
@@ -33,17 +52,48 @@ class _DefChecker(_Calls):
         self.subst: dict = {}
         self.deferred: list = []
         self.locals: dict[str, Tensor] = {}
+        self.let_values: dict[str, T.TExpr] = {}  # what each let holds: where sizes came from
         self.params: dict[str, T.TParamDecl] = {}
         self.config: dict[str, T.TConfigParam] = {}
         self.calls: list[tuple[T.TCall, ModSig]] = []
         self.late: set = set()  # sizes a module argument fixes when it is bound (lowering)
         self.site_counts: dict[str, int] = {}
+        self.infer = False  # an expression of the REPL: its inputs are values, not a signature
+        self.lets: list[tuple[str, T.TExpr]] = []  # those checked so far
+        self.step: tuple | None = None  # the step being checked: (kind, lines, args, index)
+        self.failed: tuple | None = None  # (step, got, want) of the shape error, if any
 
     # --- the definition
     def run(self, infer: bool = False) -> T.TDef:
         """The checked definition; with `infer`, its result type is its expression's (a REPL
-        input), not the one its signature gave."""
+        input), not the one its signature gave. A shape error at a step whose arguments are
+        known carries the definition up to there (`Partial`)."""
+        try:
+            return self._run(infer)
+        except DpError as err:
+            if self.failed is not None and err.kind == "shape":
+                err.partial = self._partial()
+            raise
+
+    def _partial(self) -> Partial:
+        (kind, lines, args, bad), got, want = self.failed
+        tdef = T.TDef(self.d.name, self.sig, self.d_input_names(), tuple(self.config.values()),
+                      tuple(self.params.values()), tuple(self.lets), args[bad], self.subst,
+                      dict(self.site_counts), self.g.implements.get(self.d.name), self.d.span,
+                      tuple((n, a.var, a.default) for n, a in self.sizes.items()),
+                      tuple((s.name, self.locals[s.name]) for s in self.d.body
+                            if isinstance(s, ast.Let) and s.carry and s.name in self.locals),
+                      reals=tuple(self.reals.items()))
+        return Partial(tdef, kind, lines, args, bad, got, want)
+
+    def at_step(self, kind: str, lines, args, index: int):
+        """Mark the step being checked (for a Partial), then return its argument `index`."""
+        self.step = (kind, tuple(lines), tuple(args), index)
+        return args[index]
+
+    def _run(self, infer: bool) -> T.TDef:
         d = self.d
+        self.infer = infer
         inputs = [h for h in d.header if not h.config]
         self._config(d)
         if len(inputs) != len(self.sig.args):
@@ -56,7 +106,7 @@ class _DefChecker(_Calls):
             if isinstance(stmt, ast.ParamDecl):
                 self._param(stmt)
         carries = [self._carry(s) for s in d.body if isinstance(s, ast.Let) and s.carry]
-        lets, results = [], [s for s in d.body if isinstance(s, ast.Result)]
+        lets, results = self.lets, [s for s in d.body if isinstance(s, ast.Result)]
         if len(results) != 1:
             span = results[1].span if results else d.span
             raise _err("syntax", f"{d.name} must end in exactly one result expression, "
@@ -68,8 +118,11 @@ class _DefChecker(_Calls):
         if infer:
             self._close()
             self.sig = ModSig(self.sig.args, apply_subst(result.type, self.subst), ())
+        self.at_step("output", [f"output: {self.sig.result}"], [result], 0)
         self._expect(result, self.sig.result, results[0].expr,
-                     f"{d.name} should give {self.sig.result} (its signature)")
+                     f"{d.name} should give {self.sig.result} (its signature)",
+                     source=Source(f"{d.name}'s result", self._declared(d.name)),
+                     use=f"{d.name}'s result type")
         self._close()
         tdef = T.TDef(d.name, self.sig, tuple(h.name for h in inputs),
                       tuple(self.config.values()), tuple(self.params.values()), tuple(lets),
@@ -146,9 +199,12 @@ class _DefChecker(_Calls):
         value = self.expr(stmt.value)
         if stmt.type is not None:
             want = _TypeBuilder(self.dim_scope, False, True).tensor(stmt.type)
-            self._expect(value, want, stmt.value, f"{stmt.name} is declared {want}")
+            self.at_step("op", [f"{stmt.name}: {want}"], [value], 0)
+            self._expect(value, want, stmt.value, f"{stmt.name} is declared {want}",
+                         use=f"the declared type of {stmt.name}")
         if not stmt.carry:
             self.locals[stmt.name] = value.type
+            self.let_values[stmt.name] = value
         return value
 
     def _close(self) -> None:
@@ -184,12 +240,18 @@ class _DefChecker(_Calls):
         if isinstance(e, ast.Ascribe):
             value = self.expr(e.expr)
             want = _TypeBuilder(self.dim_scope, False, True).tensor(e.type)
-            self._expect(value, want, e.expr, f"the expected type is {want}")
+            self.at_step("op", [f": {want}"], [value], 0)
+            self._expect(value, want, e.expr, f"the expected type is {want}",
+                         use="the expected type")
             return value
         if isinstance(e, ast.Neg):
             x = self.expr(e.operand)
             return T.TPrim("neg", (x,), x.type, e.span)
         if isinstance(e, ast.BinOp):
+            if e.op in COMPARISONS:  # where's condition, which where_rule reads itself
+                raise _err("type", "a comparison is a mask, not a value: only where(...) "
+                           "takes it, as its condition", e.span,
+                           f"e.g. where({expr_text(e)}, ..., ...)")
             a, b = self.expr(e.left), self.expr(e.right)
             if e.op == "@":
                 return self._matmul(a, b, e)
@@ -241,29 +303,118 @@ class _DefChecker(_Calls):
                 or name in self.g.abstracts)
 
     def _expect(self, value: T.TExpr, want: Tensor, e: ast.Expr, why,
-                note: str | None = None) -> None:
+                note: str | None = None, source: Source | None = None,
+                use: str = "what is expected of it") -> None:
         """value must have type want; `why` starts the message (a function of the expected
-        type as then known, when it has open sizes), and `note` ends it."""
-        origin = (value, want, e, why, note)
+        type as then known, when it has open sizes), and `note` ends it. `source` says where
+        `want` was written and `use` what it is, for the variables of the value it fixes."""
+        origin = (value, want, e, why, note, source)
+        fixing = Why(f"the type of {describe(e)}", use, e.span)
         try:
-            self.subst = unify_tensors(value.type, want, self.subst, self.deferred, origin)
+            self.subst = unify_tensors(value.type, want, self.subst, self.deferred, origin,
+                                       fixing)
         except Mismatch as m:
+            self._failed(m.origin in (None, origin), value.type, want, m.subst)
             raise self._conflict(m, origin) from None
+
+    def _failed(self, here: bool, got: Tensor, want: Tensor, s) -> None:
+        """Remember the step that failed, when the error is said at it (not at a deferred
+        constraint made earlier)."""
+        if here and self.step is not None:
+            s = s if s is not None else self.subst
+            self.failed = (self.step, apply_subst(got, s), apply_subst(want, s))
 
     def _conflict(self, m: Mismatch, origin) -> DpError:
         """The error for a failed constraint, where it was made: a deferred one fails at the
-        value it was deferred from, shown with the sizes known when it failed."""
+        value it was deferred from, shown with the sizes known when it failed, and where each
+        size of it came from."""
         s = m.subst if m.subst is not None else self.subst
-        value, want, e, why, note = m.origin or origin or (None,) * 5
+        value, want, e, why, note, source = m.origin or origin or (None,) * 6
         if value is None:
             return _err("shape", f"the sizes of {self.d.name} cannot be matched: {m.reason}",
                         self.d.span)
         got, want = apply_subst(value.type, s), apply_subst(want, s)
         text = why(want) if callable(why) else why
-        notes = _axis_note(got, want) + (() if m.plain else (m.reason,)) + (
-            (note,) if note else ())
-        return _err("shape", f"{text}, but {describe(e)} is {got}{_flat_sum(value, self)}",
-                    e.span, *notes)
+        notes = _axis_note(got, want) + (() if m.plain else (m.reason,))
+        if m.pair is not None:
+            deep = self._deep(value, m.pair[0], m.axis)
+            notes += tuple(dim_notes([(deep, self._source(value, e), m.axis, got.rank),
+                                      (m.pair[1], source, m.axis, want.rank)],
+                                     s, self.d.name, self.d.span.file))
+        err = _err("shape", f"{text}, but {describe(e)} is {got}{_flat_sum(value, self)}",
+                   e.span, *notes, *((note,) if note else ()))
+        return err
+
+    # --- where sizes came from (provenance.py)
+    def _at(self, span) -> str:
+        return at(span, self.d.span.file)
+
+    def _declared(self, name: str) -> str:
+        """`declared at line 2 (Small: R^32 -> R^10)`, for a module's signature."""
+        span = self.g.spans.get(name)
+        sig = self.sig if name == self.d.name else self.g.sigs.get(name)
+        return f"declared at {self._at(span)} ({name}: {sig})" if span else ""
+
+    def _source(self, value: T.TExpr, e) -> Source | None:
+        """Where the type of a value was written (its sizes, before any variable in it was
+        fixed): a signature, a parameter's declaration, a module's result."""
+        origin = self._origin(value)
+        return Source(describe(e), f"from {origin}") if origin else None
+
+    def _origin(self, value: T.TExpr, depth: int = 0) -> str | None:
+        if isinstance(value, T.TLocal) and value.name in self.let_values and depth < 8:
+            return self._origin(self.let_values[value.name], depth + 1)
+        if isinstance(value, T.TLocal) and value.name in self.d_inputs() and not self.infer:
+            sig_span = self.g.spans.get(self.d.name, self.d.span)
+            return f"the type of {self.d.name} at {self._at(sig_span)} ({self.d.name}: {self.sig})"
+        if isinstance(value, T.TParam):
+            p = self.params[value.name]
+            return f"its declaration at {self._at(p.span)} (param {p.name}: {p.type})"
+        if isinstance(value, T.TCall):
+            name = value.callee.name
+            declared = self._declared(name) if name in self.g.sigs else ""
+            return f"{name}'s result" + (f", {declared}" if declared else
+                                         f" at {self._at(value.span)}")
+        if isinstance(value, T.TMap):  # the sizes of its steps are its module's result's
+            inner = self._origin(value.call, depth + 1)
+            return f"{inner}, each step of the {value.kind} at {self._at(value.span)}" if (
+                inner) else None
+        return None  # a builtin's result: the message shows what it computed
+
+    def _sides(self, m: Mismatch, a: T.TExpr, ea, b: T.TExpr, eb,
+               axis_b: int | None = None) -> list[str]:
+        """Where the two failing sizes of an operation on values a and b came from."""
+        if m.pair is None or m.origin is not None:
+            return []
+        s = m.subst if m.subst is not None else self.subst
+        axis_b = m.axis if axis_b is None else axis_b
+        return dim_notes([(self._deep(a, m.pair[0], m.axis), self._source(a, ea), m.axis,
+                           a.type.rank),
+                          (self._deep(b, m.pair[1], axis_b), self._source(b, eb),
+                           axis_b, b.type.rank)],
+                         s, self.d.name, self.d.span.file)
+
+    def _deep(self, value: T.TExpr, d, axis: int | None):
+        """The size `d` at `axis` of a module's result, as the callee's signature writes it over
+        the call's own variables (`Linear's m`), so that a note can say what fixed them even
+        when the call's type was already a number."""
+        while isinstance(value, T.TLocal) and value.name in self.let_values:
+            value = self.let_values[value.name]
+        shift = 0
+        if isinstance(value, T.TMap) and value.kind in ("map", "scan"):
+            value, shift = value.call, 1
+        if not isinstance(value, T.TCall) or value.elementwise or axis is None:
+            return d
+        result = self._ref_sig(value.callee).result
+        if not 0 <= axis - shift < result.rank:
+            return d
+        return resolve(result.shape[axis - shift], dict(value.dims))
+
+    def d_inputs(self) -> set[str]:
+        return set(self.d_input_names())
+
+    def d_input_names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.d.header if not h.config)
 
     def _elementwise(self, op: str, a: T.TExpr, b: T.TExpr, e: ast.BinOp) -> T.TExpr:
         name = {"+": "add", "-": "sub", "*": "mul", "/": "div"}[op]
@@ -271,13 +422,17 @@ class _DefChecker(_Calls):
             return T.TPrim(name, (a, b), b.type, e.span)
         if b.type.rank == 0:
             return T.TPrim(name, (a, b), a.type, e.span)
+        both = Why(*(f"{expr_text(e)}",) * 2, e.span)
         try:
-            self.subst = unify_tensors(a.type, b.type, self.subst, self.deferred)
-        except Mismatch:
+            self.subst = unify_tensors(a.type, b.type, self.subst, self.deferred, why=both)
+        except Mismatch as m:
             ta, tb = apply_subst(a.type, self.subst), apply_subst(b.type, self.subst)
+            self.at_step("op", [op], [a, b], 1)
+            self._failed(True, tb, ta, None)
             word = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}[op]
             raise _err("shape", f"cannot {word} {ta} and {tb}: the shapes differ", e.span,
-                       "elementwise arithmetic needs equal shapes or a scalar") from None
+                       "elementwise arithmetic needs equal shapes or a scalar",
+                       *self._sides(m, a, e.left, b, e.right)) from None
         return T.TPrim(name, (a, b), a.type, e.span)
 
     def _matmul(self, a: T.TExpr, b: T.TExpr, e) -> T.TExpr:
@@ -287,19 +442,27 @@ class _DefChecker(_Calls):
             raise _err("shape", f"matmul needs vectors, matrices or stacks of matrices of "
                        f"one rank, but got {ta} @ {tb}", e.span)
         inner_a, inner_b = ta.shape[-1], tb.shape[0 if tb.rank == 1 else -2]
+        both = Why(*(f"the product {expr_text(e)}",) * 2, e.span)
         try:
             for x, y in zip(ta.shape[:-2], tb.shape[:-2], strict=True):
-                self.subst = unify(x, y, self.subst, self.deferred)
+                self.subst = unify(x, y, self.subst, self.deferred, why=both)
         except Mismatch:
             raise _err("shape", f"matmul: the stacks differ: {describe(_left(e))} is {ta}, "
                        f"{describe(_right(e))} is {tb}", e.span) from None
+        axis_b = 0 if tb.rank == 1 else tb.rank - 2
         try:
-            self.subst = unify(inner_a, inner_b, self.subst, self.deferred)
-        except Mismatch:
+            self.subst = unify(a.type.shape[-1], b.type.shape[axis_b], self.subst,
+                               self.deferred, why=both)
+        except Mismatch as m:
             ta, tb = apply_subst(ta, self.subst), apply_subst(tb, self.subst)
+            m.axis = ta.rank - 1
+            self.at_step("op", ["@"], [a, b], 1)
+            fits = tb.shape[:axis_b] + (ta.shape[-1],) + tb.shape[axis_b + 1:]
+            self._failed(True, tb, Tensor(fits, tb.vocab, tb.groups), None)
+            notes = self._sides(m, a, _left(e), b, _right(e), axis_b)
             raise _err("shape", f"matmul: inner dimensions differ: {describe(_left(e))} is "
                        f"{ta}, {describe(_right(e))} is {tb} ({inner_a} != "
-                       f"{inner_b})", e.span) from None
+                       f"{inner_b})", e.span, *notes) from None
         if ta.rank <= 2 and tb.rank <= 2:
             shape = ta.shape[:-1] + tb.shape[1:]
         else:

@@ -11,8 +11,9 @@ from . import ast
 from . import typed as T
 from .builtins import BUILTINS, check_call, value_sig
 from .check_volumes import describe
-from .dims import Mismatch, fresh, resolve, unify
+from .dims import Mismatch, Why, fresh, resolve, unify
 from .errors import plural, suggest, where
+from .provenance import Source, ordinal
 from .signatures import _err, _TypeBuilder, instantiate, sig_matches, sig_unifies
 from .types import ModSig, Tensor, apply_subst, unify_tensors
 
@@ -166,11 +167,11 @@ class _Calls:
         """One call site of a module on typed arguments (`positional` name them in messages)."""
         self._carries_only_in_scan(ref, targs, e)
         sizes = self.g.sizes.get(name, {}) if isinstance(ref, T.GlobalMod) else {}
-        inst, mapping = instantiate(sig, {a.var for a in sizes.values() if a.zero})
+        inst, mapping = instantiate(sig, {a.var for a in sizes.values() if a.zero}, name)
         if isinstance(ref, T.ConfigMod):
             self.late |= set(mapping.values())
         for n, a in sizes.items():
-            mapping.setdefault(a.var, fresh(n, zero=a.zero))
+            mapping.setdefault(a.var, fresh(n, zero=a.zero, owner=name))
         for kw in kwargs:
             self._dim_kwarg(name, kw, mapping)
         self._size_defaults(name, sizes, mapping, {kw.name for kw in kwargs}, e)
@@ -180,9 +181,13 @@ class _Calls:
             result = self._broadcast(name, targs, e)
         else:
             declared = self.g.spans.get(name)
-            note = f"{name}: {sig} is declared at {where(declared)}" if declared else None
-            for a, want, src in zip(targs, inst.args, positional, strict=True):
-                self._expect(a, want, src, lambda w: f"{name} expects {w} here", note)
+            tail = (f"declared at {self._at(declared)} ({name}: {sig})" if declared
+                    else f"({name}: {sig})")
+            for i, (a, want, src) in enumerate(zip(targs, inst.args, positional, strict=True)):
+                which = f"{name}'s {ordinal(i) + ' ' if len(targs) > 1 else ''}input"
+                self.at_step("call", [name, f"{name}: {sig}"], targs, i)
+                self._expect(a, want, src, lambda w: f"{name} expects {w} here",
+                             source=Source(which, tail), use=f"its use as {which}")
             result = self._result(name, sig, inst, targs, positional, e)
         site = name.lower() if isinstance(ref, T.GlobalMod) else name
         index = self.site_counts.get(site, 0) + 1
@@ -207,7 +212,9 @@ class _Calls:
             if n in given:
                 continue
             if a.default is not None:
-                self.subst = unify(mapping[a.var], a.default, self.subst, self.deferred)
+                self.subst = unify(mapping[a.var], a.default, self.subst, self.deferred,
+                                   why=Why(*(f"{name}'s default {n} = {a.default}",) * 2,
+                                           a.span))
             else:
                 raise _err("arity", f"{name} needs its size argument '{n}'", e.span,
                            f"e.g. {name}(...; {n} = 3)")
@@ -254,17 +261,21 @@ class _Calls:
         if var is None:
             return
         value = self.dim_value(name, kw, self._may_be_zero(name, kw.name))
+        given = "the size argument" + ("" if isinstance(value, int) else f" {kw.name} = {value}")
         try:
-            self.subst = unify(mapping[var], value, self.subst, self.deferred)
+            self.subst = unify(mapping[var], value, self.subst, self.deferred,
+                               why=Why(given, given, kw.span))
         except Mismatch as m:
             raise _err("shape", f"{name}: {kw.name} = {value} contradicts the arguments: "
                        f"{m.reason}", kw.span) from None
 
     def _broadcast(self, name: str, targs, e) -> Tensor:
         shaped = [a for a in targs if a.type.rank > 0]
+        both = Why(*(f"{name} applied elementwise",) * 2, e.span)
         for a in shaped[1:]:
             try:
-                self.subst = unify_tensors(shaped[0].type, a.type, self.subst, self.deferred)
+                self.subst = unify_tensors(shaped[0].type, a.type, self.subst, self.deferred,
+                                           why=both)
             except Mismatch:
                 raise _err("shape", f"{name} is applied elementwise, but its arguments have "
                            f"different shapes", e.span) from None

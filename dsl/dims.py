@@ -8,13 +8,17 @@ each call) are solved for. Both sides are compared as polynomials, so an equatio
 one open variable is solved whatever the order of its terms (`n + 1 = 1 + k` gives n = k,
 `n / 2 = k` gives n = 2 * k); any other waits in a list of deferred constraints, tried again each
 time a variable is bound.
+
+Where a variable is bound, the substitution also records what fixed it (`Subst.fixed`: a
+`Fixed`, from the `Why` the constraint was made with), so that a shape error can say where
+each size in it came from (provenance.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import NamedTuple, Union
 
@@ -27,9 +31,15 @@ class DimVar:
     uid: int
     rigid: bool = False
     zero: bool = False  # it may be 0 (a padding); every other size is at least 1
+    owner: str = field(default="", compare=False)  # the callee whose signature it instantiates
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def label(self) -> str:
+        """`Pair's n` for a callee's variable, so that it is not taken for the caller's n."""
+        return f"{self.owner}'s {self.name}" if self.owner and not self.rigid else self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,25 +49,74 @@ class DimExpr:
     right: "Dim"
 
     def __str__(self) -> str:
-        level = _LEVEL[self.op]
-        left = _wrap(self.left, level)
-        right = _wrap(self.right, level + 1)  # left-associative: a - (b - c) keeps its parens
-        return f"{left} {self.op} {right}"
+        return dim_text(self, str)
 
 
 Dim = Union[int, DimVar, DimExpr]
-Subst = dict  # DimVar -> Dim
+
+
+class Why(NamedTuple):
+    """Why a constraint `value == want` holds, for the variables it binds: a variable of the
+    expected side is fixed by the value (`the type of x`), one of the value's side by what is
+    expected of it (`the expected type`, `its use as Small's input`: a later use)."""
+
+    value: str
+    want: str
+    span: object = None  # errors.Span
+
+
+class Fixed(NamedTuple):
+    """What fixed one variable: words and where."""
+
+    text: str
+    span: object = None
+
+
+class Subst(dict):
+    """DimVar -> Dim, and `fixed`: DimVar -> Fixed for each variable bound with a reason."""
+
+    __slots__ = ("fixed",)
+
+    def __init__(self, *args, fixed: dict | None = None):
+        super().__init__(*args)
+        self.fixed = dict(fixed or {})
+
+
+def fixed_of(s: dict) -> dict:
+    return getattr(s, "fixed", {})
 
 
 _LEVEL = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2}
 
 
-def _wrap(d: Dim, level: int) -> str:
-    return f"({d})" if isinstance(d, DimExpr) and _LEVEL[d.op] < level else str(d)
+def dim_text(d: Dim, name) -> str:
+    """d as dp writes it, each variable written as `name(v)` says."""
+    if isinstance(d, DimVar):
+        return name(d)
+    if not isinstance(d, DimExpr):
+        return str(d)
+    level = _LEVEL[d.op]
+    left = _wrap(d.left, level, name)
+    right = _wrap(d.right, level + 1, name)  # left-associative: a - (b - c) keeps its parens
+    return f"{left} {d.op} {right}"
 
 
-def fresh(name: str, rigid: bool = False, zero: bool = False) -> DimVar:
-    return DimVar(name, next(_ids), rigid, zero)
+def _wrap(d: Dim, level: int, name) -> str:
+    text = dim_text(d, name)
+    return f"({text})" if isinstance(d, DimExpr) and _LEVEL[d.op] < level else text
+
+
+def ordered_vars(d: Dim) -> list[DimVar]:
+    """The variables of d in the order they are written."""
+    if isinstance(d, DimVar):
+        return [d]
+    if isinstance(d, DimExpr):
+        return list(dict.fromkeys(ordered_vars(d.left) + ordered_vars(d.right)))
+    return []
+
+
+def fresh(name: str, rigid: bool = False, zero: bool = False, owner: str = "") -> DimVar:
+    return DimVar(name, next(_ids), rigid, zero, owner)
 
 
 class Mismatch(Exception):
@@ -66,13 +125,16 @@ class Mismatch(Exception):
     `plain` marks a reason that only restates the inequality (`3 != 4`), which a message that
     already shows both sides leaves out. A deferred constraint that fails when it is tried
     again carries the `origin` it was deferred with; `subst` is the substitution at the
-    failure, so a message can show what was known by then."""
+    failure, so a message can show what was known by then; `pair` the two sides that
+    failed and `axis` their axis, when a tensor's axis failed where it was unified."""
 
     def __init__(self, reason: str = "", plain: bool = False):
         super().__init__(reason)
         self.reason, self.plain = reason, plain
         self.origin: object = None
         self.subst: Subst | None = None
+        self.pair: tuple | None = None
+        self.axis: int | None = None
 
 
 class Pending(NamedTuple):
@@ -81,6 +143,7 @@ class Pending(NamedTuple):
     a: "Dim"
     b: "Dim"
     origin: object = None
+    why: Why | None = None
 
 
 def resolve(d: Dim, s: Subst) -> Dim:
@@ -214,11 +277,11 @@ def _solution(diff: dict, v: DimVar) -> Dim | None:
     if set(value) <= {()}:
         number = value.get((), Fraction(0))
         if number.denominator != 1:
-            raise Mismatch(f"{v} would be {number}, which is not a whole number")
+            raise Mismatch(f"{v.label} would be {number}, which is not a whole number")
         return int(number)
     out = _from_poly(value)
     if _never_whole(value):
-        raise Mismatch(f"{v} would be {out}, which is never a whole number")
+        raise Mismatch(f"{v.label} would be {out}, which is never a whole number")
     return out
 
 
@@ -231,14 +294,15 @@ def _never_whole(p: dict) -> bool:
     return int(p.get((), 0) * den) % step != 0
 
 
-def _unify(a: Dim, b: Dim, s: Subst, deferred: list | None, origin) -> Subst:
-    """One constraint a == b: solved, deferred (appended to `deferred`), or a Mismatch."""
+def _unify(a: Dim, b: Dim, s: Subst, deferred: list | None, origin, why: Why | None) -> Subst:
+    """One constraint a == b (a the value's side): solved, deferred (appended to `deferred`),
+    or a Mismatch."""
     a, b = resolve(a, s), resolve(b, s)
     if a == b:
         return s
     for x, y in ((a, b), (b, a)):  # a bare open variable takes the other side as it is written
         if isinstance(x, DimVar) and not x.rigid and x not in free_vars(y):
-            return _bind(x, y, s)
+            return _bind(x, y, s, _fixed(why, x is a))
     diff = _add(_poly(a), _poly(b), -1)
     if not diff:
         return s
@@ -247,28 +311,45 @@ def _unify(a: Dim, b: Dim, s: Subst, deferred: list | None, origin) -> Subst:
         v = next(iter(flexible))
         value = _solution(diff, v)
         if value is not None:
-            return _bind(v, value, s)
+            return _bind(v, value, s, _fixed(why, v in free_vars(a)))
     if flexible and deferred is not None:
-        deferred.append(Pending(a, b, origin))
+        deferred.append(Pending(a, b, origin, why))
         return s
     raise Mismatch(f"{a} != {b}", plain=True)
 
 
-def _bind(v: DimVar, d: Dim, s: Subst) -> Subst:
-    """s with the flexible v bound to d."""
+def _fixed(why: Why | None, of_value: bool) -> Fixed | None:
+    """A variable of the value's side is fixed by what is expected, one of the other by the
+    value."""
+    if why is None:
+        return None
+    return Fixed(why.want if of_value else why.value, why.span)
+
+
+def _bind(v: DimVar, d: Dim, s: Subst, fixed: Fixed | None = None) -> Subst:
+    """s with the flexible v bound to d (and what fixed it)."""
     if isinstance(d, int) and (d < 0 or d == 0 and not v.zero):
-        raise Mismatch(f"{v} would be {d}, but sizes must be positive")
+        raise Mismatch(f"{v.label} would be {d}, but sizes must be positive")
     if v in free_vars(d):
-        raise Mismatch(f"{v} would have to contain itself")
-    out = dict(s)
+        raise Mismatch(f"{v.label} would have to contain itself")
+    out = Subst(s, fixed=fixed_of(s))
     out[v] = d
+    if fixed is not None:
+        out.fixed[v] = fixed
     return out
 
 
-def unify(a: Dim, b: Dim, s: Subst, deferred: list | None = None, origin=None) -> Subst:
+def unify(a: Dim, b: Dim, s: Subst, deferred: list | None = None, origin=None,
+          why: Why | None = None) -> Subst:
     """Make a and b equal under s. With a `deferred` list, a constraint not solvable yet is
-    kept there (with `origin`), and the list is retried whenever this binds a variable."""
-    out = _unify(a, b, s, deferred, origin)
+    kept there (with `origin`), and the list is retried whenever this binds a variable.
+    A failure carries the two sides (`pair`); `why` is recorded for what this binds."""
+    try:
+        out = _unify(a, b, s, deferred, origin, why)
+    except Mismatch as m:
+        if m.pair is None:
+            m.pair = (a, b)
+        raise
     if deferred and out is not s:
         out = settle(out, deferred)
     return out
@@ -284,10 +365,10 @@ def settle(s: Subst, deferred: list) -> Subst:
         deferred.clear()
         for i, p in enumerate(pending):
             try:
-                out = _unify(p.a, p.b, s, deferred, p.origin)
+                out = _unify(p.a, p.b, s, deferred, p.origin, p.why)
             except Mismatch as m:
                 deferred.extend(pending[i:])
-                m.origin, m.subst = p.origin, s
+                m.origin, m.subst, m.pair = p.origin, s, (p.a, p.b)
                 raise
             changed = changed or out is not s
             s = out

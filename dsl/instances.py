@@ -16,10 +16,12 @@ so lowering cannot meet a case this pass let through: one that did would be a bu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from . import typed as T
 from .builtins import BUILTINS, Builtin, dropout_rate
+from .dims import DimVar, fixed_of, resolve
 from .errors import DpError, Span, where
 from .frames import (
     Frame,
@@ -32,6 +34,7 @@ from .frames import (
     model_signature,
     resolve_ref,
 )
+from .provenance import at
 from .types import ModSig, Tensor
 
 MAX_REPEAT = 1000  # blocks of one repeat(...): 3,000 transformer blocks take seconds to lower
@@ -180,17 +183,22 @@ class _Walk:
         self.previous: tuple | None = None  # (shape, vocabulary, span) of the first use
         self.done: dict = {}  # an instance walked already -> its result
         self.file: str | None = None  # the model's file: the user's program
+        self.whys: list[dict] = []  # per inlined frame: its size variable -> what fixed it
 
     def model(self, name: str) -> None:
         args, _, sig = model_signature(self.tprog, name, None)
         self.file = self.tprog.defs[name].span.file
         vals = [Val(s, True) for s in args]
-        out = self.inline(T.GlobalMod(name), model_dims(self.tprog, name), vals, None)
+        dims = model_dims(self.tprog, name)
+        out = self.inline(T.GlobalMod(name), dims, vals, None,
+                          {v: "its default" for v in dims})
         if self.previous is not None:
             shape, vocab, span = self.previous
             previous_fits(name, sig, out.shape, shape, vocab, span)
 
-    def inline(self, ref: T.ModRef, dims: dict, args: list[Val], call: T.TCall | None) -> Val:
+    def inline(self, ref: T.ModRef, dims: dict, args: list[Val], call: T.TCall | None,
+               whys: dict | None = None) -> Val:
+        """`whys`: what fixed each of `dims` (said when an error shows that size)."""
         if isinstance(ref, T.BuiltinMod):  # passed as a module: as if applied to the arguments
             e = T.TPrim(ref.name, call.args, call.type, call.span)
             return self.builtin(None, BUILTINS[ref.name], e, args)
@@ -198,23 +206,61 @@ class _Walk:
         if key in self.done:
             return self.done[key]
         f = frame(self.tprog, ref, dict(dims), "")
-        sizes_positive(f, call.span if call is not None else f.tdef.span)
-        f.values.update(zip(f.tdef.inputs, args, strict=True))
-        for name, t in f.tdef.carries:
-            f.values[name] = Val(tuple(f.size(d) for d in t.shape), True)
+        self.whys.append(whys or {})
         try:
+            sizes_positive(f, call.span if call is not None else f.tdef.span)
+            f.values.update(zip(f.tdef.inputs, args, strict=True))
+            for name, t in f.tdef.carries:
+                f.values[name] = Val(tuple(f.size(d) for d in t.shape), True)
             out = self.body(f)
         except DpError as err:
             if call is None or err.span is None or (err.span.file == call.span.file
                                                     != self.file):
                 raise
+            fixed = self._fixed_notes(f, err.message)
             if err.span.file == call.span.file:  # the user's definition: say which use
                 raise DpError(err.kind, err.message, err.span, err.notes + (
-                    f"{f.tdef.name} is used{_sizes(f)} at {where(call.span)}",)) from None
+                    f"{f.tdef.name} is used{_sizes(f)} at {where(call.span)}",
+                    *fixed)) from None
             # a size that fails inside another file (the standard library): the user's call
             raise DpError(err.kind, err.message, call.span, err.notes + (
-                f"inside {f.tdef.name}, at {where(err.span)}",)) from None
+                f"inside {f.tdef.name}, at {where(err.span)}", *fixed)) from None
+        finally:
+            self.whys.pop()
         self.done[key] = out
+        return out
+
+    def _fixed_notes(self, f: Frame, message: str) -> tuple[str, ...]:
+        """What fixed each size of this instance that the message shows as a number."""
+        shown = set(re.findall(r"\b\d+\b", message))
+        whys = self.whys[-1]
+        return tuple(f"{f.tdef.name}'s {var.name} = {v}, {whys[var]}"
+                     for var, v in f.dims.items() if str(v) in shown and var in whys)
+
+    def _argument_whys(self, f: Frame, e: T.TCall, ref: T.GlobalMod, dims: dict) -> dict:
+        """What fixed the sizes of a module argument (frames.bind_dims): given with it, its
+        defaults, or the shapes it meets."""
+        given = {n for n, _ in ref.dims}
+        tdef = self.tprog.defs.get(ref.name)
+        defaults = {var: d for _, var, d in tdef.sizes if d is not None} if tdef else {}
+        met = f"from what {f.tdef.name} gives it at {at(e.span, self.file)}"
+        return {v: "as given with it" if v.name in given
+                else "its default" if v in defaults else met
+                for v in dims}
+
+    def _call_whys(self, f: Frame, e: T.TCall) -> dict:
+        """What fixed each size a call of a named module gives it: the binding the checker
+        recorded at the call, or the caller's own size it is."""
+        s, mine = f.tdef.subst, self.whys[-1] if self.whys else {}
+        out = {}
+        for var, fv in e.dims:
+            why = _deepest(fv, s)
+            if why is not None:
+                out[var] = f"from {why.text} at {at(why.span, self.file)}"
+                continue
+            value = resolve(fv, s)
+            if isinstance(value, DimVar) and value in mine:
+                out[var] = f"as {f.tdef.name}'s {value.name}, {mine[value]}"
         return out
 
     def body(self, f: Frame) -> Val:
@@ -265,7 +311,8 @@ class _Walk:
 
     def call(self, f: Frame, e: T.TCall, args: list[Val]) -> Val:
         if not isinstance(e.callee, T.ConfigMod):
-            return self.inline(resolve_ref(e.callee, f), callee_dims(f, e), args, e)
+            return self.inline(resolve_ref(e.callee, f), callee_dims(f, e), args, e,
+                               self._call_whys(f, e))
         ref = f.config[e.callee.name]
         if isinstance(ref, T.BuiltinMod):
             out = self.inline(ref, {}, args, e)
@@ -276,7 +323,7 @@ class _Walk:
         else:
             dims = bind_dims(self.tprog, ref, [a.shape for a in args], e.span,
                              f"{f.tdef.name}'s '{e.callee.name}' is ", expected(f, e))
-            out = self.inline(ref, dims, args, e)
+            out = self.inline(ref, dims, args, e, self._argument_whys(f, e, ref, dims))
         if not e.elementwise:
             check_result(f, e, ref, out.shape)
         return out
@@ -284,6 +331,8 @@ class _Walk:
     def builtin(self, f: Frame | None, b: Builtin, e, args: list[Val]) -> Val:
         """A builtin's conditions on concrete sizes; `f` is None when it was passed as a
         module (then it has no sizes of its own)."""
+        if b.name == "where":  # four values, any of them a number: the shape of its type
+            return CONST if all(a.const for a in args) else self.typed(f, e, args)
         if args and args[0].const:  # `sqrt(e)` of a dimension: a number
             foldable(b, e.span)
             return CONST
@@ -351,6 +400,18 @@ class _Walk:
                 break
             x = y
         return x
+
+
+def _deepest(v, s: dict):
+    """What fixed a call's variable: the last record along the chain of variables it was
+    bound to (where its number came from)."""
+    fixed, best = fixed_of(s), None
+    seen = set()
+    while isinstance(v, DimVar) and not v.rigid and v not in seen:
+        seen.add(v)
+        best = fixed.get(v, best)
+        v = s.get(v)
+    return best
 
 
 def _sizes(f: Frame) -> str:

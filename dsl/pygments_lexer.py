@@ -83,7 +83,7 @@ class DpLexer(RegexLexer):
             (_names(SPECIAL), Name.Builtin.Pseudo),
             (r"[A-Z][A-Za-z0-9_]+", Name.Class),  # modules (single capitals are matrices, sizes)
             (_ID, Name),
-            (r"->|//|[-+*/@^~=]", Operator),
+            (r"->|//|[<>]=?|[-+*/@^~=]", Operator),
             (r"[()\[\],;:]", Punctuation),
             (r".", Error),
         ],

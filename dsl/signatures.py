@@ -116,10 +116,10 @@ class _TypeBuilder:
         return ModSig(args, result, tuple(self.scope.values()))
 
 
-def instantiate(sig: ModSig, zero=frozenset()) -> tuple[ModSig, dict]:
-    """A copy of `sig` over fresh flexible variables (one use site); those of `zero` may be
-    0 (a padding)."""
-    mapping = {v: fresh(v.name, zero=v in zero) for v in sig.dims}
+def instantiate(sig: ModSig, zero=frozenset(), owner: str = "") -> tuple[ModSig, dict]:
+    """A copy of `sig` over fresh flexible variables (one use site of `owner`, the callee
+    they are named after in messages); those of `zero` may be 0 (a padding)."""
+    mapping = {v: fresh(v.name, zero=v in zero, owner=owner) for v in sig.dims}
     return sig.substitute(mapping), mapping
 
 

@@ -83,10 +83,18 @@ def syntax_error(err: UnexpectedInput, file: str, text: str, terminals) -> DpErr
             line = min(tok.line, len(lines))
             col = len(lines[line - 1]) + 1 if tok.type == "_NL" else tok.column
             span = Span(file, line, col, line, col + 1)
+            if tok.type != "_NL" and _at_end(lines, line, col):  # the block's end is the file's
+                found = "end of file"
     expected = _expected(getattr(err, "expected", None) or getattr(err, "allowed", ()),
                          terminals)
     msg = f"unexpected {found}" + (f"; expected {expected}" if expected else "")
     return DpError("syntax", msg, span)
+
+
+def _at_end(lines: list[str], line: int, col: int) -> bool:
+    """Whether nothing but blanks and comments follows line:col."""
+    rest = [lines[line - 1][col - 1:]] + lines[line:]
+    return all(not r.strip() or r.lstrip().startswith("#") for r in rest)
 
 
 def dedent_error(err: BadDedent, file: str, text: str) -> DpError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .dims import Dim, Mismatch, Subst, resolve, unify
+from .dims import Dim, Mismatch, Subst, Why, resolve, unify
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,21 +48,23 @@ def apply_subst(t: Tensor, s: Subst) -> Tensor:
 
 
 def unify_tensors(a: Tensor, b: Tensor, s: Subst, deferred: list | None = None,
-                  origin=None) -> Subst:
-    """Unify the sizes axis by axis (see dims.unify for `deferred` and `origin`); a Mismatch
-    carries the substitution of the axes before the one that failed, so a message can show
-    what they fixed."""
+                  origin=None, why: Why | None = None) -> Subst:
+    """Unify the sizes axis by axis (see dims.unify for `deferred`, `origin` and `why`; `a` is
+    the value's side); a Mismatch carries the substitution of the axes before the one that
+    failed, so a message can show what they fixed, and that axis (when it failed there)."""
     if (a.vocab is None) != (b.vocab is None):
         raise Mismatch("a token is not a real vector", plain=True)
     if len(a.shape) != len(b.shape):
         raise Mismatch(f"rank {len(a.shape)} != {len(b.shape)}", plain=True)
     pairs = ([(a.vocab, b.vocab)] if a.vocab is not None else []) + list(zip(a.shape, b.shape))
-    for x, y in pairs:
+    first = 1 if a.vocab is not None else 0
+    for i, (x, y) in enumerate(pairs):
         try:
-            s = unify(x, y, s, deferred, origin)
+            s = unify(x, y, s, deferred, origin, why)
         except Mismatch as m:
             if m.subst is None:
                 m.subst = s
+                m.axis = i - first if i >= first else None
             raise
     return s
 

@@ -1,5 +1,8 @@
 """The gradient oracle: float64 central differences against a vector-Jacobian product.
 
+Central differences themselves are the package's (`dp.interpreter.core.gradcheck`, which `dp
+gradcheck` runs on whole models); this file holds what only the tests use.
+
 `check_grads(fn, inputs, vjp)` projects the output on one random cotangent c (seeded), so the
 function checked is the scalar L(inputs) = <c, fn(*inputs)>. Its gradient with respect to every
 element of every differentiable input is estimated by central differences (eps = 1e-6) and
@@ -17,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
+from dp.interpreter.core.gradcheck import central_difference
 from dp.interpreter.core.primitives import Primitive, apply_backward, apply_forward
 
 KINK_TOL = 1e-3
@@ -69,24 +72,25 @@ def check_grads(fn: Callable[..., np.ndarray], inputs: Sequence[np.ndarray],
     assert len(grads) == len(inputs), f"{name}: vjp returned {len(grads)} entries for " \
                                       f"{len(inputs)} inputs"
 
-    def loss(xs: tuple) -> float:
-        return float(np.sum(c * np.asarray(fn(*xs))))
-
     for i in wrt:
         x = inputs[i]
         got = grads[i]
         assert got is not None, f"{name}: no gradient for input {i}"
         assert got.shape == x.shape, f"{name}: gradient {i} has shape {got.shape}, input {x.shape}"
         assert got.dtype == x.dtype, f"{name}: gradient {i} has dtype {got.dtype}, input {x.dtype}"
+        moved = list(inputs)
+        moved[i] = x.copy()  # central_difference moves it in place
+
+        def loss() -> float:
+            return float(np.sum(c * np.asarray(fn(*moved))))
+
         if x.size <= max_elements:
             basis = np.eye(x.size).reshape((x.size,) + x.shape)
+            numeric = np.array([central_difference(loss, moved[i], k, eps)
+                                for k in range(x.size)])
         else:
             basis = rng.standard_normal((directions,) + x.shape)
-        numeric = np.empty(len(basis))
-        for k, t in enumerate(basis):
-            plus = inputs[:i] + (x + eps * t,) + inputs[i + 1:]
-            minus = inputs[:i] + (x - eps * t,) + inputs[i + 1:]
-            numeric[k] = (loss(plus) - loss(minus)) / (2 * eps)
+            numeric = np.array([central_difference(loss, moved[i], t, eps) for t in basis])
         analytic = np.array([np.sum(got * t) for t in basis])
         np.testing.assert_allclose(
             analytic, numeric, atol=atol, rtol=rtol,
@@ -152,13 +156,5 @@ def sample_inputs(prim: Primitive, args: Sequence[Arg], params: dict, *, seed: i
 def numeric_grad(model, loss: str, x, y) -> np.ndarray:
     """Central differences (eps = 1e-6) of a whole model's `loss` with respect to every entry
     of its flat parameter buffer: the oracle for `Model.loss_and_grad` (float64 models)."""
-    out = np.zeros_like(model.flat)
-    for i in range(model.flat.size):
-        keep = model.flat[i]
-        model.flat[i] = keep + 1e-6
-        up = model.loss(loss, x, y)
-        model.flat[i] = keep - 1e-6
-        down = model.loss(loss, x, y)
-        model.flat[i] = keep
-        out[i] = (up - down) / 2e-6
-    return out
+    return np.array([central_difference(lambda: model.loss(loss, x, y), model.flat, i)
+                     for i in range(model.flat.size)])

@@ -74,6 +74,7 @@ PROGRAMS = {
     "join_heads": VECTORS + "(R^4)^3\nNet(xs) = join_heads(split_heads(xs; h = 4))",
     "transpose": "Net: R^(2, 3) -> R^(3, 2)\nNet(x) = transpose(x)",
     "repeat": "Net: R^4 -> R^4\nNet(x) = repeat(2, FeedForward, x)",
+    "where": "Net: R^4 -> R^4\nNet(x) = where(x > 0, sqrt(x), 0) + where(1 < x, x, 1)",
 }
 PROGRAMS.update({b.name: _elementwise_program(b.name) for b in BUILTINS.values()
                  if b.lowering is None})

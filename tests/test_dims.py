@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from dp.dsl import DpError, load_text
-from dp.dsl.dims import DimExpr, Mismatch, dim_from, fresh, resolve, unify
+from dp.dsl.dims import DimExpr, Fixed, Mismatch, Why, dim_from, fresh, resolve, unify
 
 
 def _vars():
@@ -199,7 +199,12 @@ def test_a_conflict_found_later_points_at_the_argument_it_came_from():
                  "Net: (R^2, R^3) -> R^1\nNet(x, y) = Join(x, y)\n")
     assert err.message == "Join expects R^(n + 3) here, but x is R^2"
     assert (err.span.line, err.span.col) == (5, 18)
-    assert err.notes[0] == "n would be -1, but sizes must be positive"
+    assert err.notes == ("Join's n would be -1, but sizes must be positive",
+                         "2 is the size of x, from the type of Net at line 4 "
+                         "(Net: (R^2, R^3) -> R^1)",
+                         "Join's n + 3 is Join's first input size, declared at line 1 "
+                         "(Join: (R^(n + m), R^m) -> R^n)",
+                         "Join's m = 3, from the type of y at line 5")
 
 
 def test_a_generic_caller_of_an_even_size_leaves_the_division_to_its_sizes():
@@ -215,5 +220,62 @@ def test_a_conflict_another_call_reveals_is_reported_at_its_own_call():
                  "Net: R^2 -> R^3\nNet(x) = Three(Split(x))\n")
     assert err.message == "Split expects R^(n + 3) here, but x is R^2"
     assert (err.span.line, err.span.col) == (8, 22)
-    assert err.notes == ("n would be -1, but sizes must be positive",
-                         "Split: R^(n + m) -> R^m is declared at prog.dp:1")
+    assert err.notes[0] == "Split's n would be -1, but sizes must be positive"
+    assert "Split's m = 3, from its use as Three's input at line 8" in err.notes
+
+
+# --- where sizes came from (provenance) ------------------------------------------------------
+def test_a_binding_records_what_fixed_it_by_the_side_its_variable_is_on():
+    """A variable of the expected side is fixed by the value, one of the value's side by what
+    is expected of it (a later use, an expected type)."""
+    n, m, _ = _vars()
+    why = Why("the type of x", "its use as Small's input", "span")
+    s = unify(64, n, {}, why=why)  # n is on the expected side
+    assert s.fixed[n] == Fixed("the type of x", "span")
+    s = unify(m, 32, s, why=why)  # m is on the value's side
+    assert s.fixed[m] == Fixed("its use as Small's input", "span")
+    assert (resolve(n, s), resolve(m, s)) == (64, 32)
+
+
+def test_a_deferred_constraint_records_its_own_reason_not_the_one_that_woke_it():
+    n, m, _ = _vars()
+    deferred: list = []
+    s = unify(add(n, m), 5, {}, deferred, why=Why("the type of x", "", "x"))
+    s = unify(m, 3, s, deferred, why=Why("the type of y", "", "y"))
+    assert (resolve(n, s), resolve(m, s)) == (2, 3)
+    assert s.fixed[n].span == "x" and s.fixed[m].span == "y"
+
+
+def test_a_callee_variable_is_named_with_its_callee_and_the_callers_namesake_too():
+    err = _error("Pair: (R^n, R^(n + 1)) -> R^n\nPair(x, y) = x\n\n"
+                 "Net: (R^n, R^n) -> R^n\nNet(x, y) = Pair(x, y)\n")
+    assert err.message == "Pair expects R^(n + 1) here, but y is R^n"
+    assert err.notes == (
+        "Net's n is the size of y, from the type of Net at line 4 (Net: (R^n, R^n) -> R^n)",
+        "Net's n + 1 is Pair's second input size, declared at line 1 "
+        "(Pair: (R^n, R^(n + 1)) -> R^n)",
+        "Pair's n = Net's n, from the type of x at line 5")
+
+
+def test_a_size_fixed_by_a_size_argument_a_later_use_and_an_expected_type():
+    err = _error("Net: R^8 -> R^4\nNet(x) = (FeedForward(Linear(x; m = 6)) : R^3)\n")
+    assert err.message == "Net should give R^4 (its signature), but the expression is R^3"
+    assert "FeedForward's m = 3, from the expected type at line 2" in err.notes
+    err = _error("Wide: R^16 -> R\nWide(x) = sum(x)\n\nNet: R^8 -> R\n"
+                 "Net(x) =\n  h = Linear(x)\n  y = Wide(h)\n  (h : R^4)\n")
+    assert err.message == "the expected type is R^4, but h is R^16"
+    assert err.notes == (
+        "16 is the size of h, from Linear's result, declared at stdlib/attention.dp:5 "
+        "(Linear: R^n -> R^m)",
+        "Linear's m = 16, from its use as Wide's input at line 7")
+    err = _error("Net: R^8 -> R^4\nNet(x; d = 6) = (Linear(x; m = d) : R^4)\n")
+    assert "Linear's m = d, from the size argument m = d at line 2" in err.notes
+
+
+def test_the_instance_pass_says_which_use_fixed_a_size():
+    err = _error("Halve: R^n -> R^(n/2)\nHalve(x) = W x\n  param W: R^(n/2, n) ~ glorot\n\n"
+                 "Twice: R^n -> R^n\nTwice(x) = V Halve(x)\n  param V: R^(n, n/2) ~ glorot\n\n"
+                 "Net: R^5 -> R^5\nNet(x) = Twice(x)\n")
+    assert err.message == "Twice cannot be used with these sizes: 5 / 2 is not a whole number"
+    assert err.notes == ("Twice is used with n = 5 at prog.dp:10",
+                         "Twice's n = 5, from the type of x at line 10")

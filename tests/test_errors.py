@@ -76,6 +76,42 @@ def test_caret_count_is_the_span_length(program: Path, monkeypatch):
             assert len(carets.strip()) == len(source) - span.col + 1, program
 
 
+def test_every_golden_has_the_error_layout(monkeypatch):
+    """Every golden, walked against the errors `dp check` raised for it: each starts
+    `error[kind]: `, has a `--> file:L:C` line naming the error's span, L within the file
+    (never -1, even at the end of the file), the source line as it is in the file (tabs shown
+    as one space), carets under it as many as the span's columns (one for an empty span; to
+    the line's end for a span of several lines), exit code 1 and no traceback."""
+    assert len(ERRORS) >= 80
+    for program in ERRORS:
+        golden = program.with_suffix(".err").read_text()
+        assert "Traceback" not in golden, program
+        errors = _rendered_errors(program, monkeypatch)  # asserts exit code 1
+        heads = [i for i, line in enumerate(golden.splitlines()) if line.startswith("error")]
+        assert heads and heads[0] == 0 and len(heads) == len(errors), program
+        lines = golden.splitlines() + [""]
+        for head, err in zip(heads, errors):
+            assert re.match(r"error\[\w+\]: ", lines[head]), (program, lines[head])
+            assert lines[head] == f"error[{err.kind}]: {err.message.splitlines()[0]}"
+            span = err.span
+            if span is None:
+                assert not lines[head + 1].startswith("  --> "), program
+                continue
+            source = (ROOT / span.file if not Path(span.file).is_absolute() else
+                      Path(span.file)).read_text(encoding="utf-8").split("\n")
+            assert 1 <= span.line <= len(source) and span.col >= 1, (program, span)
+            assert lines[head + 1] == f"  --> {span.file}:{span.line}:{span.col}", program
+            written = source[span.line - 1].removesuffix("\r").expandtabs(1)
+            gutter = " " * len(str(span.line))
+            assert lines[head + 2:head + 4] == [f" {gutter} |", f" {span.line} | {written}"]
+            carets = lines[head + 4]
+            assert carets.startswith(f" {gutter} | {' ' * (span.col - 1)}^"), program
+            count = len(carets) - len(f" {gutter} | {' ' * (span.col - 1)}")
+            width = span.end_col - span.col if span.end_line == span.line else \
+                len(written) + 1 - span.col
+            assert carets.endswith("^" * count) and count == max(1, width), (program, span)
+
+
 def test_missing_program_file():
     code, out, err = dp_here("check", "no/such/file.dp", cwd=ROOT)
     assert (code, out) == (1, "")

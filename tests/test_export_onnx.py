@@ -117,11 +117,15 @@ Unfused(xs) =
 
 Translate: Token[7]^5 -> Token[6]^4
 Translate(ts) = SequenceToSequence(ts; d = 8, layers = 1, heads = 2, ff = 16)
+
+Masked: R^5 -> R^5
+Masked(x) = where(x > 0, log(x), 0) + where(x <= t, sqrt(t - x), x) + where(0 >= x, 1, -x)
+  param t: R ~ ones
 """
 
 NAMES = ["Acts", "Products", "Vision", "Convs", "Seq1d", "Recurrent", "Gated", "Unrolled",
          "Norms", "Attend", "CausalAttend", "Block", "PreBlock", "Embeds", "CharLM", "Unfused",
-         "Translate"]
+         "Translate", "Masked"]
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,16 @@
 """The Numba cache works without a usable HOME and never writes beside the
-installed package; two cold-cache processes at once both succeed."""
+installed package; two cold-cache processes at once both succeed; four threads calling one
+model get bitwise the serial result; `dp run` works from a read-only installation with HOME
+unusable and NUMBA_CACHE_DIR unset, and never prints "cannot cache function"."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, dp_here, program_in
 
 SCRIPT = ("from dp.interpreter.commands.cli import main; import sys; "
           "sys.exit(main(['train', 'programs/digits_mlp.dp', '--steps', '5', "
@@ -84,3 +87,48 @@ def test_four_threads_calling_one_model_match_the_serial_result():
     r = subprocess.run([sys.executable, "-c", THREADS], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
     assert (r.returncode, r.stdout.strip()) == (0, "same"), r.stderr[-2000:]
+
+
+# --- a read-only installation -----------------------------------------------------------------
+# Where each package of dp is in the source tree (pyproject.toml's package-dir): the copy is laid
+# out as an installation is.
+LAYOUT = {"api": "dp", "dsl": "dp/dsl", "stdlib": "dp/stdlib", "interpreter": "dp/interpreter"}
+
+
+def _installed_copy(folder) -> list[str]:
+    """dp's packages copied into `folder` as installed, made read-only; returns their files."""
+    for src, dst in LAYOUT.items():
+        shutil.copytree(ROOT / src, folder / dst, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    for p in [folder, *folder.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    return files
+
+
+def test_dp_run_from_a_read_only_installation_with_no_home(tmp_path):
+    """The package read-only, HOME=/nonexistent (for root, who could create it, a path under a
+    file), NUMBA_CACHE_DIR unset: `dp run` works, never says "cannot cache function", and
+    writes nothing beside the package. Root ignores the read-only bits, so the last check is
+    what shows that nothing tried to write there."""
+    package = tmp_path / "site"
+    package.mkdir()
+    files = _installed_copy(package)
+    program = program_in(tmp_path)
+    assert dp_here("train", program, "--steps", "5")[0] == 0  # a checkpoint to run
+    home = "/nonexistent" if os.getuid() != 0 else _no_home(tmp_path) + "/nonexistent"
+    env = _env(HOME=home, PYTHONPATH=str(package), PYTHONDONTWRITEBYTECODE="1",
+               TMPDIR=str(tmp_path))
+    code = ("import sys, dp; assert dp.__file__.startswith(sys.argv[1]), dp.__file__\n"
+            "from dp.interpreter.commands.cli import main; sys.exit(main(['run', sys.argv[2]]))")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(package), str(program)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("accuracy(Digits, digits(split = test)) = ")
+        assert "cannot cache" not in proc.stderr
+        assert sorted(str(p.relative_to(package)) for p in package.rglob("*")) == files
+    finally:
+        for p in [package, *package.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)  # so that pytest can remove it

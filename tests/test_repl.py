@@ -173,7 +173,8 @@ def test_terminal_session_defines_redefines_and_reports_errors(tmp_path):
         f" {' ' * width} |\n"
         f" {typed} | Digits(v)\n"
         f" {' ' * width} |        ^\n"
-        "   = note: Digits: R^64 -> R^10 is declared at programs/digits_mlp.dp:4\n")
+        "   = note: 64 is Digits's input size, declared at programs/digits_mlp.dp:4 "
+        "(Digits: R^64 -> R^10)\n")
     assert ask("Pending: R^n -> R^n") == ""
     child.send("\x03")  # Ctrl-C drops the declaration being typed
     child.expect_exact(PROMPT_STARTS)

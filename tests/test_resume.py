@@ -154,7 +154,7 @@ def test_resume_errors(tmp_path):
     assert err.startswith(f"error[checkpoint]: --resume: {tmp_path / 'prog.safetensors'} was "
                           f"trained with seed 0, this run has 5\n")
     assert "resume with --set seed=0" in err
-    program.write_text(program.read_text().replace("epochs 20", "epochs 21"))
+    program.write_text(program.read_text().replace("act = identity", "act = tanh"))
     code, out, err = dp_here("train", program, "--resume")
     assert code == 1 and "was trained from another version of the program" in err
 

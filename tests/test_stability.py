@@ -1,7 +1,10 @@
-"""Numerical stability in float32, for the primitives that exist now.
+"""Numerical stability in float32: every result finite and within 1e-5 relative of a float64
+reference.
 
-Extreme logits through log_softmax, cross_entropy and logsumexp, and sigmoid/tanh at +-1000:
-every result is finite and matches a float64 reference to 1e-5 relative. The one exception is
+Extreme logits through log_softmax, cross_entropy and logsumexp ([1e4, -1e4, 0], [3e38, -3e38],
+8 equal values, a gap of 1000, logsumexp of [0, 100]), sigmoid/tanh at +-1000, and layernorm
+on a constant row (the output is beta within 1e-6, the gradients finite) and on a row of
+variance 1e-12. The one exception is
 [3e38, -3e38], whose exact log_softmax (-6e38) and wrong-label loss (6e38) lie beyond float32's
 range: those entries must saturate to the correctly signed infinity, never NaN, while every
 representable entry and every gradient stays finite and accurate.
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from dp.interpreter.core.primitives import get
 from gradcheck import PATHS, force_path
 
@@ -118,3 +120,54 @@ def test_saturating_activations_at_1000(name) -> None:
     np.testing.assert_allclose(out, ref, rtol=RTOL, atol=1e-30)
     np.testing.assert_allclose(dx, 1 - ref**2 if name == "tanh" else ref * (1 - ref),
                                rtol=RTOL, atol=1e-30)
+
+
+# ---------------------------------------------------------------------------------------------
+# layernorm (eps = 1e-5, with gain and bias) on a constant row and on a row of variance 1e-12
+
+EPS = 1e-5
+
+
+def _ref_layernorm(x, gain, bias, g):
+    """float64 value and gradients (dx, dgain, dbias) of xhat * gain + bias for cotangent g."""
+    x, gain, g = (np.asarray(a, np.float64) for a in (x, gain, g))
+    c = x - x.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt((c * c).mean(-1, keepdims=True) + EPS)
+    xhat = c * rstd
+    gg = g * gain
+    dx = rstd * (gg - gg.mean(-1, keepdims=True) - xhat * (gg * xhat).mean(-1, keepdims=True))
+    return xhat * gain + bias, dx, (g * xhat).sum(0), g.sum(0)
+
+
+def _layernorm32(x, gain, bias, g):
+    prim = get("layernorm")
+    out, saved = prim.forward(x, gain, bias, eps=EPS)
+    grads = prim.backward(g, out, (x, gain, bias), (True, True, True), saved=saved, eps=EPS)
+    return out, grads
+
+
+ROWS = {
+    "constant": np.full((2, 8), 3.7, np.float32),
+    "variance_1e-12": (0.5 + 1e-6 * np.array([[1, -1] * 4, [-1, 1] * 4])).astype(np.float32),
+}
+
+
+@pytest.mark.parametrize("key", ROWS)
+def test_layernorm_degenerate_rows(key) -> None:
+    x = ROWS[key]
+    x64 = x.astype(np.float64)
+    var = ((x64 - x64.mean(-1, keepdims=True)) ** 2).mean(-1)
+    assert (var == 0).all() if key == "constant" else np.allclose(var, 1e-12, rtol=0.1)
+    rng = np.random.default_rng(0)
+    gain = rng.uniform(0.5, 2, 8).astype(np.float32)
+    bias = rng.uniform(-2, 2, 8).astype(np.float32)
+    g = rng.uniform(-1, 1, x.shape).astype(np.float32)
+    out, grads = _layernorm32(x, gain, bias, g)
+    ref, *ref_grads = _ref_layernorm(x, gain, bias, g)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert all(np.isfinite(d).all() and d.dtype == np.float32 for d in grads)
+    if key == "constant":  # the output is beta exactly (within 1e-6)
+        np.testing.assert_allclose(out, np.broadcast_to(bias, x.shape), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out, ref, rtol=RTOL, atol=1e-6)
+    for got, want in zip(grads, ref_grads, strict=True):
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-6)

@@ -66,6 +66,7 @@ def test_a_generic_module_keeps_its_dimension_names():
         "  layer         module            output",
         "  feedforward   map FeedForward   (R^ff)^n",
         "  linear        map Linear        (R^d)^n",
+        "  parameters: 2 * d * ff + d + ff",
         "  parameter counts need concrete sizes for d, n",
     ]
     assert summary_lines(tprog, tprog.defs["FeedForward"]) == [
@@ -73,6 +74,7 @@ def test_a_generic_module_keeps_its_dimension_names():
         "  layer   module   output",
         "  W       param    R^(m, n)",
         "  b       param    R^m",
+        "  parameters: m * n + m",
         "  parameter counts need concrete sizes for n, m",
     ]
     lines = summary_lines(tprog, tprog.defs["Transformer"])

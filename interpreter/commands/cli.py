@@ -99,9 +99,33 @@ def _parser() -> argparse.ArgumentParser:
                                         "when MODULE is the model its train block trains)")
     x.add_argument("--seed", type=int, help="initialize an untrained module with this seed")
     _choices(x)
-    for q in (c, t, r, s, e, g, x):
+    k = sub.add_parser("gradcheck", help="the model's gradients against central differences "
+                                         "(float64, random inputs)")
+    k.add_argument("file")
+    k.add_argument("module", nargs="?",
+                   help="a module with concrete sizes (default: the train block's model)")
+    k.add_argument("--eps", type=float, default=1e-6, help="the step (default: 1e-6)")
+    k.add_argument("--tol", type=float, default=1e-4,
+                   help="the largest error that passes (default: 1e-4)")
+    k.add_argument("--seed", type=int, default=0, help="parameters, inputs, cotangent")
+    k.add_argument("--batch", type=int, default=2, help="examples (default: 2)")
+    for q in (c, t, r, s, e, g, x, k):
         q.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    for q in (c, t, r, n, x):
+        q.add_argument("--max-memory", type=_size, metavar="SIZE",
+                       help="refuse a model whose buffers need more (default 8G; K, M, G, T "
+                            "are powers of 1024)")
     return p
+
+
+def _size(text: str) -> int:
+    from dp.interpreter.core.memory import parse_size
+
+    size = parse_size(text)
+    if size is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: write bytes, or a number "
+                                         "with K, M, G or T (such as 3G)")
+    return size
 
 
 def _choices(p: argparse.ArgumentParser) -> None:
@@ -127,6 +151,9 @@ def _main(argv: list[str] | None) -> int:
     debug = "--debug" in argv
     try:
         args = _parser().parse_args(argv)
+        if args.command == "gradcheck":  # many small products: BLAS threads only slow them
+            for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ.setdefault(name, "1")  # (five times on a busy machine)
         if debug:  # re-check every plan lowering and fusion build (a bug shows where it is made)
             from dp.interpreter.core import plan
             plan.CHECK_PLANS = True
@@ -135,7 +162,12 @@ def _main(argv: list[str] | None) -> int:
             return launched
         from . import handlers as commands
 
-        return getattr(commands, args.command)(args)
+        if getattr(args, "max_memory", None) is None:
+            return getattr(commands, args.command)(args)
+        from dp.interpreter.core.memory import memory_limit
+
+        with memory_limit(args.max_memory):
+            return getattr(commands, args.command)(args)
     except DpError as err:
         if debug:
             traceback.print_exc()

@@ -2,7 +2,9 @@
 Inside: its inputs, one box per call site (the callee, its signature as instantiated there, its
 configuration and parameter count), a small node per builtin operation, its own parameters and
 its output, joined by arrows that carry the types. `build` makes that graph from the typed
-program, so it is tested without images.
+program, so it is tested without images; `build_failed` makes it for a module that does not
+check, up to the step where the types disagree (the checker's `Partial`): that step's arrow is
+marked, with the type given and the one expected written on it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dp.dsl import typed as T
+from dp.dsl.check_body import Partial
 
 from .structure import (
     Scope,
@@ -26,7 +29,8 @@ _SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@"}
 
 @dataclass
 class Node:
-    kind: str  # input, param, call (a box), op (a builtin), value (a type on an arrow), output
+    kind: str  # input, param, call (a box), op (a builtin), value (a type on an arrow), output,
+    # mismatch (the types that disagree, on the arrow where they do)
     lines: tuple[str, ...]
 
 
@@ -39,6 +43,7 @@ class Diagram:
     edges: list[tuple[int, int]] = field(default_factory=list)
     boxes: int = 0
     total: int | None = None  # parameters, when the sizes are concrete
+    marked: set = field(default_factory=set)  # the edges where the types disagree
 
 
 # --- the graph ----------------------------------------------------------------------------------
@@ -48,10 +53,16 @@ def build(tprog: T.TProgram, tdef: T.TDef) -> Diagram:
     return _Builder(tprog, tdef).diagram
 
 
+def build_failed(partial: Partial) -> Diagram:
+    """The dataflow of a module that does not check, up to its failing step: every value known
+    there, the step itself, and the marked arrow from the argument that does not fit."""
+    return _Builder(None, partial.tdef, partial).diagram
+
+
 class _Builder:
-    def __init__(self, tprog: T.TProgram, tdef: T.TDef):
+    def __init__(self, tprog: T.TProgram | None, tdef: T.TDef, failed: Partial | None = None):
         self.tprog, self.tdef, self.scope = tprog, tdef, Scope.top(tdef)
-        self.counts = param_counts(tprog, tdef)
+        self.counts = None if tprog is None else param_counts(tprog, tdef)
         self.diagram = Diagram(f"{tdef.name}: {tdef.sig}", _subtitle(tdef), "")
         self.named: set[int] = set()
         self.carried: dict[str, int] = {}
@@ -67,6 +78,9 @@ class _Builder:
             self.env[name] = v
             if name in carries:
                 self.edge(v, self.add("output", f"{name} to the next step"))
+        if failed is not None:
+            self.failure(failed)
+            return
         out = self.value(tdef.result)
         label = f"output: {tdef.sig.result}"
         if self.diagram.nodes[out].kind == "value" and out not in self.named:
@@ -79,6 +93,20 @@ class _Builder:
         else:
             self.diagram.total = sum(self.counts.values())
             self.diagram.footer = f"{self.diagram.total:,} parameters in total"
+
+    def failure(self, p: Partial) -> None:
+        sources = [self.value(a) for a in p.args]
+        step = self.add(p.kind, *p.lines)
+        for i, source in enumerate(sources):
+            if i != p.bad:
+                self.edge(source, step)
+                continue
+            bad = self.add("mismatch", f"{p.got} → expects {p.want}")
+            self.edge(source, bad)
+            self.edge(bad, step)
+            self.diagram.marked |= {(source, bad), (bad, step)}
+        self.diagram.footer = (f"{self.tdef.name} does not check: the types disagree at the red "
+                               "arrow")
 
     def add(self, kind: str, *lines: str) -> int:
         self.diagram.nodes.append(Node(kind, tuple(lines)))
@@ -179,8 +207,8 @@ class _Builder:
             lines.append(f"{call.callee.name} = {ref_text(ref)}")
         else:
             given = {v.name: s.size(fv) for v, fv in call.dims}
-            parts = [f"{n} = {given[n]}" for n in self.tprog.sizes.get(ref.name, ())
-                     if n in given]
+            sizes = self.tprog.sizes if self.tprog is not None else {}
+            parts = [f"{n} = {given[n]}" for n in sizes.get(ref.name, ()) if n in given]
             parts += [f"{k} = {ref_text(v, s.size)}" for k, v in call.callee.config]
             lines += _wrap(parts, 48)
         if self.counts is not None:

@@ -1,7 +1,8 @@
 """`dp show MODULE [FILE] [-o OUT]`: a module drawn as a box diagram, the way a lecture draws it.
 
 The graph comes from diagram.py; grandalf lays it out in layers (Sugiyama) and matplotlib draws
-it as SVG or PNG.
+it as SVG or PNG. A module that does not check is drawn up to the step where its types disagree,
+that arrow red and dashed, and the error is then said as `dp check` says it (exit code 1).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import matplotlib
 from dp.dsl import typed as T
-from dp.dsl.errors import DpError, suggest
+from dp.dsl.errors import DpError, DpErrors, suggest
 from dp.dsl.loader import load_programs
 from grandalf.graphs import Edge, Graph, Vertex
 from grandalf.layouts import SugiyamaLayout
@@ -22,7 +23,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.path import Path as CurvePath
 from matplotlib.textpath import TextToPath
 
-from .diagram import Diagram, Node, build
+from .diagram import Diagram, Node, build, build_failed
 
 # --- layout and drawing ------------------------------------------------------------------------
 _FONT = {  # kind -> (size, weight, style, colour) of its first line and of the others
@@ -32,6 +33,7 @@ _FONT = {  # kind -> (size, weight, style, colour) of its first line and of the 
     "input": ((10.5, "bold", "normal", "#222222"), (9, "normal", "normal", "#222222")),
     "output": ((10.5, "bold", "normal", "#222222"), (9, "normal", "normal", "#222222")),
     "value": ((9.5, "normal", "italic", "#6a3d9a"), (9.5, "normal", "italic", "#6a3d9a")),
+    "mismatch": ((10, "bold", "normal", "#b00020"), (9, "normal", "normal", "#b00020")),
     "title": ((13, "bold", "normal", "#111111"), (10, "normal", "italic", "#333333")),
     "footer": ((10.5, "bold", "normal", "#111111"), (8.5, "normal", "italic", "#555555")),
 }
@@ -41,10 +43,11 @@ _BOX = {  # kind -> (fill, edge colour, line width, rounding); values have no bo
     "param": ("#e3f1da", "#548235", 1.0, 4),
     "input": ("#ffffff", "#333333", 1.6, 12),
     "output": ("#ffffff", "#333333", 1.6, 12),
+    "mismatch": ("#fdecea", "#b00020", 1.4, 4),
 }
 _PAD = {"call": (12, 8), "op": (9, 4), "param": (8, 5), "input": (12, 6), "output": (12, 6),
-        "value": (3, 1), "title": (0, 4), "footer": (0, 4)}
-_FRAME_FILL, _EDGE = "#f7f7f7", "#555555"
+        "value": (3, 1), "title": (0, 4), "footer": (0, 4), "mismatch": (8, 4)}
+_FRAME_FILL, _EDGE, _MARKED = "#f7f7f7", "#555555", "#b00020"
 _LINE = 1.35  # line height, in font sizes
 
 
@@ -189,10 +192,12 @@ def draw(d: Diagram, out: str) -> None:
     ends = _spread(d, boxes, paths)
     for key, pts in paths.items():
         head = d.nodes[key[1]].kind != "value"
+        marked = key in d.marked
         ax.add_patch(FancyArrowPatch(
-            path=_edge_path(d, key, pts, boxes, ends), color=_EDGE, lw=1.1,
+            path=_edge_path(d, key, pts, boxes, ends), color=_MARKED if marked else _EDGE,
+            lw=1.6 if marked else 1.1, linestyle="--" if marked else "-",
             arrowstyle="-|>,head_length=7,head_width=3.2" if head else "-", mutation_scale=1,
-            zorder=1))
+            zorder=1, gid="mismatch" if marked else None))
     for node, (x, y, w, h) in zip(d.nodes, boxes):
         if node.kind in _BOX:
             fill, edge, lw, r = _BOX[node.kind]
@@ -239,14 +244,35 @@ def show_cmd(args) -> int:
     if Path(out).suffix.lower() not in (".svg", ".png"):
         raise DpError("usage", f"dp show writes .svg or .png files, not '{out}'", None,
                       ("e.g. -o diagram.svg or -o diagram.png",))
-    tprog, _ = load_programs([args.file] if args.file else [])
-    diagram = build(tprog, find_module(tprog, args.module, args.file))
     try:
-        draw(diagram, out)
-    except OSError as err:
-        raise DpError("file", f"cannot write {out}: {err.strerror or err}") from None
+        tprog, _ = load_programs([args.file] if args.file else [])
+    except DpError as err:
+        partial = _partial(err, args.module)
+        if partial is None:
+            raise
+        _write(build_failed(partial), out)
+        print(f"wrote {out}: {args.module} up to where its types disagree (the red arrow)")
+        raise  # said as `dp check` says it
+    diagram = build(tprog, find_module(tprog, args.module, args.file))
+    _write(diagram, out)
     total = (f"{diagram.total:,} parameters" if diagram.total is not None
              else "parameter counts need sizes")
     print(f"wrote {out}: {diagram.boxes} box{'es' if diagram.boxes != 1 else ''}, {total}")
     return 0
+
+
+def _write(diagram: Diagram, out: str) -> None:
+    try:
+        draw(diagram, out)
+    except OSError as err:
+        raise DpError("file", f"cannot write {out}: {err.strerror or err}") from None
+
+
+def _partial(err: DpError, module: str):
+    """The checker's Partial of `module`, when a shape error stopped it at a known step."""
+    for e in err.errors if isinstance(err, DpErrors) else [err]:
+        partial = getattr(e, "partial", None)
+        if partial is not None and partial.tdef.name == module:
+            return partial
+    return None
 

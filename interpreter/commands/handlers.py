@@ -31,7 +31,8 @@ def check(args) -> int:
         for item in read_program(args.file)[1].items:
             print(item)
         return 0
-    tprog, _ = load_programs([args.file])  # its train and run blocks are checked too
+    tprog, sources = load_programs([args.file])  # its train and run blocks are checked too
+    _not_empty(args.file, sources)
     mine = {str(Path(args.file).resolve())}
     shown = [d for d in tprog.defs.values()
              if str(Path(d.span.file).resolve()) in mine]
@@ -60,6 +61,17 @@ def _plan_text(tprog: T.TProgram, tdef: T.TDef) -> str:
     return format_plan(lower(tprog, tdef.name, 1, tdef.span))
 
 
+def _not_empty(file: str, sources: dict[str, str]) -> None:
+    """A file of nothing but blank lines and comments is refused alike by every command
+    (`dp check` would find nothing to check, `dp run` nothing to run)."""
+    text = sources.get(file)  # None: a file of the standard library, read as one
+    if text is not None and all(not line.strip() or line.lstrip().startswith("#")
+                                for line in text.splitlines()):
+        raise DpError("file", f"{file} is empty: it defines no module and has no train or run "
+                      "block", None, ("a program starts with a module's signature and "
+                                      "definition, such as Net: R^4 -> R^2",))
+
+
 def _train_block(tprog: T.TProgram, file: str) -> T.TTrain:
     if tprog.train is None:
         raise DpError("usage", f"{file} has no train block",
@@ -74,13 +86,15 @@ def train_cmd(args) -> int:
 
 def _train(args) -> int:
     from dp.interpreter.core.model import Model
+    from dp.interpreter.training.checkpoint import program_digest
     from dp.interpreter.training.reports import run_block
-    from dp.interpreter.training.train import checkpoint_path, parse_sets, program_hash
+    from dp.interpreter.training.train import checkpoint_path, parse_sets
     from dp.interpreter.training.train import train as train_model
 
     distributed.join()  # under mpiexec: the ranks agree on any error from here on
     sets = parse_sets(args.set)  # the model's configuration arguments are chosen in loading
     tprog, sources = load_programs([args.file], sets)
+    _not_empty(args.file, sources)
     flags = {"epochs": args.epochs, "steps": args.steps, "seed": args.seed, "lr": args.lr}
     train = _train_block(tprog, args.file)
     chosen = configuration_names(tprog, train.model)
@@ -102,9 +116,12 @@ def _train(args) -> int:
     if not os.path.isdir(folder):  # found now, not after the first epoch
         raise DpError("usage", f"the checkpoint {ckpt} goes into {folder}, which is not a "
                       "folder", None, ("create it, or give --checkpoint a path in one",))
+    # a step's plan, its gradients and the optimizer's state within the memory limit
+    model.reserve(max(1, config.batch // distributed.WORLD.size), config.loss,
+                  1 + _state_copies(config.optimizer))
     summary = train_model(model, config, os.path.dirname(args.file) or ".", ckpt,
-                          program_hash(sources[args.file]), resume=args.resume,
-                          every=args.checkpoint_every)
+                          program_digest(tprog, sources, config.model, sets),
+                          resume=args.resume, every=args.checkpoint_every)
     first = summary["first_step_seconds"]  # None when no step was left to run
     print(f"trained {plural(summary['steps'], 'step')} in {summary['seconds']:.2f} s"
           + (f" (first step {first:.2f} s)" if first is not None else "")
@@ -112,6 +129,13 @@ def _train(args) -> int:
     for rb in runs if distributed.root() else ():  # rank 0 alone reports
         run_block(rb, {model.name: model}, os.path.dirname(args.file) or ".")
     return 0
+
+
+def _state_copies(optimizer: T.TOptimizer) -> int:
+    """Buffers of the parameters' size the optimizer keeps (optim.Optimizer.init_state)."""
+    if optimizer.name == "sgd":
+        return int(dict(optimizer.hyper)["momentum"] != 0)
+    return 2
 
 
 def run(args) -> int:
@@ -125,7 +149,8 @@ def _run(args) -> int:
     from dp.interpreter.training.train import checkpoint_path, parse_sets
 
     sets = parse_sets(args.set)  # as the model was trained: --set cell=LSTM
-    tprog, _ = load_programs([args.file], sets, settings=False)
+    tprog, sources = load_programs([args.file], sets, settings=False)
+    _not_empty(args.file, sources)
     only_choices(sets, tprog, "run")
     runs = _data(tprog.train, tprog.runs, args.data)[1] if args.data else tprog.runs
     if not tprog.runs:
@@ -143,7 +168,7 @@ def _run(args) -> int:
             _weights([model], args.weights)
         else:
             ckpt = checkpoint_path(args.file, args.checkpoint, config)
-            _load(model, _best(ckpt, config) if args.best else ckpt, tprog)
+            _load(model, _best(ckpt, config) if args.best else ckpt, tprog, sources, sets)
         models = {model.name: model}
     elif args.checkpoint or args.best:
         raise DpError("usage", f"{args.file} has no train block, so "
@@ -191,13 +216,19 @@ def _data(train: T.TTrain | None, runs, path: str):
     return point_data(train, runs, path)
 
 
-def _load(model: Model, ckpt: str, tprog: T.TProgram) -> None:
-    """The trained parameters; a model with configuration arguments may have been trained
-    with other choices (`dp train --set cell=LSTM`), which must be made again."""
+def _load(model: Model, ckpt: str, tprog: T.TProgram, sources: dict[str, str],
+          sets: dict[str, str]) -> None:
+    """The trained parameters, of this model as the program defines it; a model with
+    configuration arguments may have been trained with other choices (`dp train --set
+    cell=LSTM`), which must be made again."""
+    from dp.interpreter.training.checkpoint import check_program, program_digest
     from dp.interpreter.training.train import load_trained
 
     try:
-        load_trained(model, ckpt)
+        meta = load_trained(model, ckpt)
+        tdef = tprog.defs[model.name]
+        check_program(meta, program_digest(tprog, sources, model.name, sets), ckpt,
+                      model.name, tdef.span, sources.get(tdef.span.file))
     except DpError as err:
         names = configuration_names(tprog, model.name)
         if err.kind != "checkpoint" or not names or not os.path.exists(ckpt):
@@ -216,14 +247,15 @@ def generate(args) -> int:
 
     sampling.check_flags(args.prompt, args.n, args.temperature, args.top_k, args.seed)
     sets = parse_sets(args.set)
-    tprog, _ = load_programs([args.file], sets, settings=False)
+    tprog, sources = load_programs([args.file], sets, settings=False)
+    _not_empty(args.file, sources)
     only_choices(sets, tprog, "generate")
     config = _train_block(tprog, args.file)
     if not SOURCES[config.data.kind].tokens:
         raise DpError("value", f"dp generate writes with a model trained on text, but "
                       f"{config.model} is trained on {config.data.kind}(...)", config.data.span)
     model = Model(tprog, config.model, config.model_span)
-    _load(model, checkpoint_path(args.file, args.checkpoint, config), tprog)
+    _load(model, checkpoint_path(args.file, args.checkpoint, config), tprog, sources, sets)
     print(sampling.generate(model, args.prompt, args.n, args.temperature, args.top_k,
                             args.seed), flush=True)
     return 0
@@ -283,7 +315,8 @@ def export(args) -> int:
     from dp.interpreter.training.train import checkpoint_path, parse_sets
 
     sets = parse_sets(args.set)  # as the model was trained: --set cell=LSTM
-    tprog, _ = load_programs([args.file], sets, settings=False)
+    tprog, sources = load_programs([args.file], sets, settings=False)
+    _not_empty(args.file, sources)
     only_choices(sets, tprog, "export")
     if args.module not in tprog.defs:
         raise DpError("name", f"no module '{args.module}' is defined in {args.file} or the "
@@ -293,7 +326,7 @@ def export(args) -> int:
     model = Model(tprog, args.module)
     ckpt = checkpoint_path(args.file, args.checkpoint, trained)
     if args.checkpoint or (trained is not None and os.path.exists(ckpt)):
-        _load(model, ckpt, tprog)
+        _load(model, ckpt, tprog, sources, sets)
         source = f"the parameters of {ckpt}"
     else:
         model.init(args.seed or 0)
@@ -302,6 +335,12 @@ def export(args) -> int:
     export_onnx(model, out)
     print(f"wrote {out}: {args.module} with {source}")
     return 0
+
+
+def gradcheck(args) -> int:
+    from .gradcheck_cmd import gradcheck_cmd
+
+    return gradcheck_cmd(args)
 
 
 train = train_cmd  # `dp train`

@@ -15,6 +15,7 @@ from typing import Iterator
 
 from dp.dsl import typed as T
 from dp.dsl.dims import DimVar, resolve
+from dp.dsl.param_counts import formula_line
 from dp.dsl.types import ModSig, Tensor
 from dp.interpreter.core.lower import lower
 
@@ -233,7 +234,9 @@ def describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
         return lines + param_table(lower(tprog, tdef.name, 1, tdef.span).specs)
     lines += [f"  module argument {c.name}: {_config_sig(c.sig)}, bound where {tdef.name} is "
               "used" for c in open_config(tdef)]
-    return lines + [f"  param {p.name}: {p.type} ~ {p.init}" for p in tdef.params]
+    lines += [f"  param {p.name}: {p.type} ~ {p.init}" for p in tdef.params]
+    formula = formula_line(tprog, tdef.name)  # its count as a formula of its sizes
+    return lines + ([f"  {formula}"] if formula else [])
 
 
 def call_form(tdef: T.TDef) -> str:

@@ -2,12 +2,14 @@
 
 One row per layer, the modules inside a layer indented under it, with its output for one
 example and its parameter count (from lowering, so the total is what training allocates).
-A generic module keeps its dimension names, and its counts wait for sizes.
+A generic module keeps its dimension names, and its count is a formula of them
+(dsl/param_counts.py); numbers wait for sizes.
 """
 
 from __future__ import annotations
 
 from dp.dsl import typed as T
+from dp.dsl.param_counts import formula_line
 
 from .structure import Scope, count_under, layers, open_sizes, param_counts
 
@@ -25,7 +27,8 @@ def summary_lines(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
         table = [("layer", "module", "output")] + [row[:3] for row in rows]
         if len(table) == 1:
             return [head, "  no layers and no parameters"]
-        return [head] + _columns(table, "<<<") + [
+        formula = formula_line(tprog, tdef.name)
+        return [head] + _columns(table, "<<<") + ([f"  {formula}"] if formula else []) + [
             f"  parameter counts need concrete sizes for {', '.join(open_sizes(tdef))}"]
     table = [("layer", "module", "output", "parameters")]
     for name, module, shape, path in rows:

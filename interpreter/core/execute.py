@@ -36,6 +36,7 @@ from operator import itemgetter
 import numpy as np
 
 from .kernels import load_now
+from .memory import out_of_memory
 from .plan import Const, Plan
 from .primitives import PRIMITIVES
 
@@ -179,13 +180,24 @@ class Executable:
         return self._pass(vals)
 
     def _pass(self, vals: list) -> list:
-        for fn, get, many, out, params, saved in self.forward_steps:
-            if saved is None:
-                vals[out] = fn(*get(vals), **params) if many else fn(get(vals), **params)
-            else:
-                vals[out], vals[saved] = (fn(*get(vals), **params) if many else
-                                          fn(get(vals), **params))
+        # NumPy's warnings about inf and nan stay inside: a non-finite value is the caller's to
+        # see (training names where it was made: nonfinite.py), never a warning on stderr
+        with np.errstate(all="ignore"):
+            try:
+                for fn, get, many, out, params, saved in self.forward_steps:
+                    if saved is None:
+                        vals[out] = fn(*get(vals), **params) if many else fn(get(vals), **params)
+                    else:
+                        vals[out], vals[saved] = (fn(*get(vals), **params) if many else
+                                                  fn(get(vals), **params))
+            except MemoryError as err:  # below the limit, but the machine has less
+                raise self._out_of_memory(err, out, "") from None
         return vals
+
+    def _out_of_memory(self, err: MemoryError, out: int, what: str):
+        """The error of a step (by its output's slot) whose allocation failed."""
+        eqn = next(e for e in self.plan.eqns if e.out.id == out)
+        return out_of_memory(err, what + eqn.prim, eqn.out, eqn.span, self.plan)
 
     def run(self, *inputs: np.ndarray) -> np.ndarray:
         """The first output of an evaluation (dropout the identity) for inputs as the plan
@@ -229,13 +241,21 @@ class Executable:
             if seed is None or seed.shape != vals[out].shape or seed.dtype != vals[out].dtype:
                 seed = self._ones = np.ones_like(vals[out])  # rules never write into g
         grads[out] = seed
+        with np.errstate(all="ignore"):  # as in _pass
+            self._reverse_pass(vals, grads, steps)
+        return grads
+
+    def _reverse_pass(self, vals: list, grads: list, steps: list) -> None:
         for vjp, get, many, out, params, wants, saved, targets in steps:
             g = grads[out]
             if g is None:
                 continue
             if saved is not None:
                 params = {**params, "saved": vals[saved]}
-            results = vjp(g, vals[out], get(vals) if many else (get(vals),), wants, **params)
+            try:
+                results = vjp(g, vals[out], get(vals) if many else (get(vals),), wants, **params)
+            except MemoryError as err:  # below the limit, but the machine has less
+                raise self._out_of_memory(err, out, "the gradient of ") from None
             for k, i, dest in targets:
                 gi = results[k]
                 if gi is None:
@@ -250,4 +270,3 @@ class Executable:
                     grads[i] = have + gi
                 else:  # the buffer is ours: accumulate in place
                     np.add(have, gi, out=have)
-        return grads

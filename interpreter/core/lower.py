@@ -37,29 +37,33 @@ from .lower_ops import (
     matmul,
     reduce_all,
     reduce_sequence,
+    same_shape_after,
+    select,
     token,
     volume,
 )
+from .memory import BYTES_LIMIT, over_limit  # noqa: F401 (the REPL's limit too)
 from .plan import Atom, Const, ParamSpec, Plan, PlanError, Var, check_plan
 
-BYTES_LIMIT = 8 * 2**30  # the machine's limit, not the language's: checked after lowering
 
-
-def lower(tprog: T.TProgram, name: str, batch: int, span: Span | None = None) -> Plan:
-    """The forward plan of module `name` on a batch of `batch` examples. Whether the module
-    can be a model is the checker's to say (dsl/instances.py); after that, a failure here is a
-    bug in dp: PlanError, never the user's error."""
+def lower(tprog: T.TProgram, name: str, batch: int, span: Span | None = None,
+          fused: bool = True, copies: int = 0) -> Plan:
+    """The forward plan of module `name` on a batch of `batch` examples (`fused=False`: every
+    step the primitive the program wrote, for naming where a value went wrong). Whether the
+    module can be a model is the checker's to say (dsl/instances.py); after that, a failure
+    here is a bug in dp: PlanError, never the user's error. Then the memory pre-check, with
+    `copies` more buffers of the parameters' size (training's gradients, optimizer state)."""
     arg_shapes, _, sig = model_signature(tprog, name, span)
     try:
-        plan = _lower(tprog, name, batch, arg_shapes, sig)
+        plan = _lower(tprog, name, batch, arg_shapes, sig, fused)
     except DpError as e:  # a decision of dsl/instances.py the checker did not make first
         raise PlanError(f"lowering {name} met what the checker let through: {e.message} "
                         f"({where(e.span) if e.span else 'no place'})") from None
-    _check_memory(plan, span)
+    _check_memory(plan, tprog, name, span, copies)
     return plan
 
 
-def _lower(tprog: T.TProgram, name: str, batch: int, arg_shapes, sig) -> Plan:
+def _lower(tprog: T.TProgram, name: str, batch: int, arg_shapes, sig, fused: bool) -> Plan:
     plan = Plan()
     args = [plan.new_var((batch,) + s, True, "int64" if t.vocab is not None else "float32")
             for s, t in zip(arg_shapes, sig.args, strict=True)]
@@ -72,16 +76,18 @@ def _lower(tprog: T.TProgram, name: str, batch: int, arg_shapes, sig) -> Plan:
         previous_fits(name, sig, out.shape[1:], plan.previous.shape[1:], plan.previous_vocab,
                       plan.previous_span)
     check_plan(plan)
-    fuse(plan)
+    if fused:
+        fuse(plan)
     return plan
 
 
-def _check_memory(plan: Plan, span) -> None:
-    total = sum(4 * math.prod(v.shape) for v in plan.params.values())
-    total += sum(4 * math.prod(e.out.shape) for e in plan.eqns)
-    if total > BYTES_LIMIT:
-        raise DpError("resource", f"the model needs {total / 2**30:.1f} GiB of buffers, more "
-                      f"than the limit of {BYTES_LIMIT / 2**30:.0f} GiB", span)
+def _check_memory(plan: Plan, tprog: T.TProgram, name: str, span, copies: int) -> None:
+    """Before anything is allocated (memory.py): too much is an error at the layer that
+    holds the biggest buffer (an input's: the model's definition)."""
+    tdef = tprog.defs.get(name)
+    refused = over_limit(plan, name, tdef.span if tdef is not None else span, copies)
+    if refused is not None:
+        raise DpError("resource", *refused)
 
 
 def _inline(plan: Plan, tprog: T.TProgram, ref: T.ModRef, dims_env: dict, prefix: str,
@@ -92,10 +98,13 @@ def _inline(plan: Plan, tprog: T.TProgram, ref: T.ModRef, dims_env: dict, prefix
         e = T.TPrim(ref.name, call.args, call.type, call.span)
         return _lower_builtin(plan, tprog, None, BUILTINS[ref.name], e, args)
     f = frame(tprog, ref, dims_env, prefix)
+    first = plan.next_id
     f.values.update(zip(f.tdef.inputs, args, strict=True))
     if f.tdef.carries:  # a cell of a scan (the checker allows no other call of it)
         _carry_in(plan, f, args[0].shape[0], carry)
     out = _body(plan, tprog, f)
+    if call is not None:
+        plan.calls.append((first, plan.next_id, call.span, f.tdef.name))
     if f.tdef.carries:
         carry.update({name: f.values[name] for name, _ in f.tdef.carries})
     return out
@@ -144,6 +153,8 @@ def _emit(plan: Plan, tprog: T.TProgram, f: Frame, e: T.TExpr) -> Atom:
     masked = masked_scores(f, e.args[0]) if e.op == "softmax" else None
     if masked is not None:
         return _causal_softmax(plan, tprog, f, e, masked)
+    if e.op == "where":  # its branches are emitted on safe inputs
+        return _where(plan, tprog, f, BUILTINS["where"], e, [])
     args = [_emit(plan, tprog, f, a) for a in e.args]
     if e.op in BUILTINS:
         return _lower_builtin(plan, tprog, f, BUILTINS[e.op], e, args)
@@ -167,10 +178,21 @@ def _lower_builtin(plan: Plan, tprog: T.TProgram, f: Frame | None, b: Builtin, e
     """A builtin as its record says: its lowering function, or its primitive on its argument.
     `f` is None when the builtin was passed as a module (then it has no sizes of its own)."""
     if args and isinstance(args[0], Const):  # `sqrt(e)` of a dimension: a number
-        return Const(float(b.fold(args[0].value)))
+        return Const(_folded(b.fold, args[0].value))
     if b.lowering is None:
         return plan.add(b.primitives[0], (args[0],), e.span)
     return LOWERINGS[b.lowering](plan, tprog, f, b, e, args)
+
+
+def _folded(fold, v: float) -> float:
+    """A builtin on a number as its primitive computes it: outside its domain nan (`log(-1)`),
+    too large inf (`exp(1000)`), never an exception."""
+    try:
+        return float(fold(v))
+    except OverflowError:
+        return math.inf
+    except ValueError:  # math's domain errors; NumPy's log(0) is -inf
+        return -math.inf if v == 0 else math.nan
 
 
 def _repeat(plan: Plan, tprog: T.TProgram, f: Frame, b: Builtin, e: T.TMap, args) -> Atom:
@@ -310,8 +332,60 @@ def _causal_softmax(plan: Plan, tprog, f: Frame, e: T.TPrim, masked) -> Var:
     return plan.add("causal_softmax", (_emit(plan, tprog, f, scores),), e.span)
 
 
+_HOLDS = {">": lambda a, b: a > b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b,
+          "<=": lambda a, b: a <= b}
+_FLIP = {">": "<", "<": ">", ">=": "<=", "<=": ">="}
+
+
+def _where(plan: Plan, tprog: T.TProgram, f: Frame, b: Builtin, e: T.TPrim, args) -> Atom:
+    """where(x > y, a, b), each branch computed on safe inputs (the "double where"): where
+    the other branch is chosen, the compared name (x if it is a name, else y) is replaced
+    inside this branch by a point on the branch's side of the comparison, the other side + 1
+    or - 1: `where(x > 0, log(x), 0)` computes log(where(x > 0, x, 1)). The branch not chosen
+    is then finite wherever its value is not used, so no NaN reaches a gradient. Two numbers
+    compared choose their branch here."""
+    op = dict(e.attrs)["op"]
+    x, y = (_emit(plan, tprog, f, side) for side in e.args[:2])
+    if isinstance(x, Const) and isinstance(y, Const):
+        return _emit(plan, tprog, f, e.args[2] if _HOLDS[op](x.value, y.value) else e.args[3])
+    a = _branch(plan, tprog, f, e, e.args[2], (x, y, op), True)
+    other = _branch(plan, tprog, f, e, e.args[3], (x, y, op), False)
+    return select(plan, op, x, y, a, other, e.span)
+
+
+def _branch(plan: Plan, tprog, f: Frame, e: T.TPrim, branch: T.TExpr, cond, holds: bool):
+    """One branch of a where, with the compared name made safe for it (see _where)."""
+    x, y, op = cond
+    for name_e, value, other, rel in ((e.args[0], x, y, op), (e.args[1], y, x, _FLIP[op])):
+        if not isinstance(name_e, (T.TLocal, T.TParam)) or not _uses(branch, name_e.name):
+            continue
+        if not same_shape_after(plan, value, other, e.span):
+            continue  # the other side is larger: the name is not replaced whole
+        up = (rel in (">", ">=")) == holds  # the branch's side lies above the other side
+        point = binary(plan, "add" if up else "sub", other, Const(1.0), e.span)
+        chosen = (value, point) if holds else (point, value)
+        safe = select(plan, op, x, y, *chosen, e.span)
+        keep = f.values[name_e.name]
+        f.values[name_e.name] = safe
+        try:
+            return _emit(plan, tprog, f, branch)
+        finally:
+            f.values[name_e.name] = keep
+    return _emit(plan, tprog, f, branch)
+
+
+def _uses(e: T.TExpr, name: str) -> bool:
+    """Whether the expression names `name` outside the modules it calls (their bodies see
+    only their arguments)."""
+    if isinstance(e, (T.TLocal, T.TParam)):
+        return e.name == name
+    if isinstance(e, T.TMap):
+        return _uses(e.seq, name) or any(_uses(a, name) for a in e.extra)
+    return any(_uses(a, name) for a in getattr(e, "args", ()))
+
+
 # what a builtin's record names as its lowering (dsl/builtins.py)
 LOWERINGS = {"last_axis": last_axis, "causal": _causal, "reduce_all": reduce_all,
              "reduce_sequence": reduce_sequence, "token": token, "volume": volume,
              "heads": heads, "map": _map, "scan": _scan, "repeat": _repeat,
-             "dropout": dropout}
+             "dropout": dropout, "where": _where}

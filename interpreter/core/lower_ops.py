@@ -131,3 +131,25 @@ def matmul(plan: Plan, a: Var, b: Var, span) -> Var:
 def _expand(plan: Plan, x: Var, shape, span) -> Var:
     """x with unit axes added or dropped (a reshape, a view at run time)."""
     return plan.add("reshape", (x,), span, shape=tuple(shape))
+
+
+def select(plan: Plan, op: str, x: Atom, y: Atom, a: Atom, b: Atom, span) -> Var:
+    """where(x op y, a, b) of four values or numbers, broadcast (a batched scalar gets unit
+    axes to meet the others, as in `binary`)."""
+    values = (x, y, a, b)
+    rank = max(example_rank(v) for v in values)
+    return plan.add("where", tuple(_align(plan, v, rank, span) for v in values), span, op=op)
+
+
+def same_shape_after(plan: Plan, value: Atom, other: Atom, span) -> bool:
+    """Whether where(..., value, other + 1) has value's own shape and batch axis: then it can
+    stand for value in the expressions that use it."""
+    if isinstance(value, Const):
+        return False
+    if isinstance(other, Const):
+        return True
+    if other.batched and not value.batched or example_rank(other) > example_rank(value):
+        return False
+    shape = other.shape + (1,) * example_rank(value) if other.batched and \
+        example_rank(other) == 0 else other.shape
+    return PRIMITIVES["add"].shape(value.shape, shape) == value.shape

@@ -18,6 +18,7 @@ from dp.dsl.frames import model_signature
 
 from .execute import Executable
 from .lower import lower
+from .memory import out_of_memory
 from .params import allocate, count, initialize
 from .plan import check_plan
 
@@ -31,7 +32,10 @@ class Model:
         self._spare = {1: plan}  # a forward plan lowered already, used by the first predict
         self.specs = plan.specs
         self.feedback = plan.previous is not None  # it reads its own earlier output tokens
-        self.flat, self.params = allocate(self.specs, self.dtype)
+        self.flat, self.params = self._allocate("the parameters")
+        # buffers of the parameters' size a training step adds (its gradients, the
+        # optimizer's state), for the memory pre-check of its plan (`reserve`)
+        self.copies = 0
         self._plans: dict = {}
         self.vocab = None  # a text.Vocab, for a model of tokens trained on text
         self.initial: dict[str, np.ndarray] | None = None  # start here, not from the seed
@@ -46,7 +50,20 @@ class Model:
     @cached_property
     def _grad_buffers(self) -> tuple:
         """Allocated on the first use: a model that only runs forward needs no gradients."""
-        return allocate(self.specs, self.dtype)
+        return self._allocate("the parameters' gradients")
+
+    def _allocate(self, what: str) -> tuple:
+        try:
+            return allocate(self.specs, self.dtype)
+        except MemoryError as err:  # below the limit, but the machine has less
+            raise out_of_memory(err, f"{what} of {self.name}", None, self.span) from None
+
+    def reserve(self, batch: int, loss: str, copies: int) -> None:
+        """Refuse a training step that cannot fit before anything is allocated for it: its
+        plan is lowered now, and the memory pre-check counts `copies` more buffers of the
+        parameters' size (the gradients and the optimizer's state)."""
+        self.copies = copies
+        self._executable(batch, loss)
 
     @property
     def grad_flat(self) -> np.ndarray:
@@ -89,7 +106,8 @@ class Model:
         if key not in self._plans:
             plan = self._spare.pop(batch, None) if loss is None else None
             if plan is None:
-                plan = lower(self.tprog, self.name, batch, self.span)
+                plan = lower(self.tprog, self.name, batch, self.span,
+                             copies=self.copies if loss is not None else 0)
             if loss is not None:
                 _add_loss(plan, loss, self.span)
             ex = Executable(plan, self.dtype, input_grads)

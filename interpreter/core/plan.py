@@ -79,6 +79,9 @@ class Plan:
     previous: Var | None = None
     previous_vocab: int = 0
     previous_span: object = None
+    # every inlined call: (its first Var id, the id after its last, the call's span, the
+    # callee's name); a value made inside the standard library is reported at the user's call
+    calls: list[tuple[int, int, Span, str]] = field(default_factory=list)
 
     def new_var(self, shape: tuple[int, ...], batched: bool, dtype: str = "float32") -> Var:
         v = Var(self.next_id, tuple(int(s) for s in shape), batched, dtype)

@@ -48,6 +48,14 @@ def _softplus(g: GraphBuilder, e, ins, p) -> str:
     return g.node("Add", [g.node("Relu", [x]), log1p])
 
 
+COMPARE = {">": "Greater", "<": "Less", ">=": "GreaterOrEqual", "<=": "LessOrEqual"}
+
+
+def _where(g: GraphBuilder, e, ins, p) -> str:
+    """Where(x op y, a, b); inference needs no safe inputs (they only keep gradients finite)."""
+    return g.node("Where", [g.node(COMPARE[p["op"]], ins[:2])] + list(ins[2:]))
+
+
 def _transposed(g: GraphBuilder, w: str) -> str:
     return g.node("Transpose", [w], perm=[1, 0])
 
@@ -256,7 +264,7 @@ RULES = {
     **{prim: (lambda op: lambda g, e, ins, p: g.node(op, ins))(op) for prim, op in UNARY.items()},
     **{prim: (lambda op: lambda g, e, ins, p: g.node(op, ins))(op)
        for prim, op in BINARY.items()},
-    "square": _square, "gelu": _gelu, "softplus": _softplus,
+    "square": _square, "gelu": _gelu, "softplus": _softplus, "where": _where,
     "dropout": lambda g, e, ins, p: g.node("Identity", ins),  # what it is in inference
     "linear": _linear, "matmul": _matmul, "transpose": _transpose, "reshape": _reshape,
     "take": _take, "fill": _fill, "stack": _stack, "concat": _concat,

@@ -8,8 +8,10 @@ reach safetensors (safetensors_header.py), and every problem is a `DpError('chec
 
 Writing (`save_checkpoint`) goes to `<path>.tmp`, is fsynced, the current `<path>` is kept as
 `<path>.previous`, `<path>.tmp` is renamed over `<path>` and the directory is fsynced. `<path>`
-always names a complete file (old or new); a stray `<path>.tmp` left by a crash is never read
-and is overwritten by the next save.
+always names a complete file (old or new). A stray `<path>.tmp` or `<path>.previous.tmp` left
+by a crash is never read, and the next save to `<path>` removes it first (`_remove_stale`):
+only those two names, beside that checkpoint, and never a folder. Loading leaves them alone: a
+`dp run` may read a checkpoint while `dp train` is writing its next one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import struct
 from typing import Mapping
 
@@ -27,7 +30,8 @@ from .safetensors_header import NP_TO_ST, ST_TO_NP, bad_file, parse_header, shap
 
 __all__ = ["FORMAT", "TRAINING_STATE", "save_checkpoint", "load_checkpoint",
            "load_checkpoint_or_previous", "load_weights", "check_against", "check_weights",
-           "put_weights", "tensor_digest", "previous_path", "temp_path"]
+           "put_weights", "tensor_digest", "previous_path", "temp_path", "program_digest",
+           "check_program"]
 
 FORMAT = "dp-checkpoint-1"
 TRAINING_STATE = ("optimizer.", "rng.")  # the tensors of a checkpoint that are not parameters
@@ -84,8 +88,20 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _remove_stale(path: str) -> None:
+    """Remove what a save of `path` killed midway left: `<path>.tmp`, `<path>.previous.tmp`
+    (a file or a link, never followed; a folder of that name is left, and the save fails)."""
+    for stray in (temp_path(path), previous_path(path) + ".tmp"):
+        try:
+            if not stat.S_ISDIR(os.lstat(stray).st_mode):
+                os.unlink(stray)
+        except FileNotFoundError:
+            pass
+
+
 def _write_file(target: str, data: bytes) -> None:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    """A new file (O_EXCL: never through a link or into a file someone else has open)."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
         while view:
@@ -98,12 +114,20 @@ def _write_file(target: str, data: bytes) -> None:
 
 def _keep_previous(path: str) -> None:
     """Make `<path>.previous` a complete copy of the current `<path>` without ever removing
-    `<path>`: hard-link (or copy) it to a temp name, fsync, rename over `.previous`."""
+    `<path>`: hard-link (or copy) it to a temp name, fsync, rename over `.previous`. When
+    `.previous` already is `<path>` (a save killed after this step, before its rename), there
+    is nothing to do: a rename between two links of one file does nothing, and would leave
+    the temp name behind."""
     prev = previous_path(path)
     prev_tmp = prev + ".tmp"
     try:
         os.unlink(prev_tmp)
     except FileNotFoundError:
+        pass
+    try:
+        if os.path.samefile(path, prev):
+            return
+    except OSError:  # no `.previous` yet
         pass
     try:
         os.link(path, prev_tmp)
@@ -159,6 +183,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
                                         f"'{directory}' does not exist")
         if os.path.isdir(p):
             raise DpError("checkpoint", f"cannot write checkpoint '{p}': it is a directory")
+        _remove_stale(p)
         _write_file(tmp, data)
         if keep_previous and os.path.exists(p):
             _keep_previous(p)
@@ -332,6 +357,55 @@ def check_against(tensors: Mapping[str, np.ndarray], expected: Mapping[str, tupl
         if len(problems) > 11:
             notes += (f"... and {len(problems) - 11} more mismatches",)
         raise DpError("checkpoint", problems[0], span, notes)
+
+
+def program_digest(tprog, sources: Mapping[str, str], model: str,
+                   sets: Mapping[str, str] | None = None) -> str:
+    """A checkpoint's `program_sha256`: sha256 of the definitions (signature and body) of
+    `model` and of every module it uses, the standard library's too, as parsed, with the
+    configuration `--set` chose. Comments, blank lines, layout, the order of the
+    definitions, the train and run blocks and the other modules do not change it; any edit
+    of what the model computes does, even one that keeps every shape (relu to tanh)."""
+    from dp.dsl import ast
+    from dp.dsl.check_graph import uses
+    from dp.dsl.choices import choose
+    from dp.dsl.loader import stdlib_programs, stdlib_sources
+    from dp.dsl.parser import parse
+
+    stdlib = stdlib_sources()
+    programs = stdlib_programs() + [parse(text, path) for path, text in sources.items()
+                                    if path not in stdlib]
+    programs, _ = choose(programs, dict(sets or {}), settings=False)
+    used, todo = set(), [model]
+    while todo:
+        name = todo.pop()
+        if name not in used and name in tprog.defs:
+            used.add(name)
+            todo.extend(u.module for u in uses(tprog.defs[name]))
+    texts = sorted(repr(item) for program in programs for item in program.items  # no spans
+                   if isinstance(item, (ast.Signature, ast.Definition)) and item.name in used)
+    return hashlib.sha256("\n".join(["dp-model-1", *texts]).encode("utf-8")).hexdigest()
+
+
+def check_program(meta: Mapping[str, str], digest: str, path: str | os.PathLike, model: str,
+                  span: Span | None = None, text: str | None = None) -> None:
+    """A checkpoint loads only into the model that wrote it (`program_digest`); one without
+    a digest (`net.save` writes none) is not checked, and one that holds the sha256 of the
+    program's `text` (as dp wrote before the digest) came from this very program."""
+    trained = meta.get("program_sha256")
+    if trained is None or trained == digest or (
+            text is not None and trained == hashlib.sha256(text.encode("utf-8")).hexdigest()):
+        return
+    p, program = os.fspath(path), span.file if span is not None else "FILE"
+    was = meta.get("model")
+    what = (f"it holds {was}, not {model}" if was and was != model else
+            f"the definition of {model}, or of a module it uses, has changed since")
+    raise DpError("checkpoint", f"checkpoint '{p}' was trained by a different program: {what}",
+                  span, (f"to use its parameters anyway, load them as weights: dp run "
+                         f"{program} --weights {p} (or dp train {program} --init-from {p} to "
+                         "train on)",
+                         "editing comments, the train or run blocks or other modules keeps a "
+                         "checkpoint; editing the model's modules does not"))
 
 
 def check_weights(tensors: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]],

@@ -10,7 +10,6 @@ as the PyTorch reference draws them).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from dp.dsl.blocks import VALUE_LOSSES
 from dp.dsl.check_knobs import check_length
 from dp.dsl.errors import DpError, Span, plural
 from dp.interpreter.core.model import Model
+from dp.interpreter.core.nonfinite import check_parameters, diagnose
 from dp.interpreter.core.optim import Optimizer, clip_grad_norm, from_record, grad_norm
 from dp.interpreter.data import text
 from dp.interpreter.data.sources import Windows, check_vocab, dataset, fit_data
@@ -51,10 +51,6 @@ def parse_sets(items: list[str]) -> dict[str, str]:
             raise DpError("usage", f"--set takes NAME=VALUE, e.g. --set lr=0.01, not '{item}'")
         sets[name.strip()] = value.strip()
     return sets
-
-
-def program_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def default_checkpoint(program_path: str) -> str:
@@ -113,7 +109,8 @@ def train(model: Model, config: T.TTrain, base_dir: str, ckpt_path: str, source_
         return f"step {run.step:>{len(str(total))}}/{total}"
 
     save = _Saver(model, config, state, stream, ckpt_path, source_hash, log, run,
-                  rates_record(config, total)) if world.root else (lambda: None)
+                  rates_record(config, total)) if world.root else (
+        lambda: check_parameters(model, run.step, config.span))  # all ranks stop together
     best = best_path(ckpt_path)
     stop = _StopOnSignal()
     started = time.perf_counter() - run.seconds
@@ -128,10 +125,15 @@ def train(model: Model, config: T.TTrain, base_dir: str, ckpt_path: str, source_
                                            stop)
             run.step += 1
             if not math.isfinite(loss):
-                raise _numeric(loss, run.step, config.span)
+                raise (_made(model, config, world, xb, yb, run.step,
+                             f"the loss became {loss} at step {run.step}")
+                       or _numeric(loss, run.step, config.span))
             norm = grad_norm(model.grad_flat)
             if not math.isfinite(norm):
-                raise _numeric_gradient(model, norm, run.step, config.span)
+                raise (_made(model, config, world, xb, yb, run.step,
+                             f"the gradient norm became {norm} at step {run.step} (the loss "
+                             f"was finite)")
+                       or _numeric_gradient(model, norm, run.step, config.span))
             if config.clip is not None:
                 clip_grad_norm(model.grad_flat, config.clip, norm)
             rate = lr * factor(config.schedule, total, run.step)
@@ -237,6 +239,7 @@ class _Saver:
 
     def __call__(self) -> None:
         if self.saved != self.run.step:
+            check_parameters(self.args[0], self.run.step, self.args[1].span)
             self.log.flush()  # the metrics reach the checkpoint's step first
             _save(*self.args, self.run, self.rates)
             self.saved = self.run.step
@@ -356,6 +359,16 @@ def _resume(model: Model, config: T.TTrain, optimizer: Optimizer, state: dict, s
         run.best_step, run.waiting = best["step"], best["waiting"]
     print(f"resuming from {used} at step {run.step}", file=out, flush=True)
     return run
+
+
+def _made(model: Model, config: T.TTrain, world, xb, yb, step: int, trouble: str):
+    """The error naming the primitive that made step `step`'s first non-finite value, its
+    batch run again one primitive at a time (once: nonfinite.py), on this process's share of
+    the batch; None when that share stays finite."""
+    lo, hi = world.bounds(len(xb))
+    key = (config.seed, step - 1) + ((lo,) if world.size > 1 else ())
+    return diagnose(model, config.loss, xb[lo:hi], yb[lo:hi], key, step, trouble) \
+        if hi > lo else None
 
 
 def _numeric(loss: float, step: int, span: Span) -> DpError:

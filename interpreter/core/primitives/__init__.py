@@ -120,11 +120,14 @@ def same_shape(name: str, *shapes: Shape) -> Shape:
 
 
 def broadcast_shape(name: str, a: Shape, b: Shape) -> Shape:
-    """NumPy broadcasting, with a message that names the primitive and both shapes."""
-    try:
-        return tuple(np.broadcast_shapes(tuple(a), tuple(b)))
-    except ValueError:
-        raise ValueError(f"{name}: shapes {list(a)} and {list(b)} do not broadcast") from None
+    """NumPy broadcasting, with a message that names the primitive and both shapes; in Python
+    integers, so that sizes whose product passes 2^63 (which NumPy refuses) reach the memory
+    check, which reports them."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        raise ValueError(f"{name}: shapes {list(a)} and {list(b)} do not broadcast")
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
 
 
 def check_axes(name: str, ndim: int, axes: tuple[int, ...]) -> tuple[int, ...]:

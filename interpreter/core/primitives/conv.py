@@ -142,6 +142,8 @@ def conv2d_forward(x, w, b, *, stride: int, padding, groups: int = 1):
     nb, c2, kh, kw = x.shape[0], w.shape[0], w.shape[2], w.shape[3]
     ph, pw = pair(padding)
     ho, wo = _out_size(x.shape[2], kh, stride, ph), _out_size(x.shape[3], kw, stride, pw)
+    if nb == 0:  # an empty batch: the columns' reshapes cannot split 0 images
+        return np.empty((0, c2, ho, wo), dtype=x.dtype), None
     if (kh, kw, stride, groups) == (3, 3, 1, 1) and min(x.shape[1], c2) >= WINOGRAD_MIN \
             and nb * (x.shape[1] * 9 + 1) * ho * wo > SAVE_MAX:
         return winograd(x, w, b, ph, pw), None
@@ -185,6 +187,9 @@ def conv2d_backward(g, out, inputs, wants, *, saved, stride, padding, groups: in
     rebuilding its columns into one buffer."""
     x, w, _ = inputs
     nb, c2, ho, wo = g.shape
+    if nb == 0:  # no images: no gradient for the filters either
+        return tuple(np.zeros(a.shape, dtype=g.dtype) if want else None
+                     for a, want in zip(inputs, wants))
     kh, kw = w.shape[2], w.shape[3]
     ph, pw = pair(padding)
     p = ho * wo

@@ -18,7 +18,6 @@ import numpy as np
 from ..kernels import elementwise as K
 from . import broadcast_shape, near_tie, near_zero, register, unbroadcast
 
-
 GELU_C = math.sqrt(2.0 / math.pi)  # a Python float: no upcast
 GELU_A = 0.044715
 
@@ -134,3 +133,36 @@ _binary("maximum", np.maximum,
 _binary("minimum", np.minimum,
         lambda g, o, a, b: np.where(a <= b, g, 0), lambda g, o, a, b: np.where(a <= b, 0, g),
         smooth=False, kinks=(near_tie,))
+
+
+# ---------------------------------------------------------------------------------------------
+# where(x, y, a, b; op): a where `x op y` holds, else b, all four broadcast. The comparison has
+# no gradient (it is piecewise constant); the branch not chosen gets exactly 0 (np.where, never
+# a product with the mask, which would turn an inf or NaN of it into NaN). Lowering feeds each
+# branch safe inputs (interpreter/core/lower.py: _where), so its own backward stays finite too.
+
+COMPARE = {">": np.greater, "<": np.less, ">=": np.greater_equal, "<=": np.less_equal}
+
+
+def _where_shape(x: tuple, y: tuple, a: tuple, b: tuple, *, op: str) -> tuple:
+    if op not in COMPARE:
+        raise ValueError(f"where: unknown comparison {op!r}")
+    return broadcast_shape("where", broadcast_shape("where", x, y), broadcast_shape("where", a, b))
+
+
+def _where_forward(x, y, a, b, *, op: str) -> np.ndarray:
+    out = np.where(COMPARE[op](x, y), a, b)
+    return np.asarray(out, dtype=np.result_type(a, b))
+
+
+def _where_backward(g, out, inputs, wants, *, op: str):
+    x, y, a, b = inputs
+    mask = COMPARE[op](x, y)
+    zero = [np.zeros(v.shape, g.dtype) if w else None for v, w in zip((x, y), wants)]
+    ga = unbroadcast(np.where(mask, g, 0), a.shape) if wants[2] else None
+    gb = unbroadcast(np.where(mask, 0, g), b.shape) if wants[3] else None
+    return (*zero, ga, gb)
+
+
+register("where", shape=_where_shape, forward=_where_forward, backward=_where_backward,
+         smooth=False, kinks=(near_tie,))

@@ -11,6 +11,8 @@ executor's views of the flat gradient buffer).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..kernels import linear as K
@@ -156,10 +158,10 @@ register("transpose", shape=transpose_shape, forward=transpose_forward,
 
 
 def reshape_shape(x: tuple, *, shape: tuple) -> tuple:
-    size = int(np.prod(x, dtype=np.int64))
+    size = math.prod(x)  # Python integers: a size past 2^63 is counted, never wrapped
     shape = tuple(int(n) for n in shape)
     free = [i for i, n in enumerate(shape) if n == -1]
-    known = int(np.prod([n for n in shape if n != -1], dtype=np.int64))
+    known = math.prod(n for n in shape if n != -1)
     if len(free) > 1 or any(n < -1 for n in shape):
         raise ValueError(f"reshape: bad target shape {list(shape)}")
     if free:

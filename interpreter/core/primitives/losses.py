@@ -32,12 +32,15 @@ def cross_entropy_shape(logits: tuple, labels: tuple) -> tuple:
     return tuple(labels)
 
 
-def _labels(labels: np.ndarray, k: int) -> np.ndarray:
-    """Labels as a flat int64 array, checked to lie in [-1, k): a bad label from a data file
-    must be an error, never an out-of-bounds read in the kernel."""
+def _labels(labels: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Labels as a flat int64 array, one per row of `x` and checked to lie in [-1, k): a bad
+    label from a data file must be an error, never an out-of-bounds read in the kernel."""
+    k = x.shape[1]
     if labels.dtype.kind not in "iu":
         raise ValueError(f"cross_entropy: labels must be integers, got dtype {labels.dtype}")
     flat = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+    if flat.size != x.shape[0]:  # the kernels read one label per row
+        raise ValueError(f"cross_entropy: {flat.size} labels for {x.shape[0]} rows of logits")
     # One reduction for both bounds: viewed as unsigned, a label below -1 is huge.
     if flat.size and (flat + 1).view(np.uint64).max() > k:
         from dp.dsl.errors import DpError
@@ -49,7 +52,7 @@ def _labels(labels: np.ndarray, k: int) -> np.ndarray:
 
 def cross_entropy_forward(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     x = rows(logits)
-    flat = _labels(labels, x.shape[1])
+    flat = _labels(labels, x)
     if use_kernel(x):
         return K.cross_entropy_rows(x, flat).reshape(labels.shape)
     # NumPy path for large logits (see reduce.py): (m - x[label]) + log(sum exp(x - m)).
@@ -65,7 +68,7 @@ def cross_entropy_backward(g, out, inputs, wants):
         return None, None
     logits, labels = inputs
     x = rows(logits)
-    flat = _labels(labels, x.shape[1])
+    flat = _labels(labels, x)
     g1 = np.ascontiguousarray(g).reshape(-1)
     if use_kernel(x):
         return K.cross_entropy_rows_vjp(g1, x, flat).reshape(logits.shape), None

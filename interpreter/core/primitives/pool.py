@@ -40,7 +40,7 @@ def maxpool2d_forward(x, *, size: int, stride: int):
     out = np.empty(x.shape[:2] + (ho, wo), dtype=x.dtype)
     idx = np.empty(out.shape, dtype=np.int32)
     # np.max is SIMD and propagates NaN: the cheap way to tell the kernel to look for one.
-    K.maxpool(x, out, idx, size, stride, bool(np.isnan(np.max(x))))
+    K.maxpool(x, out, idx, size, stride, bool(x.size and np.isnan(np.max(x))))
     return out, idx
 
 
