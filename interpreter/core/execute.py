@@ -35,6 +35,7 @@ from operator import itemgetter
 
 import numpy as np
 
+from . import quiet
 from .kernels import load_now
 from .memory import out_of_memory
 from .plan import Const, Plan
@@ -182,16 +183,18 @@ class Executable:
     def _pass(self, vals: list) -> list:
         # NumPy's warnings about inf and nan stay inside: a non-finite value is the caller's to
         # see (training names where it was made: nonfinite.py), never a warning on stderr
-        with np.errstate(all="ignore"):
-            try:
-                for fn, get, many, out, params, saved in self.forward_steps:
-                    if saved is None:
-                        vals[out] = fn(*get(vals), **params) if many else fn(get(vals), **params)
-                    else:
-                        vals[out], vals[saved] = (fn(*get(vals), **params) if many else
-                                                  fn(get(vals), **params))
-            except MemoryError as err:  # below the limit, but the machine has less
-                raise self._out_of_memory(err, out, "") from None
+        token = quiet.enter()
+        try:
+            for fn, get, many, out, params, saved in self.forward_steps:
+                if saved is None:
+                    vals[out] = fn(*get(vals), **params) if many else fn(get(vals), **params)
+                else:
+                    vals[out], vals[saved] = (fn(*get(vals), **params) if many else
+                                              fn(get(vals), **params))
+        except MemoryError as err:  # below the limit, but the machine has less
+            raise self._out_of_memory(err, out, "") from None
+        finally:
+            quiet.leave(token)
         return vals
 
     def _out_of_memory(self, err: MemoryError, out: int, what: str):
@@ -241,8 +244,11 @@ class Executable:
             if seed is None or seed.shape != vals[out].shape or seed.dtype != vals[out].dtype:
                 seed = self._ones = np.ones_like(vals[out])  # rules never write into g
         grads[out] = seed
-        with np.errstate(all="ignore"):  # as in _pass
+        token = quiet.enter()  # as in _pass
+        try:
             self._reverse_pass(vals, grads, steps)
+        finally:
+            quiet.leave(token)
         return grads
 
     def _reverse_pass(self, vals: list, grads: list, steps: list) -> None:
