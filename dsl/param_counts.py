@@ -13,6 +13,7 @@ where the module is used: its parameters are a term of their own, `parameters of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from . import typed as T
 from .dims import Dim, DimExpr, DimVar, _from_poly, _poly, dim_from, free_vars, resolve
@@ -118,16 +119,17 @@ def concrete_counts(tprog: T.TProgram, name: str) -> dict[str, tuple[int, ...]] 
 
 
 # --- the walk ---------------------------------------------------------------------------------
-def _sites(e: T.TExpr):
-    """Call sites in the order they run, each with its map, scan or repeat (as lowering)."""
+def sites(e: T.TExpr) -> Iterator[tuple[T.TCall, T.TMap | None]]:
+    """Call sites in the order they run (arguments first), each with its map, scan or repeat,
+    as lowering inlines them (`dp check`, `--summary` and `dp show` list them from here)."""
     if isinstance(e, T.TMap):
-        yield from _sites(e.seq)
+        yield from sites(e.seq)
         for a in e.extra:
-            yield from _sites(a)
+            yield from sites(a)
         yield e.call, e
         return
     for a in getattr(e, "args", ()):
-        yield from _sites(a)
+        yield from sites(a)
     if isinstance(e, T.TCall):
         yield e, None
 
@@ -141,7 +143,7 @@ def _walk(tprog: T.TProgram, tdef: T.TDef, dims: dict, config: dict, prefix: str
         path = f"{prefix}.{p.name}"
         out.params.setdefault(path, (tuple(size(d) for d in p.type.shape), times))
     for e in [*(e for _, e in tdef.lets), tdef.result]:
-        for call, wrap in _sites(e):
+        for call, wrap in sites(e):
             site = call.site if tdef.site_counts.get(call.site, 1) == 1 else \
                 f"{call.site}{call.index}"
             count = size(wrap.count) if wrap is not None and wrap.kind == "repeat" else None

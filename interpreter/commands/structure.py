@@ -11,27 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
 
 from dp.dsl import typed as T
 from dp.dsl.dims import DimVar, resolve
-from dp.dsl.param_counts import formula_line
+from dp.dsl.param_counts import formula_line, sites
 from dp.dsl.types import ModSig, Tensor
 from dp.interpreter.core.lower import lower
-
-
-def sites(e: T.TExpr) -> Iterator[tuple[T.TCall, T.TMap | None]]:
-    """Call sites in the order they run (arguments first), each with its map, scan or repeat."""
-    if isinstance(e, T.TMap):
-        yield from sites(e.seq)
-        for a in e.extra:
-            yield from sites(a)
-        yield e.call, e
-        return
-    for a in getattr(e, "args", ()):
-        yield from sites(a)
-    if isinstance(e, T.TCall):
-        yield e, None
 
 
 def module_sites(tdef: T.TDef) -> list[tuple[T.TCall, T.TMap | None]]:
