@@ -1,5 +1,6 @@
 """Parameter counts from the checked definitions: a formula of a module's sizes
-(`FeedForward: m * n + m`), and each parameter's shape where the sizes are known.
+(`FeedForward: m * n + m`), each parameter's shape where the sizes are known, and how many
+numbers one example's values take (`footprint`: whether `dp check` must count memory exactly).
 
 The walk follows the module's calls as lowering inlines them (the same parameter paths, a
 repeat's blocks one by one, a scan's cell once) but keeps sizes as dimensions: the signature's
@@ -30,6 +31,7 @@ class Unbound:
 class Counts:
     params: dict = field(default_factory=dict)  # path -> (shape: tuple[Dim], times: Dim)
     opens: dict = field(default_factory=dict)  # module argument name -> times it is called
+    values: Dim = 0  # numbers the primitives compute for one example
 
     def formula(self) -> Dim:
         """The number of parameters, leaving out the open module arguments'."""
@@ -74,7 +76,7 @@ def counts(tprog: T.TProgram, name: str) -> Counts:
     config = {c.name: c.default if c.default is not None else Unbound(c.name)
               for c in tdef.config}
     out = Counts()
-    _walk(tprog, tdef, {}, config, name, 1, out)
+    _walk(tprog, tdef, {}, config, name, 1, 1, out)
     return out
 
 
@@ -118,6 +120,32 @@ def concrete_counts(tprog: T.TProgram, name: str) -> dict[str, tuple[int, ...]] 
     return {path: shape for path, (shape, _) in c.params.items()}
 
 
+def footprint(tprog: T.TProgram, name: str) -> int | None:
+    """The numbers one example of module `name` holds: its inputs, its parameters and every
+    value its primitives compute (a scan's per step, a repeat's per block); None when a size is
+    not a number. Lowering makes a few primitives of some builtins, so it counts more, within a
+    small factor (tests/test_param_counts.py holds the factor); memory.py counts exactly."""
+    c = counts(tprog, name)
+    sizes = [_product(t.shape) for t in tprog.defs[name].sig.args] + [c.values] + [
+        _product((times,) + shape) for shape, times in c.params.values()]
+    if c.opens or not all(isinstance(n, int) for n in sizes):
+        return None
+    return sum(sizes)
+
+
+def _numbers(runs: Dim, t, size) -> Dim:
+    return _product((runs,) + tuple(size(d) for d in t.shape))
+
+
+def _made(e: T.TExpr) -> Iterator[T.TExpr]:
+    """The expressions of a definition that compute a value there (its primitives); a call's
+    values are its callee's."""
+    for a in (e.seq, *e.extra) if isinstance(e, T.TMap) else getattr(e, "args", ()):
+        yield from _made(a)
+    if isinstance(e, T.TPrim):
+        yield e
+
+
 # --- the walk ---------------------------------------------------------------------------------
 def sites(e: T.TExpr) -> Iterator[tuple[T.TCall, T.TMap | None]]:
     """Call sites in the order they run (arguments first), each with its map, scan or repeat,
@@ -135,7 +163,9 @@ def sites(e: T.TExpr) -> Iterator[tuple[T.TCall, T.TMap | None]]:
 
 
 def _walk(tprog: T.TProgram, tdef: T.TDef, dims: dict, config: dict, prefix: str, times: Dim,
-          out: Counts) -> None:
+          runs: Dim, out: Counts) -> None:
+    """`times`: how many copies of its parameters there are; `runs`: how many times its body
+    runs for one example (a scan's cell once per step)."""
     def size(d: Dim) -> Dim:
         return resolve(resolve(d, tdef.subst), dims)
 
@@ -143,18 +173,27 @@ def _walk(tprog: T.TProgram, tdef: T.TDef, dims: dict, config: dict, prefix: str
         path = f"{prefix}.{p.name}"
         out.params.setdefault(path, (tuple(size(d) for d in p.type.shape), times))
     for e in [*(e for _, e in tdef.lets), tdef.result]:
+        for made in _made(e):
+            out.values = dim_from("+", out.values, _numbers(runs, made.type, size))
         for call, wrap in sites(e):
             site = call.site if tdef.site_counts.get(call.site, 1) == 1 else \
                 f"{call.site}{call.index}"
             count = size(wrap.count) if wrap is not None and wrap.kind == "repeat" else None
+            steps = runs
+            if wrap is not None and wrap.kind != "repeat":  # a map's or scan's steps
+                steps = dim_from("*", runs, size(wrap.seq.type.shape[0]))
+            if wrap is not None and wrap.kind == "scan":  # a zero state, steps on slices,
+                for t in (call.type, wrap.seq.type, wrap.type):  # stacked
+                    out.values = dim_from("+", out.values, _numbers(runs, t, size))
             if isinstance(count, int):
                 for i in range(1, count + 1):
-                    _call(tprog, tdef, dims, call, config, f"{prefix}.{site}{i}", times, out)
+                    _call(tprog, tdef, dims, call, config, f"{prefix}.{site}{i}", times, steps,
+                          out)
             elif count is not None:  # `layers` blocks alike: the first, counted `layers` times
                 _call(tprog, tdef, dims, call, config, f"{prefix}.{site}1",
-                      dim_from("*", times, count), out)
+                      dim_from("*", times, count), dim_from("*", steps, count), out)
             else:
-                _call(tprog, tdef, dims, call, config, f"{prefix}.{site}", times, out)
+                _call(tprog, tdef, dims, call, config, f"{prefix}.{site}", times, steps, out)
 
 
 def _ref(ref: T.ModRef, size, config: dict):
@@ -168,7 +207,7 @@ def _ref(ref: T.ModRef, size, config: dict):
 
 
 def _call(tprog: T.TProgram, tdef: T.TDef, outer: dict, call: T.TCall, config: dict, path: str,
-          times: Dim, out: Counts) -> None:
+          times: Dim, runs: Dim, out: Counts) -> None:
     """One call site: the callee's parameters under `path`, its sizes in terms of the
     caller's (`outer`: the caller's own dimensions, which a module argument's result may fix)."""
 
@@ -176,6 +215,8 @@ def _call(tprog: T.TProgram, tdef: T.TDef, outer: dict, call: T.TCall, config: d
         return resolve(resolve(d, tdef.subst), outer)
 
     ref = _ref(call.callee, size, config)
+    if call.elementwise:  # a function of numbers, once for each number of its result
+        runs = _numbers(runs, call.type, size)
     if isinstance(ref, Unbound):
         out.opens[ref.name] = dim_from("+", out.opens.get(ref.name, 0), times)
         declared = next((c.sig for c in tdef.config if c.name == call.callee.name), None)
@@ -185,7 +226,9 @@ def _call(tprog: T.TProgram, tdef: T.TDef, outer: dict, call: T.TCall, config: d
             if isinstance(mine, DimVar) and not mine.rigid and mine not in outer:
                 outer[mine] = resolve(named, outer)  # the declaration gives it (`e`)
         return
-    if isinstance(ref, T.BuiltinMod) or ref.name not in tprog.defs:
+    if isinstance(ref, T.BuiltinMod) or ref.name not in tprog.defs:  # `act = relu`
+        n = runs if call.elementwise else _numbers(runs, call.type, size)
+        out.values = dim_from("+", out.values, n)
         return
     callee = tprog.defs[ref.name]
     inner = {c.name: c.default for c in callee.config if c.default is not None}
@@ -198,7 +241,7 @@ def _call(tprog: T.TProgram, tdef: T.TDef, outer: dict, call: T.TCall, config: d
                 outer[mine] = resolve(got, dims)
     else:
         dims = {var: size(fv) for var, fv in call.dims}
-    _walk(tprog, callee, dims, inner, path, times, out)
+    _walk(tprog, callee, dims, inner, path, times, runs, out)
 
 
 def _bind(callee: T.TDef, ref: T.GlobalMod, call: T.TCall, size) -> dict:

@@ -1,7 +1,9 @@
 """Parameter counts as formulas of a module's sizes (dsl/param_counts.py): exact formulas for
 the standard modules, the formula at concrete sizes against the count of the Model, the
 front end's parameter shapes against lowering's for every shipped program and every standard
-module instance, and where `dp check` shows a formula."""
+module instance, its count of one example's numbers against the buffers lowering makes (so that
+`dp check` can leave lowering, and NumPy, to the models near the memory limit), and where
+`dp check` shows a formula."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, dp_here
 from dp.dsl.loader import load, load_text
-from dp.dsl.param_counts import concrete_counts, count_at, formula_text
+from dp.dsl.param_counts import concrete_counts, count_at, footprint, formula_text
 from dp.interpreter.commands.structure import is_closed
 from dp.interpreter.core.lower import lower
 from dp.interpreter.core.model import Model
@@ -83,7 +85,9 @@ def test_front_end_shapes_are_lowerings_for_every_shipped_program(path):
     names = _closed(tprog, {path.resolve()})
     for name in names:
         specs = lower(tprog, name, 1).specs
-        assert concrete_counts(tprog, name) == {p: s.shape for p, s in specs.items()}, name
+        shapes = concrete_counts(tprog, name)
+        assert list(shapes.items()) == [(p, s.shape) for p, s in specs.items()], name
+        _footprint_bounds_lowering(tprog, name)
 
 
 def test_front_end_shapes_are_lowerings_for_every_standard_module_instance():
@@ -91,12 +95,52 @@ def test_front_end_shapes_are_lowerings_for_every_standard_module_instance():
     assert _closed(STDLIB, stdlib) == ["identity", "AlexNet"]
     specs = lower(STDLIB, "AlexNet", 1).specs
     assert concrete_counts(STDLIB, "AlexNet") == {p: s.shape for p, s in specs.items()}
+    _footprint_bounds_lowering(STDLIB, "AlexNet")
     for module, program in CASES.items():
         tprog = load_text(program)
         specs = lower(tprog, "Net", 1).specs
         shapes = concrete_counts(tprog, "Net")
-        assert shapes == {p: s.shape for p, s in specs.items()}, module
+        assert list(shapes.items()) == [(p, s.shape) for p, s in specs.items()], module
+        _footprint_bounds_lowering(tprog, "Net")
         assert sum(math.prod(s) for s in shapes.values()) == Model(tprog, "Net").num_params
+
+
+def _numbers(plan) -> int:
+    """What memory.py counts, in numbers: the inputs, the parameters and every value."""
+    return sum(math.prod(v.shape) for v in plan.inputs) + sum(
+        math.prod(v.shape) for v in plan.params.values()) + sum(
+        math.prod(e.out.shape) for e in plan.eqns if e.prim != "reshape")
+
+
+def _footprint_bounds_lowering(tprog, name: str) -> None:
+    """Never below lowering's count, fused or not (else `dp check` could pass a model `dp
+    train` refuses), and not far above it (else it would lower every model)."""
+    front = footprint(tprog, name)
+    fused, unfused = (_numbers(lower(tprog, name, 1, fused=f)) for f in (True, False))
+    assert max(fused, unfused) <= front <= 3 * min(fused, unfused), (name, front, fused, unfused)
+
+
+@pytest.mark.parametrize("program", [
+    "Net: (R^8)^20 -> R^3\nNet(xs) = FeedForward(seq_mean(map(FeedForward(; m = 16), xs)); m = 3)",
+    "Net: (R^4)^12 -> (R^5)^12\nNet(xs) = scan(Cell, xs)\n\n"
+    "Cell: (R^5, R^4) -> R^5\nCell(h, x) = tanh(Linear(h; m = 5) + Linear(x; m = 5))",
+    "Net: R^6 -> R^6\nNet(x) = repeat(3, FeedForward(; m = 6), x)",
+    "Net: R^6 -> R^6\nNet(x) = Square(x)\n\nSquare: R -> R\nSquare(v) = v * v + 1",
+    "Net: (R^8)^16 -> (R^8)^16\nNet(xs) = Transformer(xs; layers = 2, heads = 2, ff = 16)",
+])
+def test_footprint_counts_maps_scans_repeats_and_functions_of_numbers(program):
+    _footprint_bounds_lowering(load_text(program + "\n"), "Net")
+
+
+def test_dp_check_counts_a_model_near_the_limit_exactly(write_program):
+    """A model whose numbers come near the limit is lowered and its buffers counted (a small
+    one is checked without NumPy: tests/test_startup.py)."""
+    path = write_program("Net: R^64 -> R^10\nNet(x) = FeedForward(x; m = 10)\n")
+    assert dp_here("check", path)[0] == 0
+    code, out, err = dp_here("check", path, "--max-memory", "1K")
+    assert (code, out) == (1, "")
+    assert err.startswith("error[resource]: Net needs ≥ 2.83 KiB of buffers, more than the "
+                          "limit of 1 KiB"), err
 
 
 def test_dp_check_shows_the_formula_of_a_generic_module(write_program):

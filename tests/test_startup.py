@@ -152,7 +152,8 @@ sys.exit(code)
 
 RUN_TIME = ("dp.interpreter.core.model", "dp.interpreter.core.execute",
             "dp.interpreter.core.optim", "dp.interpreter.training.train",
-            "dp.interpreter.data", "tqdm", "safetensors", "matplotlib", "numba")
+            "dp.interpreter.data", "tqdm", "safetensors", "matplotlib", "numba",
+            "numpy", "dp.interpreter.core.lower")  # a small model is not lowered to be checked
 
 
 def test_dp_check_loads_no_run_time_and_compiles_no_grammar_when_warm(tmp_path):

@@ -14,6 +14,7 @@ from dp.dsl.check_blocks import override, point_data
 from dp.dsl.choices import configuration_names, only_choices
 from dp.dsl.errors import DpError, plural, suggest
 from dp.dsl.loader import load_programs
+from dp.dsl.param_counts import footprint
 from dp.interpreter.training import distributed
 
 from .structure import describe_module, is_closed, open_sizes
@@ -40,8 +41,10 @@ def check(args) -> int:
         from .summary import summary_lines
 
         described = [summary_lines(tprog, tdef) for tdef in shown]
-    else:  # lowering checks sizes too
+    else:
         described = [describe_module(tprog, tdef) for tdef in shown]
+    for tdef in shown:
+        _fits_memory(tprog, tdef)
     print(f"{args.file}: ok ({len(shown)} module{'s' if len(shown) != 1 else ''})")
     for tdef, lines in zip(shown, described, strict=True):
         print()
@@ -52,6 +55,19 @@ def check(args) -> int:
             print(f"no plan: {tdef.name} waits for {', '.join(open_sizes(tdef))}; it is "
                   "lowered where a module uses it")
     return 0
+
+
+def _fits_memory(tprog: T.TProgram, tdef: T.TDef) -> None:
+    """A model whose numbers for one example come near the limit is lowered, so memory.py
+    counts its buffers exactly and names the biggest (error[resource]); the front end's count
+    is never below lowering's, and a small program is checked without NumPy."""
+    from dp.interpreter.core import memory
+
+    numbers = footprint(tprog, tdef.name) if is_closed(tdef) else 0
+    if numbers is None or 8 * 2 * numbers > memory.max_bytes:  # int64 at most, twice over
+        from dp.interpreter.core.lower import lower
+
+        lower(tprog, tdef.name, 1, tdef.span)
 
 
 def _plan_text(tprog: T.TProgram, tdef: T.TDef) -> str:

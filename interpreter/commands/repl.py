@@ -304,7 +304,7 @@ class Session:
                 self.say("no expression has run yet: :params MODULE, or run one first")
                 return
             prefix = len(EXPR) + 1
-            self.say("\n".join(param_table({p[prefix:]: s for p, s in
+            self.say("\n".join(param_table({p[prefix:]: s.shape for p, s in
                                             self.last_specs.items()})))
             return
         span = Span(FILE, line, col, line, col + len(rest))
@@ -318,7 +318,8 @@ class Session:
                 "  (its sizes are open: run it in an expression, then :params shows them)"]))
             return
         self.say("\n".join([self._sig_line(rest)] +
-                           param_table(Model(self.tprog, rest, span).specs)))
+                           param_table({p: s.shape for p, s in
+                                       Model(self.tprog, rest, span).specs.items()})))
 
     def _cmd_load(self, rest: str, line: int, col: int) -> None:
         self.load(rest)

@@ -3,8 +3,9 @@ is where it is used (sizes, configuration, parameter path).
 
 `dp check` lists a module's sites, `dp check --summary` walks them down into the nested modules
 and `dp show` draws them; all three take them from here. Sizes are numbers when the module's
-signature is concrete and stay names (`d`, `heads`) in a generic one; parameter paths are the
-ones lowering gives, so counts can be read off its parameter specs.
+signature is concrete and stay names (`d`, `heads`) in a generic one; parameter paths and
+shapes are the ones lowering gives (dsl/param_counts.py, held equal by its tests), so none of
+this needs NumPy.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from dataclasses import dataclass
 
 from dp.dsl import typed as T
 from dp.dsl.dims import DimVar, resolve
-from dp.dsl.param_counts import formula_line, sites
+from dp.dsl.param_counts import concrete_counts, formula_line, sites
 from dp.dsl.types import ModSig, Tensor
-from dp.interpreter.core.lower import lower
 
 
 def module_sites(tdef: T.TDef) -> list[tuple[T.TCall, T.TMap | None]]:
@@ -136,10 +136,8 @@ class Scope:
 def param_counts(tprog: T.TProgram, tdef: T.TDef) -> dict[str, int] | None:
     """Parameter path -> number of values, as lowering allocates them; None when the module's
     sizes are not concrete (a generic module: counts need sizes)."""
-    if not is_closed(tdef):
-        return None
-    specs = lower(tprog, tdef.name, 1, tdef.span).specs
-    return {path: math.prod(spec.shape) for path, spec in specs.items()}
+    shapes = concrete_counts(tprog, tdef.name) if is_closed(tdef) else None
+    return None if shapes is None else {path: math.prod(s) for path, s in shapes.items()}
 
 
 def count_under(counts: dict[str, int], path: str) -> int:
@@ -215,8 +213,9 @@ def describe_module(tprog: T.TProgram, tdef: T.TDef) -> list[str]:
                   for k, v in getattr(c.callee, "reals", ())]  # dropout = 0.1
         config = "; " + ", ".join(parts) if parts else ""
         lines.append(f"  {site} = {c.callee.name}: {sig}{config}")
-    if is_closed(tdef):
-        return lines + param_table(lower(tprog, tdef.name, 1, tdef.span).specs)
+    shapes = concrete_counts(tprog, tdef.name) if is_closed(tdef) else None
+    if shapes is not None:
+        return lines + param_table(shapes)
     lines += [f"  module argument {c.name}: {_config_sig(c.sig)}, bound where {tdef.name} is "
               "used" for c in open_config(tdef)]
     lines += [f"  param {p.name}: {p.type} ~ {p.init}" for p in tdef.params]
@@ -240,12 +239,11 @@ def _config_sig(sig) -> str:
     return "any module" if sig is None else str(sig)
 
 
-def param_table(specs: dict) -> list[str]:
+def param_table(shapes: dict[str, tuple[int, ...]]) -> list[str]:
     """Each parameter's path, shape and count, and the total (dp check, the REPL's :params)."""
-    width = max([len(p) for p in specs] + [10])
+    width = max([len(p) for p in shapes] + [10])
     lines = [f"  {'parameter':<{width}}  {'shape':<14} {'count':>12}"]
-    for path, spec in specs.items():
-        lines.append(f"  {path:<{width}}  {str(Tensor(spec.shape)):<14} "
-                     f"{math.prod(spec.shape):>12,}")
-    total = sum(math.prod(spec.shape) for spec in specs.values())
+    for path, shape in shapes.items():
+        lines.append(f"  {path:<{width}}  {str(Tensor(shape)):<14} {math.prod(shape):>12,}")
+    total = sum(math.prod(shape) for shape in shapes.values())
     return lines + [f"  {'total':<{width}}  {'':<14} {total:>12,}"]

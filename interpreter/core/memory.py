@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from typing import TYPE_CHECKING
 
 from dp.dsl.errors import DpError, Span
 
-from .plan import Plan, Var
+if TYPE_CHECKING:  # `dp check` reads the limit without NumPy, which the plan needs
+    from .plan import Plan, Var
 
 BYTES_LIMIT = 8 * 2**30
 max_bytes = BYTES_LIMIT  # the limit of the command being run
