@@ -34,10 +34,13 @@ from .frames import (
     model_signature,
     resolve_ref,
 )
+from .kernels import SCAN_KERNELS
 from .provenance import at
 from .types import ModSig, Tensor
 
 MAX_REPEAT = 1000  # blocks of one repeat(...): 3,000 transformer blocks take seconds to lower
+MAX_SCAN = 10_000  # steps of one unrolled scan(...): a model of 10,000 steps of an LSTM-like
+# cell of the user's takes about 5 s to build (each step is inlined; the kernels are not)
 
 
 # --- the decisions, which lowering shares ---------------------------------------------------
@@ -113,6 +116,72 @@ def repeat_count(f: Frame, e: T.TMap) -> int:
         raise DpError("limit", f"repeat makes {count} blocks here, more than the limit of "
                       f"{MAX_REPEAT:,}", e.span)
     return count
+
+
+def call_site(f: Frame, call: T.TCall) -> str:
+    """A call's parameter path: `Net.block`, or `Net.block2` where the body calls it twice."""
+    count = f.tdef.site_counts.get(call.site, 1)
+    return f"{f.prefix}.{call.site if count == 1 else f'{call.site}{call.index}'}"
+
+
+def scan_kernel(tprog: T.TProgram, f: Frame, e: T.TMap, d: tuple,
+                kernels=SCAN_KERNELS) -> tuple[str, list[Frame]] | None:
+    """The fused kernel that runs `scan(cell, xs)` (elements of shape `d`) and the frames of
+    the cell's gates, when the cell declares one and its activations are the kernel's (its
+    language definition is the kernel's specification). None: the cell is unrolled, one
+    inlined step per element. `kernels`: those lowering fuses (tests unroll with none)."""
+    ref = resolve_ref(e.call.callee, f)
+    kernel = _kernel(tprog, ref, kernels)
+    if kernel is None:
+        return None
+    state = tuple(f.size(x) for x in e.type.shape[1:])
+    cell = frame(tprog, ref, bind_dims(tprog, ref, [state, d], e.span), call_site(f, e.call))
+    gates = _gates(tprog, cell, kernels[kernel].gates, kernels)
+    return None if gates is None else (kernel, gates)
+
+
+def scan_steps(n: int, span) -> None:
+    """An unrolled scan inlines its cell once per element: a long sequence would never finish
+    building."""
+    if n > MAX_SCAN:
+        raise DpError("limit", f"scan unrolls its cell {n} times here, one step per element "
+                      f"of the sequence, more than the limit of {MAX_SCAN:,}", span,
+                      ("give it a shorter sequence, or a cell that runs as one fused kernel "
+                       "whatever the length: SimpleRNN (with tanh) or LSTM of the standard "
+                       "library, or a cell that declares `kernel rnn_scan` or `kernel "
+                       "lstm_scan`",))
+
+
+def _kernel(tprog: T.TProgram, ref, kernels) -> str | None:
+    """The kernel a defined module declares, if lowering fuses it."""
+    tdef = tprog.defs.get(ref.name) if isinstance(ref, T.GlobalMod) else None
+    return tdef.kernel if tdef is not None and tdef.kernel in kernels else None
+
+
+def _gates(tprog: T.TProgram, cell: Frame, acts: tuple, kernels) -> list | None:
+    """The frames of a cell's gates, each act(U h + V x + b), if their activations are the
+    kernel's: an rnn_scan cell is its own one gate; an lstm_scan cell's gates are the calls of
+    its first lets (i, f, g, o, torch's order), each of a cell declaring rnn_scan (the checker
+    made sure the bodies are the kernels' forms). None: unroll it instead."""
+    if len(acts) == 1:
+        return [cell] if _activation(cell) == acts[0] else None
+    gates = []
+    for (_, call), act in zip(cell.tdef.lets, acts, strict=False):
+        ref = resolve_ref(call.callee, cell)
+        if _kernel(tprog, ref, kernels) != "rnn_scan":
+            return None
+        gate = frame(tprog, ref, callee_dims(cell, call), call_site(cell, call))
+        if _activation(gate) != act:
+            return None
+        gates.append(gate)
+    return gates
+
+
+def _activation(cell: Frame) -> str | None:
+    """The builtin an rnn_scan cell's result applies, as this frame binds it."""
+    callee = cell.tdef.result.callee
+    ref = cell.config.get(callee.name) if isinstance(callee, T.ConfigMod) else callee
+    return ref.name if isinstance(ref, T.BuiltinMod) else None
 
 
 def previous_fits(name: str, sig: ModSig, out: tuple, previous: tuple, vocab: int,
@@ -388,6 +457,8 @@ class _Walk:
         batched(e.kind, xs.batched, e.seq.span)
         state = Val(tuple(f.size(d) for d in e.type.shape[1:]), True)
         out = self.call(f, e.call, [state, Val(xs.shape[1:], xs.batched)])
+        if scan_kernel(self.tprog, f, e, xs.shape[1:]) is None:
+            scan_steps(xs.shape[0], e.span)
         return Val(xs.shape[:1] + out.shape, True)
 
     def repeat(self, f: Frame, e: T.TMap, args) -> Val:

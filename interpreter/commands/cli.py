@@ -109,9 +109,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="the largest error that passes (default: 1e-4)")
     k.add_argument("--seed", type=int, default=0, help="parameters, inputs, cotangent")
     k.add_argument("--batch", type=int, default=2, help="examples (default: 2)")
+    k.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="choose a configuration argument of the train block's model, as dp "
+                        "train does: --set cell=LSTM")
     for q in (c, t, r, s, e, g, x, k):
         q.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    for q in (c, t, r, n, x):
+    for q in (c, t, r, n, x, e):
         q.add_argument("--max-memory", type=_size, metavar="SIZE",
                        help="refuse a model whose buffers need more (default 8G; K, M, G, T "
                             "are powers of 1024)")

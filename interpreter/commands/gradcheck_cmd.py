@@ -1,21 +1,27 @@
 """`dp gradcheck FILE [MODULE]`: the model's gradients (autodiff) against central differences,
 in float64, on random inputs; a table of the worst error per parameter and input, exit 1 when
-one is beyond the tolerance (interpreter/core/gradcheck.py says how the error is measured)."""
+one is beyond the tolerance (interpreter/core/gradcheck.py says how the error is measured).
+`--set cell=LSTM` chooses a configuration argument of the train block's model first, as `dp
+train --set` does (settings of training mean nothing here: they are refused, as `dp run` does)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from dp.dsl.choices import only_choices
 from dp.dsl.errors import DpError, suggest
 from dp.dsl.loader import load_programs
 from dp.interpreter.core import gradcheck as G
 from dp.interpreter.core.model import Model
+from dp.interpreter.training.train import parse_sets
 
 
 def gradcheck_cmd(args) -> int:
     _flags(args)
-    tprog, _ = load_programs([args.file])
+    sets = parse_sets(args.set)
+    tprog, _ = load_programs([args.file], sets, settings=False)
+    only_choices(sets, tprog, "gradcheck")
     name, span = _module(tprog, args.file, args.module)
     model = Model(  # a model: concrete sizes, every module argument bound
         tprog, name, span, dtype=np.float64)
@@ -23,7 +29,8 @@ def gradcheck_cmd(args) -> int:
     G.jitter(model, args.seed)
     rows = G.check_model(model, tprog.defs[name].inputs, batch=args.batch, seed=args.seed,
                          eps=args.eps, tol=args.tol)
-    print(f"gradcheck {name} in float64: batch {args.batch}, seed {args.seed}, "
+    chosen = " with " + ", ".join(f"{k} = {v}" for k, v in sets.items()) if sets else ""
+    print(f"gradcheck {name}{chosen} in float64: batch {args.batch}, seed {args.seed}, "
           f"eps {args.eps:g} (central differences), tolerance {args.tol:g}")
     print(f"error = |autodiff - numeric| / max(|autodiff|, |numeric|, {G.FLOOR:g}), at most "
           f"{G.per_tensor(len(rows))} random entries of each tensor")

@@ -25,7 +25,14 @@ from dp.dsl.frames import (
     model_signature,
     resolve_ref,
 )
-from dp.dsl.instances import masked_scores, previous_fits, repeat_count
+from dp.dsl.instances import (
+    call_site,
+    masked_scores,
+    previous_fits,
+    repeat_count,
+    scan_kernel,
+    scan_steps,
+)
 from dp.dsl.kernels import SCAN_KERNELS
 
 from .fuse import fuse
@@ -201,7 +208,7 @@ def _repeat(plan: Plan, tprog: T.TProgram, f: Frame, b: Builtin, e: T.TMap, args
     x = _emit(plan, tprog, f, e.seq)
     extra = [_emit(plan, tprog, f, a) for a in e.extra]
     for i in range(1, count + 1):
-        x = _call(plan, tprog, f, e.call, [x] + extra, site=f"{_site(f, e.call)}{i}")
+        x = _call(plan, tprog, f, e.call, [x] + extra, site=f"{call_site(f, e.call)}{i}")
     return x
 
 
@@ -216,14 +223,9 @@ def _previous(plan: Plan, f: Frame, e: T.TPrim) -> Var:
     return plan.previous
 
 
-def _site(f: Frame, call: T.TCall) -> str:
-    count = f.tdef.site_counts.get(call.site, 1)
-    return f"{f.prefix}.{call.site if count == 1 else f'{call.site}{call.index}'}"
-
-
 def _call(plan: Plan, tprog: T.TProgram, f: Frame, e: T.TCall, args: list[Atom],
           carry: dict | None = None, site: str | None = None) -> Atom:
-    site = site or _site(f, e)
+    site = site or call_site(f, e)
     if not isinstance(e.callee, T.ConfigMod):
         return _inline(plan, tprog, resolve_ref(e.callee, f), callee_dims(f, e), site, args, e,
                        carry)
@@ -251,18 +253,15 @@ def _scan(plan: Plan, tprog: T.TProgram, f: Frame, b: Builtin, e: T.TMap, args) 
     """A cell along the sequence from a zero state. A cell that declares a kernel (`kernel
     rnn_scan`) runs as that one fused kernel, when its gates' activations are the kernel's
     (its language definition is the kernel's specification; tests hold the kernel to it); any
-    other cell is unrolled, one inlined step per element, with parameters shared by path."""
+    other cell is unrolled, one inlined step per element, with parameters shared by path
+    (at most MAX_SCAN steps: the checker refused more, dsl/instances.py)."""
     xs = _emit(plan, tprog, f, e.seq)
-    ref = resolve_ref(e.call.callee, f)
     state = tuple(f.size(d) for d in e.type.shape[1:])
-    kernel = _kernel(tprog, ref)
-    if kernel is not None:
-        dims = bind_dims(tprog, ref, [state, xs.shape[2:]], e.span)
-        gates = _gates(tprog, frame(tprog, ref, dims, _site(f, e.call)),
-                       SCAN_KERNELS[kernel].gates)
-        if gates is not None:
-            return _fused_scan(plan, kernel, gates, xs, state, e.span)
+    fused = scan_kernel(tprog, f, e, xs.shape[2:], SCAN_KERNELS)
+    if fused is not None:
+        return _fused_scan(plan, *fused, xs, state, e.span)
     batch, n = xs.shape[0], xs.shape[1]
+    scan_steps(n, e.span)
     h = plan.add("fill", (Const(0.0),), e.span, batched=True, shape=(batch,) + state)
     carry: dict = {}
     steps = []
@@ -271,38 +270,6 @@ def _scan(plan: Plan, tprog: T.TProgram, f: Frame, b: Builtin, e: T.TMap, args) 
         h = _call(plan, tprog, f, e.call, [h, x], carry)
         steps.append(h)
     return plan.add("stack", tuple(steps), e.span, axis=1)
-
-
-def _kernel(tprog: T.TProgram, ref) -> str | None:
-    """The kernel a defined module declares, if lowering fuses it (SCAN_KERNELS is the switch)."""
-    tdef = tprog.defs.get(ref.name) if isinstance(ref, T.GlobalMod) else None
-    return tdef.kernel if tdef is not None and tdef.kernel in SCAN_KERNELS else None
-
-
-def _gates(tprog: T.TProgram, cell: Frame, acts: tuple) -> list | None:
-    """The frames of a cell's gates, each act(U h + V x + b), if their activations are the
-    kernel's: an rnn_scan cell is its own one gate; an lstm_scan cell's gates are the calls of
-    its first lets (i, f, g, o, torch's order), each of a cell declaring rnn_scan (the checker
-    made sure the bodies are the kernels' forms). None: unroll it instead."""
-    if len(acts) == 1:
-        return [cell] if _activation(cell) == acts[0] else None
-    gates = []
-    for (_, call), act in zip(cell.tdef.lets, acts, strict=False):
-        ref = resolve_ref(call.callee, cell)
-        if _kernel(tprog, ref) != "rnn_scan":
-            return None
-        gate = frame(tprog, ref, callee_dims(cell, call), _site(cell, call))
-        if _activation(gate) != act:
-            return None
-        gates.append(gate)
-    return gates
-
-
-def _activation(frame: Frame) -> str | None:
-    """The builtin an rnn_scan cell's result applies, as this frame binds it."""
-    callee = frame.tdef.result.callee
-    ref = frame.config.get(callee.name) if isinstance(callee, T.ConfigMod) else callee
-    return ref.name if isinstance(ref, T.BuiltinMod) else None
 
 
 def _fused_scan(plan: Plan, kernel: str, gates: list, xs: Var, state: tuple, span) -> Var:
