@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from . import typed as T
 from .builtins import BUILTINS, Builtin, dropout_rate
-from .dims import DimVar, fixed_of, resolve
+from .dims import DimVar, fixed_of, free_vars, resolve
 from .errors import DpError, Span, where
 from .frames import (
     Frame,
@@ -94,10 +94,15 @@ def window_fits(f: Frame, e: T.TPrim, sizes, kernel: tuple, pad) -> None:
     (`OverlapPool: R^(c, h, w) -> ...`) knows only here; a kernel size and a padding for
     each axis (or one padding for all)."""
     pads = pad if isinstance(pad, tuple) else (pad,) * len(kernel)
-    for n, k, p in zip(sizes, kernel, pads, strict=True):
+    for axis, (n, k, p) in enumerate(zip(sizes, kernel, pads, strict=True)):
         if n + 2 * p < k:
-            raise DpError("shape", f"{f.tdef.name} cannot be used with these sizes: the window "
+            err = DpError("shape", f"{f.tdef.name} cannot be used with these sizes: the window "
                           f"{k} is larger than the input {n}", e.span)
+            x, first = e.args[0].type, 0 if e.op == "conv1d" else 1
+            window = dict(e.attrs)["size"] if e.op.endswith("pool2d") else \
+                e.args[1].type.shape[2 + axis]
+            err.about = (x.shape[first + axis], window)  # the sizes the notes explain
+            raise err
 
 
 def sizes_positive(f: Frame, span) -> None:
@@ -182,6 +187,21 @@ def _activation(cell: Frame) -> str | None:
     callee = cell.tdef.result.callee
     ref = cell.config.get(callee.name) if isinstance(callee, T.ConfigMod) else callee
     return ref.name if isinstance(ref, T.BuiltinMod) else None
+
+
+def _about(f: Frame, err: DpError) -> set:
+    """The variables of this instance in the sizes an error is about (`err.about`)."""
+    return {v for d in err.about for v in free_vars(resolve(d, f.tdef.subst))}
+
+
+def _caller_sizes(f: Frame, call: T.TCall, about: set) -> tuple:
+    """The caller's sizes that gave the callee's variables `about`: what the call binds them
+    to, or the axes of its arguments and result where the callee's signature has them."""
+    out = [fv for var, fv in call.dims if var in about]
+    for want, got in zip((*f.tdef.sig.args, f.tdef.sig.result),
+                         (*(a.type for a in call.args), call.type)):
+        out += [d for w, d in zip(want.shape, got.shape) if w in about]
+    return tuple(out)
 
 
 def previous_fits(name: str, sig: ModSig, out: tuple, previous: tuple, vocab: int,
@@ -286,25 +306,31 @@ class _Walk:
             if call is None or err.span is None or (err.span.file == call.span.file
                                                     != self.file):
                 raise
-            fixed = self._fixed_notes(f, err.message)
+            fixed = self._fixed_notes(f, err)
             if err.span.file == call.span.file:  # the user's definition: say which use
-                raise DpError(err.kind, err.message, err.span, err.notes + (
-                    f"{f.tdef.name} is used{_sizes(f)} at {where(call.span)}",
-                    *fixed)) from None
-            # a size that fails inside another file (the standard library): the user's call
-            raise DpError(err.kind, err.message, call.span, err.notes + (
-                f"inside {f.tdef.name}, at {where(err.span)}", *fixed)) from None
+                outer = DpError(err.kind, err.message, err.span, err.notes + (
+                    f"{f.tdef.name} is used{_sizes(f)} at {where(call.span)}", *fixed))
+            else:  # a size that fails inside another file (the standard library): the user's call
+                outer = DpError(err.kind, err.message, call.span, err.notes + (
+                    f"inside {f.tdef.name}, at {where(err.span)}", *fixed))
+            if getattr(err, "about", None) is not None:
+                outer.about = _caller_sizes(f, call, _about(f, err))
+            raise outer from None
         finally:
             self.whys.pop()
         self.done[key] = out
         return out
 
-    def _fixed_notes(self, f: Frame, message: str) -> tuple[str, ...]:
-        """What fixed each size of this instance that the message shows as a number."""
-        shown = set(re.findall(r"\b\d+\b", message))
+    def _fixed_notes(self, f: Frame, err: DpError) -> tuple[str, ...]:
+        """What fixed each size of this instance that the error is about: the variables it
+        names (`about`, where it was raised in this instance), else those whose number the
+        message shows."""
+        about = _about(f, err) if getattr(err, "about", None) is not None else None
+        shown = set(re.findall(r"\b\d+\b", err.message))
         whys = self.whys[-1]
         return tuple(f"{f.tdef.name}'s {var.name} = {v}, {whys[var]}"
-                     for var, v in f.dims.items() if str(v) in shown and var in whys)
+                     for var, v in f.dims.items() if var in whys and (
+                         var in about if about is not None else str(v) in shown))
 
     def _argument_whys(self, f: Frame, e: T.TCall, ref: T.GlobalMod, dims: dict) -> dict:
         """What fixed the sizes of a module argument (frames.bind_dims): given with it, its
