@@ -11,6 +11,8 @@ the start; rank 0 alone prints, writes metrics and checkpoints.
 Errors: an error in the setup (before the first step) is agreed on, so that rank 0 prints the
 first failing rank's error and every rank exits cleanly; the loop's own errors (a non-finite
 loss, an interruption) come from allreduced values, so every rank meets them at the same step.
+A non-finite loss or gradient is diagnosed by each rank on its share of the batch, and rank 0
+prints the first rank's diagnosis (`diagnosed`).
 Anything else on one rank aborts the job (MPI_Abort), so that no rank waits forever.
 
 With one process nothing here imports MPI and every method does nothing (the world of one).
@@ -139,10 +141,11 @@ class World:
                            f"give a batch that is a multiple of {self.size} (--set batch=...) "
                            f"or another number of processes",))
 
-    def bounds(self, n: int) -> tuple[int, int]:
-        """This rank's slice [lo, hi) of n examples (even when n does not divide: the last,
-        partial batch of an epoch)."""
-        return n * self.rank // self.size, n * (self.rank + 1) // self.size
+    def bounds(self, n: int, rank: int | None = None) -> tuple[int, int]:
+        """This rank's (or `rank`'s) slice [lo, hi) of n examples (even when n does not
+        divide: the last, partial batch of an epoch)."""
+        rank = self.rank if rank is None else rank
+        return n * rank // self.size, n * (rank + 1) // self.size
 
     def part(self, a):
         lo, hi = self.bounds(len(a))
@@ -222,18 +225,45 @@ class World:
     def agree(self, err: DpError | None) -> None:
         """Every rank says whether its setup failed; if any did, every rank raises: rank 0
         the error of the first that failed, the others an error they do not print."""
-        said = self.comm.allgather(None if err is None else
-                                   (err.kind, err.message, err.span, err.notes, err.exit_code))
-        failed = [(r, e) for r, e in enumerate(said) if e is not None]
-        if not failed:
+        first = self._first(err)
+        if first is None:
             return
         self.phase = "done"
-        first, (kind, message, span, notes, code) = failed[0]
-        if first != 0:
-            notes = notes + (f"met by process {first} of {self.size}",)
-        agreed = DpError(kind, message, span, notes)
-        agreed.exit_code, agreed.settled, agreed.quiet = code, True, not self.root
+        rank, agreed = first
+        if rank != 0:
+            agreed = agreed.with_note(f"met by process {rank} of {self.size}")
+        agreed.settled, agreed.quiet = True, not self.root
         raise agreed
+
+    def diagnosed(self, err: DpError | None, n: int) -> DpError | None:
+        """Every rank's diagnosis of a step's non-finite value (`err`, None when its share of
+        the n examples, run again, stayed finite), called by all at the same step: on every
+        rank, the first rank's diagnosis, with a note naming that rank when it is not 0 (the
+        positions it gives count from the rank's first example); None when none had one."""
+        if self.size == 1:
+            return err
+        first = self._first(err)
+        if first is None:
+            return None
+        rank, found = first
+        if rank == 0:
+            return found
+        lo, hi = self.bounds(n, rank)
+        return found.with_note(f"met by process {rank} of {self.size}, whose share of the "
+                               f"batch is its examples {lo} to {hi - 1}: the positions "
+                               f"above count from example {lo}")
+
+    def _first(self, err: DpError | None) -> tuple[int, DpError] | None:
+        """The first rank whose `err` is not None, and its error (on every rank)."""
+        said = self.comm.allgather(None if err is None else
+                                   (err.kind, err.message, err.span, err.notes, err.exit_code))
+        for rank, e in enumerate(said):
+            if e is not None:
+                kind, message, span, notes, code = e
+                first = DpError(kind, message, span, notes)
+                first.exit_code = code
+                return rank, first
+        return None
 
     def settle(self, err: DpError) -> DpError | None:
         """What this rank prints of an error it stops with (None: nothing, rank 0 says it)."""

@@ -363,12 +363,14 @@ def _resume(model: Model, config: T.TTrain, optimizer: Optimizer, state: dict, s
 
 def _made(model: Model, config: T.TTrain, world, xb, yb, step: int, trouble: str):
     """The error naming the primitive that made step `step`'s first non-finite value, its
-    batch run again one primitive at a time (once: nonfinite.py), on this process's share of
-    the batch; None when that share stays finite."""
+    batch run again one primitive at a time (once: nonfinite.py), each process on its share
+    of the batch: the first process's whose share made one (every process calls this at the
+    same step, an empty share too); None when every share stays finite."""
     lo, hi = world.bounds(len(xb))
     key = (config.seed, step - 1) + ((lo,) if world.size > 1 else ())
-    return diagnose(model, config.loss, xb[lo:hi], yb[lo:hi], key, step, trouble) \
+    found = diagnose(model, config.loss, xb[lo:hi], yb[lo:hi], key, step, trouble) \
         if hi > lo else None
+    return world.diagnosed(found, len(xb))
 
 
 def _numeric(loss: float, step: int, span: Span) -> DpError:
