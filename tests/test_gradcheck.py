@@ -143,6 +143,11 @@ for _x, _w, _stride, _padding, _groups in [
 ]:
     CASES.append(Case("conv2d", (_u(*_x), _u(*_w), _u(_w[0])),
                       {"stride": _stride, "padding": _padding, "groups": _groups}))
+# conv2d with fuse.py's relu: stride 1, and strided (the phased columns).
+CASES += [Case("conv2d", (_u(2, 3, 5, 7), _u(4, 3, 3, 3), _u(4)),
+               {"stride": 1, "padding": 1, "relu": True}),
+          Case("conv2d", (_u(2, 2, 7, 6), _u(3, 2, 5, 5), _u(3)),
+               {"stride": 3, "padding": 2, "relu": True})]
 # conv1d(xs, w, b) along a sequence: same padding, none, strided, a kernel of 1.
 CASES += [Case("conv1d", (_u(*_x), _u(*_w), _u(_w[0])), {"stride": _s, "padding": _p})
           for _x, _w, _s, _p in [((2, 5, 3), (4, 3, 3), 1, 1), ((1, 4, 2), (3, 2, 1), 1, 0),

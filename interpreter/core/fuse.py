@@ -1,8 +1,9 @@
 """Stage 3, last step: rewrite chains of primitives in the plan as the fused kernels that pay.
 
 - `add(linear(x, W), b)` with b a parameter vector -> `linear(x, W, b)` (`W x + b`).
-- `relu(linear(...))` -> `linear(...; relu)` (FeedForward's `relu(W x + b)`): one pass less
-  each way, and no pre-activation kept.
+- `relu(linear(...))` -> `linear(...; relu)` (FeedForward's `relu(W x + b)`), and likewise
+  `relu(conv2d(...))` -> `conv2d(...; relu)` (Conv's): one pass less each way, and no
+  pre-activation kept.
 - `add(mul(layernorm(x), g), b)` with g, b parameter vectors -> `layernorm(x, g, b)`
   (LayerNorm's `g * normalize(x) + b`).
 - Attention as the language writes it, `softmax(causal?(q @ transpose(k) / c)) @ v` (lowering
@@ -61,11 +62,11 @@ class _Fuser:
         self.plan.eqns[i] = self.made[fused.out.id] = fused
 
     def _relu(self, e: Eqn) -> Eqn | None:
-        lin = self._only(e.inputs[0], "linear")
+        lin = self._only(e.inputs[0], "linear") or self._only(e.inputs[0], "conv2d")
         if lin is None or dict(lin.params).get("relu"):
             return None
         self.dropped.add(id(lin))
-        return Eqn("linear", lin.inputs, tuple(sorted(lin.params + (("relu", True),))), e.out,
+        return Eqn(lin.prim, lin.inputs, tuple(sorted(lin.params + (("relu", True),))), e.out,
                    e.span)
 
     def _only(self, x, prim: str) -> Eqn | None:

@@ -188,8 +188,9 @@ def _conv2d(g: GraphBuilder, e, ins, p) -> str:
     """Conv with the filter's own (possibly rectangular) kernel, stride, padding and groups."""
     ph, pw = _pads(p["padding"])
     s = p["stride"]
-    return g.node("Conv", ins, kernel_shape=list(e.inputs[1].shape[2:]), strides=[s, s],
-                  pads=[ph, pw, ph, pw], group=p.get("groups", 1))
+    out = g.node("Conv", ins, kernel_shape=list(e.inputs[1].shape[2:]), strides=[s, s],
+                 pads=[ph, pw, ph, pw], group=p.get("groups", 1))
+    return g.node("Relu", [out]) if p.get("relu") else out  # fused by fuse.py
 
 
 def _conv1d(g: GraphBuilder, e, ins, p) -> str:

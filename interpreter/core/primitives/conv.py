@@ -6,7 +6,9 @@ images side by side, so the forward is one matmul [w | b] @ cols for a whole chu
 [dW | db] is one matmul g @ cols^T with g laid out the same way; dx (a matmul and the col2im
 scatter) is skipped when not wanted, as for the first layer. It saves its columns for the
 backward when they are small (see SAVE_MAX). 3 x 3, stride-1 layers with enough channels run
-their forward as Winograd F(2x2, 3x3) instead (see WINOGRAD_MIN).
+their forward as Winograd F(2x2, 3x3) instead (see WINOGRAD_MIN). With `relu` (fuse.py folds
+`relu(conv2d(...))` into it) the relu is applied to each chunk of the output as it is made (or
+in Winograd's output transform), and the backward masks g by out > 0.
 
 Filters may be rectangular (KH x KW, each axis with its own padding) and grouped: with
 `groups` g, the C input and C2 output channels are cut into g groups and each output channel
@@ -19,10 +21,13 @@ with the sequence first, as dp stores it): K matmuls of the shifted sequence wit
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..kernels import conv as K
-from . import register
+from ..kernels import elementwise as E
+from . import near_zero, register
 
 # ---------------------------------------------------------------------------------------------
 # conv2d(x, w, b; stride, padding, groups): x [B, C, H, W], w [C2, C / groups, KH, KW], b [C2]
@@ -40,8 +45,8 @@ def pair(padding) -> tuple[int, int]:
     return int(padding), int(padding)
 
 
-def conv2d_shape(x: tuple, w: tuple, b: tuple, *, stride: int, padding, groups: int = 1
-                 ) -> tuple:
+def conv2d_shape(x: tuple, w: tuple, b: tuple, *, stride: int, padding, groups: int = 1,
+                 relu: bool = False) -> tuple:
     if len(x) != 4 or len(w) != 4 or len(b) != 1:
         raise ValueError(f"conv2d: expects x [B, C, H, W], w [C2, C, KH, KW] and b [C2], got "
                          f"{list(x)}, {list(w)} and {list(b)}")
@@ -121,24 +126,63 @@ WINOGRAD_MIN = 32
 WINOGRAD_TILES = 512  # tiles a chunk of images holds, about
 
 
-def winograd(x, w, b, ph: int, pw: int) -> np.ndarray:
+# The filters' transforms of the last few weight arrays, by address: (a copy of w, u). An entry
+# is used only when w still holds exactly the same bits as its copy, so a parameter update or
+# load, or another array at the same address, only costs a fresh transform (inference on
+# AlexNet's three 3 x 3 layers: 0.4-0.6 ms each, the comparison 0.1).
+_TRANSFORMS: dict = {}
+TRANSFORMS_KEPT = 8
+_transforms_lock = threading.Lock()
+
+
+def _bits(a) -> np.ndarray:
+    """a's entries as unsigned integers of their size, flat."""
+    return np.ascontiguousarray(a).reshape(-1).view(f"u{a.dtype.itemsize}")
+
+
+def filter_transform(w) -> np.ndarray:
+    """u [16, C2, C] = G w G^T of the 3 x 3 filters w (kernels/conv.py), read-only."""
+    key = (w.ctypes.data, w.shape, w.strides, w.dtype.str)
+    with _transforms_lock:
+        kept = _TRANSFORMS.get(key)
+    if kept is not None and np.array_equal(_bits(kept[0]), _bits(w)):
+        return kept[1]
+    u = np.empty((16, w.shape[0], w.shape[1]), dtype=w.dtype)
+    K.winograd_filters(w, u)
+    u.flags.writeable = False
+    if w.flags.c_contiguous:
+        with _transforms_lock:
+            _TRANSFORMS.pop(key, None)
+            while len(_TRANSFORMS) >= TRANSFORMS_KEPT:
+                del _TRANSFORMS[next(iter(_TRANSFORMS))]
+            _TRANSFORMS[key] = (w.copy(), u)
+    return u
+
+
+def winograd(x, w, b, ph: int, pw: int, relu: bool = False) -> np.ndarray:
     """conv2d of x [B, C, H, W] by 3 x 3 filters w, stride 1, as Winograd F(2x2, 3x3): the
-    tiles' transforms, then one matmul per each of the 16 transform entries, over channels."""
+    tiles' transforms, then one matmul per each of the 16 transform entries, over channels;
+    relu (fused) in the output transform."""
     nb, c, h, wd = x.shape
     c2 = w.shape[0]
     ho, wo = h + 2 * ph - 2, wd + 2 * pw - 2
     th, tw = (ho + 1) // 2, (wo + 1) // 2
-    u = np.empty((16, c2, c), dtype=x.dtype)
-    K.winograd_filters(w, u)
+    u = filter_transform(w)
     out = np.empty((nb, c2, ho, wo), dtype=x.dtype)
     for i, j in chunks(nb, th * tw, WINOGRAD_TILES):
         v = np.empty((16, c, (j - i) * th * tw), dtype=x.dtype)
         K.winograd_inputs(x[i:j], v, ph, pw, th, tw)
-        K.winograd_outputs(np.matmul(u, v), b, out[i:j], th, tw)
+        K.winograd_outputs(np.matmul(u, v), b, out[i:j], th, tw, relu)
     return out
 
 
-def conv2d_forward(x, w, b, *, stride: int, padding, groups: int = 1):
+def _relu(y) -> None:
+    """relu in place (a fused conv2d's, on a chunk of the output while it is in cache)."""
+    np.maximum(y, 0, out=y)
+
+
+def conv2d_forward(x, w, b, *, stride: int, padding, groups: int = 1, relu: bool = False):
+    """With relu (fuse.py's conv2d + relu), the relu of the convolution."""
     nb, c2, kh, kw = x.shape[0], w.shape[0], w.shape[2], w.shape[3]
     ph, pw = pair(padding)
     ho, wo = _out_size(x.shape[2], kh, stride, ph), _out_size(x.shape[3], kw, stride, pw)
@@ -146,7 +190,7 @@ def conv2d_forward(x, w, b, *, stride: int, padding, groups: int = 1):
         return np.empty((0, c2, ho, wo), dtype=x.dtype), None
     if (kh, kw, stride, groups) == (3, 3, 1, 1) and min(x.shape[1], c2) >= WINOGRAD_MIN \
             and nb * (x.shape[1] * 9 + 1) * ho * wo > SAVE_MAX:
-        return winograd(x, w, b, ph, pw), None
+        return winograd(x, w, b, ph, pw, relu), None
     wb = np.concatenate((w.reshape(c2, -1), b.reshape(c2, 1)), axis=1) if groups == 1 else None
     rows = x.shape[1] * kh * kw + 1
     out = np.empty((nb, c2, ho * wo), dtype=x.dtype)
@@ -156,6 +200,8 @@ def conv2d_forward(x, w, b, *, stride: int, padding, groups: int = 1):
             np.matmul(wb, _images(cols, nb), out=out)
         else:
             out[...] = _images(_product(w, b, wb, cols, groups), nb)
+        if relu:
+            _relu(out)
         return out.reshape(nb, c2, ho, wo), cols
     spans = chunks(nb, ho * wo, CHUNK_COLS)
     buf = np.empty(rows * (spans[0][1] - spans[0][0]) * ho * wo, dtype=x.dtype)
@@ -165,6 +211,8 @@ def conv2d_forward(x, w, b, *, stride: int, padding, groups: int = 1):
             np.matmul(wb, cols, out=out[i])
         else:
             out[i:j] = _images(_product(w, b, wb, cols, groups), j - i)
+        if relu:
+            _relu(out[i:j])
     return out.reshape(nb, c2, ho, wo), None
 
 
@@ -181,11 +229,15 @@ def _filter_grads(gi, cols, groups: int) -> np.ndarray:
     return dwb
 
 
-def conv2d_backward(g, out, inputs, wants, *, saved, stride, padding, groups: int = 1):
+def conv2d_backward(g, out, inputs, wants, *, saved, stride, padding, groups: int = 1,
+                    relu: bool = False):
     """[dW | db] = g @ cols^T over all images; dx = col2im(W^T g), per group; both with g laid
     out as the columns are, [C2, B*Ho*Wo]. Without saved columns, a chunk of images at a time,
-    rebuilding its columns into one buffer."""
+    rebuilding its columns into one buffer. With relu, g is first zeroed where out is not
+    positive (relu'(0) = 0, as the relu primitive)."""
     x, w, _ = inputs
+    if relu:
+        g = E.relu_grad(np.ascontiguousarray(g), np.ascontiguousarray(out))
     nb, c2, ho, wo = g.shape
     if nb == 0:  # no images: no gradient for the filters either
         return tuple(np.zeros(a.shape, dtype=g.dtype) if want else None
@@ -227,8 +279,16 @@ def conv2d_backward(g, out, inputs, wants, *, saved, stride, padding, groups: in
     return dx, dw, db
 
 
+def near_relu_kink(inputs: tuple, params: dict, tol: float) -> bool:
+    """With relu: some output of the convolution before its relu within tol of 0."""
+    if not params.get("relu"):
+        return False
+    plain = {k: v for k, v in params.items() if k != "relu"}
+    return near_zero((conv2d_forward(*inputs, **plain)[0],), params, tol)
+
+
 register("conv2d", shape=conv2d_shape, forward=conv2d_forward, backward=conv2d_backward,
-         smooth=True, saves=True)
+         smooth=True, kinks=(near_relu_kink,), saves=True)
 
 
 # ---------------------------------------------------------------------------------------------

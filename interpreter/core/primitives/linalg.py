@@ -44,13 +44,27 @@ def linear_shape(x: tuple, w: tuple, *b: tuple, relu: bool = False) -> tuple:
 SMALL, SMALL_ROWS = 16384, 2
 
 
+# A few rows (2 to FEW_ROWS) through a large W (at least LARGE_W entries: streaming W from
+# memory is the cost) run as (W @ x.T).T: OpenBLAS splits W's rows between its threads then,
+# and the product is 1.4-2x faster than x @ W.T (AlexNet's dense layers at batch 8: 27 ms
+# -> 19 ms). Training's larger batches and small layers keep x @ W.T and its sums.
+FEW_ROWS, LARGE_W = 32, 1 << 20
+
+
+def _product(x2: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x2 @ W.T, a new C-contiguous array."""
+    if 2 <= len(x2) <= FEW_ROWS and w.size >= LARGE_W:
+        return np.ascontiguousarray((w @ x2.T).T)
+    return x2 @ w.T
+
+
 def linear_forward(x: np.ndarray, w: np.ndarray, *b: np.ndarray, relu: bool = False):
     x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
     if len(x2) <= SMALL_ROWS and len(x2) * w.size <= SMALL and x.dtype is w.dtype:
         out = np.empty((len(x2), w.shape[0]), x.dtype)
         K.small_linear(x2, w, b[0] if b else w[0, :0], relu, out)
     else:
-        out = x2 @ w.T
+        out = _product(x2, w)
         if b and out.size:
             K.bias_act(out, b[0], relu)
         elif relu:
