@@ -1,7 +1,8 @@
 """`dp check FILE --summary`: each module as a table of layers, like Keras' `model.summary()`.
 
 One row per layer, the modules inside a layer indented under it, with its output for one
-example and its parameter count (from lowering, so the total is what training allocates).
+example and its parameter count (the front end's shapes, which tests hold equal to what
+lowering allocates, so the total is what training allocates).
 A generic module keeps its dimension names, and its count is a formula of them
 (dsl/param_counts.py); numbers wait for sizes.
 """
