@@ -187,23 +187,39 @@ def test_a_fused_step_is_named_as_the_program_wrote_it(tmp_path):
         "good checkpoint is unchanged")
 
 
-def test_a_value_only_a_fused_kernel_makes_is_found_in_the_plan_training_ran(tmp_path,
-                                                                            monkeypatch):
-    """When the unfused plan stays finite (a fused kernel computes otherwise), the fused plan
-    is searched: here a fused linear made to give inf, named as the fused step it is."""
-    model = _model(tmp_path, FUSED)
-    model.init(0)
-    linear = PRIMITIVES["linear"]
+CONV_RELU = """\
+Net: R^(1, 4, 4) -> R^2
+Net(x) = FeedForward(global_avgpool2d(relu(conv2d(x, W, b))); m = 2)
+  param W: R^(3, 1, 3, 3) ~ glorot
+  param b: R^3 ~ zeros
+"""
 
-    def forward(*args, relu=False):
-        out = linear.forward(*args, relu=relu)
-        return out + np.float32(np.inf) if relu else out
-    monkeypatch.setitem(PRIMITIVES, "linear", dataclasses.replace(linear, forward=forward))
-    x, y = np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32)
+
+@pytest.mark.parametrize("prim, text, shape, span", [
+    ("linear", FUSED, (4, 3), (2, 10, 23)),  # relu(W x + b)
+    ("conv2d", CONV_RELU, (4, 1, 4, 4), (2, 39, 60)),  # relu(conv2d(x, W, b))
+])
+def test_a_value_only_a_fused_kernel_makes_is_found_in_the_plan_training_ran(
+        tmp_path, monkeypatch, prim, text, shape, span):
+    """When the unfused plan stays finite (a fused kernel computes otherwise), the fused plan
+    is searched: here a fused linear (or conv2d) with relu made to give inf, named as the
+    fused step it is."""
+    model = _model(tmp_path, text)
+    model.init(0)
+    original = PRIMITIVES[prim]
+
+    def forward(*args, relu=False, **params):
+        out = original.forward(*args, relu=relu, **params)
+        if not relu:
+            return out
+        return (out[0] + np.float32(np.inf), out[1]) if original.saves else out + np.float32(
+            np.inf)
+    monkeypatch.setitem(PRIMITIVES, prim, dataclasses.replace(original, forward=forward))
+    x, y = np.ones(shape, np.float32), np.zeros((4, 2), np.float32)
     err = diagnose(model, "squared_error", x, y, None, 3, "the loss became inf at step 3")
-    assert err.message == ("the loss became inf at step 3: linear with relu (fused) here made "
-                           "the step's first non-finite value")
-    assert (err.span.line, err.span.col, err.span.end_col) == (2, 10, 23)  # relu(W x + b)
+    assert err.message == (f"the loss became inf at step 3: {prim} with relu (fused) here "
+                           "made the step's first non-finite value")
+    assert (err.span.line, err.span.col, err.span.end_col) == span
 
 
 def test_a_finite_batch_has_no_diagnosis(tmp_path):

@@ -190,8 +190,8 @@ class _Search:
                 f"input {name} is {float(gi[bad])}{_at(bad, gi)}")
 
     def _name(self, e: Eqn) -> str:
-        if e.prim == "linear" and dict(e.params).get("relu"):
-            return "linear with relu (fused)"
+        if dict(e.params).get("relu"):  # linear or conv2d, fused with its relu (fuse.py)
+            return f"{e.prim} with relu (fused)"
         return e.prim
 
     def _input(self, a) -> str:
