@@ -21,8 +21,8 @@ def _pipe(*flags: str):
 def test_the_repl_refuses_a_model_over_max_memory_and_goes_on():
     code, out, err = _pipe("--max-memory", "10M")
     assert err.startswith("error[resource]: the expression needs ≥ 38.2 MiB of buffers, more "
-                          "than the limit of 10 MiB: the parameter the expression.feedforward.W "
-                          "(in FeedForward) alone is 38.1 MiB (10,000,000 numbers)\n"
+                          "than the limit of 10 MiB: the parameter feedforward.W (in "
+                          "FeedForward) alone is 38.1 MiB (10,000,000 numbers)\n"
                           "  --> <repl>:2:5\n")  # the call of FeedForward
     assert err.count("error[") == 1 and "Traceback" not in err
     assert out.endswith("R  shape ()\n0.\n")  # the next line runs: the expression of x alone

@@ -86,8 +86,9 @@ def over_limit(plan: Plan, model: str, model_span: Span | None, copies: int = 0)
     layer = layer_of(plan, var.id)
     if what is None:
         name, span = f"the input {_shape(var.shape)}", model_span
-    elif isinstance(what, str):
-        name, span = f"the parameter {what}", plan.specs[what].span
+    elif isinstance(what, str):  # (a REPL expression's model, `the expression`, not in it)
+        path = what if model.isidentifier() else what.removeprefix(f"{model}.")
+        name, span = f"the parameter {path}", plan.specs[what].span
     else:
         name, span = f"the value {_shape(var.shape)} of {what.prim}", what.span
     if layer is not None:
