@@ -35,7 +35,8 @@ def _program(n: int, cell: str = "Cell"):
 def test_a_sequence_past_the_limit_fails_at_once():
     start = time.perf_counter()
     code, out, err = dp_here("check", "tests/programs/errors/scan_limit.dp", cwd=ROOT)
-    assert time.perf_counter() - start < 1.5
+    assert time.perf_counter() - start < 10  # about 0.1 s: a guard against unrolling, not a
+    # speed test (10^9 steps would never finish), with room for a busy CI machine
     assert code == 1 and out == ""
     assert err.startswith("error[limit]: scan unrolls its cell 1000000000 times here, one step "
                           "per element of the sequence, more than the limit of 10,000\n")
